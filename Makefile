@@ -1,0 +1,74 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# kvm-pfi: top-level entry points. `make help` lists them.
+#
+# Everything built for the project (toolchain pieces, the test kernel, cargo
+# targets) lives in $(KVM_PFI_CACHE), outside the repository.
+
+KVM_PFI_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/kvm-pfi
+export KVM_PFI_CACHE
+
+# The kernel tree to build the module against. Default: the test kernel the
+# scripts build; bring your own Rust-enabled build tree with KDIR=...
+KDIR ?= $(KVM_PFI_CACHE)/build
+RUSTC ?= $(if $(wildcard /usr/bin/rustc),/usr/bin/rustc,rustc)
+LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
+BINDGEN ?= $(firstword $(wildcard $(KVM_PFI_CACHE)/tools/bin/bindgen) bindgen)
+export CARGO_TARGET_DIR ?= $(KVM_PFI_CACHE)/target
+CARGO ?= cargo
+
+KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) BINDGEN=$(BINDGEN) \
+	LIBCLANG_PATH=$(LIBCLANG_PATH)
+
+.PHONY: all help deps kernel module tool selftests test unit-test vm-test demo bench clean
+
+all: module tool
+
+help:
+	@echo "make deps       install the toolchain (Debian packages, bindgen, virtme-ng)"
+	@echo "make kernel     fetch and build the test kernel in $(KVM_PFI_CACHE)"
+	@echo "make module     build kvm_pfi.ko against KDIR (default: the test kernel)"
+	@echo "make tool       build the kvm-pfi command-line tool"
+	@echo "make selftests  build the kselftest suite"
+	@echo "make test       everything above, host unit tests, then the suite in a VM"
+	@echo "make demo       boot the test VM, attach to a guest and show live events"
+	@echo "make bench      overhead figures of the probes (ratios)"
+	@echo "make clean      remove build products from the repository"
+
+deps:
+	scripts/toolchain.sh
+
+kernel: deps
+	scripts/kernel.sh
+
+module:
+	$(KMAKE) modules
+
+tool:
+	$(CARGO) build --release --locked -p kvm-pfi
+
+selftests:
+	$(MAKE) -C selftests KDIR=$(KDIR)
+
+unit-test:
+	$(CARGO) test --locked --workspace
+
+vm-test: module tool selftests
+	scripts/vm-test.sh
+
+# The one command CI and newcomers run: sets up what is missing, then tests.
+test: kernel
+	$(MAKE) unit-test
+	$(MAKE) vm-test
+
+demo: kernel
+	$(MAKE) module tool selftests
+	scripts/demo.sh
+
+bench: kernel
+	$(MAKE) module selftests
+	scripts/bench.sh
+
+clean:
+	-$(KMAKE) clean 2>/dev/null
+	-$(MAKE) -C selftests clean KDIR=$(KDIR) 2>/dev/null

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Input of bindgen for the module (Kbuild) and the kvm-pfi tool (build.rs).
+ *
+ * bindgen cannot expand function-like macros such as _IOWR(), so the ioctl
+ * numbers are re-exported here as enumerators, which clang evaluates. Nothing
+ * else is defined here: include/uapi/linux/kvm_pfi.h stays the one source.
+ */
+#include <linux/kvm_pfi.h>
+#include <linux/kvm_pfi_netlink.h>
+
+enum kvm_pfi_ioctl {
+	KVM_PFI_IOCTL_GET_VERSION = KVM_PFI_GET_VERSION,
+	KVM_PFI_IOCTL_ATTACH = KVM_PFI_ATTACH,
+	KVM_PFI_IOCTL_DETACH = KVM_PFI_DETACH,
+	KVM_PFI_IOCTL_LIST_VMS = KVM_PFI_LIST_VMS,
+	KVM_PFI_IOCTL_VM_STATS = KVM_PFI_VM_STATS,
+};

@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `/dev/kvm_pfi`: the misc device and its ioctls (include/uapi/linux/kvm_pfi.h).
+//!
+//! Mode 0600 (the misc default) and `CAP_SYS_ADMIN` at open: an opener can
+//! read and steer other processes' guests. Every ioctl validates all of its
+//! input before changing anything, so a refused call leaves state unchanged.
+
+use core::sync::atomic::{
+    AtomicU64,
+    Ordering, //
+};
+
+use kernel::bindings;
+use kernel::fs::File;
+use kernel::ioctl::_IOC_SIZE;
+use kernel::miscdevice::{
+    MiscDevice,
+    MiscDeviceRegistration, //
+};
+use kernel::prelude::*;
+use kernel::transmute::{
+    AsBytes,
+    FromBytes, //
+};
+use kernel::uaccess::{
+    UserPtr,
+    UserSlice, //
+};
+
+use crate::bindings::{
+    glue,
+    uapi, //
+};
+use crate::vm::{
+    self,
+    DetachReason,
+    Owner, //
+};
+
+/// Per open file: an id that owns its non-persistent attachments.
+pub(crate) struct PfiFile {
+    id: u64,
+}
+
+static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
+
+fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).reader().read::<T>()
+}
+
+fn write_arg<T: AsBytes>(arg: usize, val: &T) -> Result {
+    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).writer().write(val)
+}
+
+fn write_array<T: AsBytes>(addr: u64, items: &[T]) -> Result {
+    let Ok(addr) = usize::try_from(addr) else { return Err(EFAULT) };
+    let mut w = UserSlice::new(UserPtr::from_addr(addr), size_of_val(items)).writer();
+    for item in items {
+        w.write(item)?;
+    }
+    Ok(())
+}
+
+fn vendor() -> u32 {
+    // SAFETY: reads CPU feature bits.
+    match unsafe { glue::kvm_pfi_host_vendor() } {
+        glue::KVM_PFI_GLUE_VENDOR_SVM => uapi::KVM_PFI_VENDOR_SVM,
+        glue::KVM_PFI_GLUE_VENDOR_VMX => uapi::KVM_PFI_VENDOR_VMX,
+        _ => uapi::KVM_PFI_VENDOR_UNKNOWN,
+    }
+}
+
+impl PfiFile {
+    fn get_version(&self, arg: usize) -> Result<isize> {
+        let v = uapi::kvm_pfi_version {
+            abi_version: uapi::KVM_PFI_ABI_VERSION,
+            max_vms: uapi::KVM_PFI_MAX_VMS,
+            max_vcpus: uapi::KVM_PFI_MAX_VCPUS,
+            vendor: vendor(),
+        };
+        write_arg(arg, &v)?;
+        Ok(0)
+    }
+
+    fn attach(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_attach = read_arg(arg)?;
+        if req.flags & !uapi::KVM_PFI_ATTACH_FLAGS_ALL != 0 || req.reserved != 0 || req.vm_id != 0 {
+            return Err(EINVAL);
+        }
+        let owner = if req.flags & uapi::KVM_PFI_ATTACH_PERSISTENT != 0 {
+            Owner::Module
+        } else {
+            Owner::File(self.id)
+        };
+        let id = vm::attach(req.vm_fd, req.flags, owner)?;
+        req.vm_id = id;
+        if let Err(e) = write_arg(arg, &req) {
+            // The caller cannot learn the id: undo, so a failed call changes nothing.
+            vm::detach_where(|vm| vm.id == id, DetachReason::Requested);
+            return Err(e);
+        }
+        Ok(0)
+    }
+
+    fn detach(&self, arg: usize) -> Result<isize> {
+        let req: uapi::kvm_pfi_detach = read_arg(arg)?;
+        if req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        vm::detach(req.vm_id, self.id)?;
+        Ok(0)
+    }
+
+    fn list_vms(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_vm_list = read_arg(arg)?;
+        if req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let mut infos = KVec::with_capacity(vm::MAX_VMS, GFP_KERNEL)?;
+        vm::for_each(|vm| {
+            // Capacity is MAX_VMS, the most there can be: cannot fail.
+            let _ = infos.push(vm.info(), GFP_KERNEL);
+        });
+        let n = infos.len().min(req.nr_vms as usize);
+        if n > 0 {
+            write_array(req.vms, &infos[..n])?;
+        }
+        req.nr_vms = infos.len() as u32;
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
+    fn vm_stats(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_vm_stats = read_arg(arg)?;
+        if req.reserved.iter().any(|&r| r != 0) || req.entries != 0 || req.exits != 0 {
+            return Err(EINVAL);
+        }
+        if req.nr_vcpus as usize > vm::MAX_VCPUS {
+            return Err(E2BIG);
+        }
+        let mut vcpus = KVec::with_capacity(req.nr_vcpus as usize, GFP_KERNEL)?;
+        let seen = vm::with_id(req.vm_id, |vm| {
+            let seen = vm.nr_vcpus();
+            for idx in 0..seen.min(vcpus.capacity()) {
+                if let Some(c) = vm.vcpu(idx) {
+                    let _ = vcpus.push(
+                        uapi::kvm_pfi_vcpu_stats {
+                            vcpu_idx: idx as u32,
+                            entries: c.entries(),
+                            exits: c.exits(),
+                            ..Default::default()
+                        },
+                        GFP_KERNEL,
+                    );
+                }
+            }
+            (req.entries, req.exits) = vm.totals();
+            seen
+        })?;
+        if !vcpus.is_empty() {
+            write_array(req.vcpus, &vcpus)?;
+        }
+        req.nr_vcpus = seen as u32;
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+}
+
+#[vtable]
+impl MiscDevice for PfiFile {
+    type Ptr = KBox<Self>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+        // SAFETY: `capable` only inspects the current task's credentials.
+        if !unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) } {
+            return Err(EPERM);
+        }
+        Ok(KBox::new(PfiFile { id: NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed) }, GFP_KERNEL)?)
+    }
+
+    fn release(me: KBox<Self>, _file: &File) {
+        vm::detach_where(|vm| vm.owner == Owner::File(me.id), DetachReason::FileClosed);
+    }
+
+    fn ioctl(me: &PfiFile, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        // The ioctl numbers encode the argument size; a number from another
+        // ABI version does not match any of these.
+        let _ = _IOC_SIZE(cmd);
+        match cmd {
+            uapi::KVM_PFI_IOCTL_GET_VERSION => me.get_version(arg),
+            uapi::KVM_PFI_IOCTL_ATTACH => me.attach(arg),
+            uapi::KVM_PFI_IOCTL_DETACH => me.detach(arg),
+            uapi::KVM_PFI_IOCTL_LIST_VMS => me.list_vms(arg),
+            uapi::KVM_PFI_IOCTL_VM_STATS => me.vm_stats(arg),
+            _ => Err(ENOTTY),
+        }
+    }
+}

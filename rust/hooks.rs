@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Probes on KVM's exported `kvm_entry` and `kvm_exit` tracepoints.
+//!
+//! `kvm_entry` fires in the vCPU thread right before VMRUN/VMLAUNCH, after
+//! KVM has chosen the event to inject on this entry; `kvm_exit` fires right
+//! after the exit, before KVM handles it. Both run with interrupts off, on
+//! every vCPU of every VM on the host: the probes allocate nothing, take no
+//! lock, and return after one load when no VM is attached.
+
+use core::ffi::c_void;
+
+use kernel::prelude::*;
+
+use crate::bindings::glue;
+use crate::vm;
+
+/// `void probe(void *data, struct kvm_vcpu *vcpu, bool force_immediate_exit)`
+unsafe extern "C" fn on_entry(_data: *mut c_void, vcpu: *mut glue::kvm_vcpu, _force_exit: bool) {
+    // SAFETY: KVM passes the running vCPU, valid for the whole call.
+    unsafe { count(vcpu, false) };
+}
+
+/// `void probe(void *data, struct kvm_vcpu *vcpu, u32 isa)`
+unsafe extern "C" fn on_exit(_data: *mut c_void, vcpu: *mut glue::kvm_vcpu, _isa: u32) {
+    // SAFETY: as in `on_entry`.
+    unsafe { count(vcpu, true) };
+}
+
+/// # Safety
+///
+/// `vcpu` is the vCPU KVM is running, and the caller is a tracepoint probe.
+#[inline(always)]
+unsafe fn count(vcpu: *mut glue::kvm_vcpu, exit: bool) {
+    // SAFETY: `vcpu` is valid (caller).
+    let kvm = unsafe { glue::kvm_pfi_vcpu_vm(vcpu) };
+    // SAFETY: tracepoint probes run with preemption disabled, an RCU
+    // read-side critical section.
+    unsafe {
+        vm::with_attached(kvm, |vm| {
+            // SAFETY: `vcpu` is valid (caller).
+            let idx = glue::kvm_pfi_vcpu_index(vcpu);
+            vm.count(idx as usize, exit);
+        })
+    };
+}
+
+/// The registered probes. Dropping unregisters them and waits until no
+/// probe is running, so nothing they use can be freed under them.
+pub(crate) struct Probes {
+    _private: (),
+}
+
+impl Probes {
+    pub(crate) fn register() -> Result<Self> {
+        // SAFETY: `on_entry` has the prototype of the kvm_entry tracepoint.
+        kernel::error::to_result(unsafe {
+            glue::kvm_pfi_register_entry_probe(on_entry as *mut c_void, core::ptr::null_mut())
+        })?;
+        // SAFETY: `on_exit` has the prototype of the kvm_exit tracepoint.
+        let r = kernel::error::to_result(unsafe {
+            glue::kvm_pfi_register_exit_probe(on_exit as *mut c_void, core::ptr::null_mut())
+        });
+        if let Err(e) = r {
+            // SAFETY: registered just above with the same arguments.
+            unsafe {
+                glue::kvm_pfi_unregister_entry_probe(on_entry as *mut c_void, core::ptr::null_mut());
+                glue::kvm_pfi_probes_synchronize();
+            }
+            return Err(e);
+        }
+        Ok(Probes { _private: () })
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        // SAFETY: both were registered by `register` with these arguments.
+        unsafe {
+            glue::kvm_pfi_unregister_exit_probe(on_exit as *mut c_void, core::ptr::null_mut());
+            glue::kvm_pfi_unregister_entry_probe(on_entry as *mut c_void, core::ptr::null_mut());
+            glue::kvm_pfi_probes_synchronize();
+        }
+    }
+}

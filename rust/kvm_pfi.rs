@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! kvm-pfi: memory introspection of KVM guests from the host.
+//!
+//! Module root: wiring only. See Documentation/design.rst for the data flow.
+//! Fields of [`KvmPfi`] are registrations; they are dropped in declaration
+//! order on unload, so the device goes first (no new requests), then the
+//! reaper, the probes, the attached VMs, and last the netlink family the
+//! final detach events go out on.
+
+use kernel::miscdevice::{
+    MiscDeviceOptions,
+    MiscDeviceRegistration, //
+};
+use kernel::prelude::*;
+
+mod bindings;
+mod control;
+mod hooks;
+mod netlink;
+// #[path = "pfi_core/mod.rs"]
+// #[allow(dead_code)]
+// mod pfi_core;
+mod reaper;
+mod vm;
+
+module! {
+    type: KvmPfi,
+    name: "kvm_pfi",
+    authors: ["kvm-pfi developers"],
+    description: "KVM guest memory introspection: swapped-out page access by #PF injection",
+    license: "GPL",
+}
+
+#[pin_data]
+struct KvmPfi {
+    #[pin]
+    device: MiscDeviceRegistration<control::PfiFile>,
+    _reaper: reaper::ReaperHandle,
+    _probes: hooks::Probes,
+    _attachments: vm::Attachments,
+    _netlink: netlink::Registration,
+}
+
+impl kernel::InPlaceModule for KvmPfi {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        // Built in dependency order; the initializer drops what it built if
+        // a later step fails.
+        let netlink = netlink::Registration::register();
+        let attachments = vm::Attachments::new();
+        try_pin_init!(Self {
+            _netlink: netlink?,
+            _attachments: attachments,
+            _probes: hooks::Probes::register()?,
+            _reaper: reaper::ReaperHandle::start()?,
+            device <- MiscDeviceRegistration::register(MiscDeviceOptions {
+                name: c"kvm_pfi",
+            }),
+        })
+    }
+}

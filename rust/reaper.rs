@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Notices VMs whose VMM has gone and detaches them.
+//!
+//! KVM offers no notification when a VM's last file closes while somebody
+//! else (we) still holds a reference, so a delayed work polls twice a
+//! second: a VM whose only reference left is ours is dead, and keeping it
+//! would keep its memory alive forever.
+
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering, //
+};
+
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::workqueue::{
+    self,
+    impl_has_delayed_work,
+    new_delayed_work,
+    DelayedWork,
+    WorkItem, //
+};
+
+use crate::vm;
+
+/// Poll period in jiffies: half a second.
+fn period() -> kernel::time::Jiffies {
+    kernel::time::msecs_to_jiffies(500)
+}
+
+#[pin_data]
+pub(crate) struct Reaper {
+    #[pin]
+    work: DelayedWork<Reaper>,
+    stopping: AtomicBool,
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self> for Reaper { self.work }
+}
+
+impl WorkItem for Reaper {
+    type Pointer = Arc<Reaper>;
+
+    fn run(this: Arc<Reaper>) {
+        if this.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        vm::reap_exited();
+        Reaper::schedule(this);
+    }
+}
+
+impl Reaper {
+    fn schedule(this: Arc<Reaper>) {
+        // `system()` and `system_unbound()` warn as deprecated in 7.3;
+        // the reaper has no CPU affinity, so the default unbound queue.
+        // SAFETY: `system_dfl_wq` is set up at boot and never freed.
+        let queue = unsafe { workqueue::Queue::from_raw(bindings::system_dfl_wq) };
+        // Already queued is impossible: only `run` and `start` queue it.
+        let _ = queue.enqueue_delayed(this, period());
+    }
+}
+
+/// The running reaper; stops it (and waits for it) on drop.
+pub(crate) struct ReaperHandle {
+    reaper: Arc<Reaper>,
+}
+
+impl ReaperHandle {
+    pub(crate) fn start() -> Result<Self> {
+        let reaper = Arc::pin_init(
+            pin_init!(Reaper {
+                work <- new_delayed_work!("kvm_pfi::reaper"),
+                stopping: AtomicBool::new(false),
+            }),
+            GFP_KERNEL,
+        )?;
+        Reaper::schedule(reaper.clone());
+        Ok(ReaperHandle { reaper })
+    }
+}
+
+impl Drop for ReaperHandle {
+    fn drop(&mut self) {
+        self.reaper.stopping.store(true, Ordering::Release);
+        let dwork = core::ptr::from_ref(&self.reaper.work).cast_mut().cast::<bindings::delayed_work>();
+        // Run a pending instance now and wait for a running one; each sees
+        // `stopping` (or was already past the check, and queued once more),
+        // so this ends within a few rounds. Each run drops its reference.
+        // SAFETY: `DelayedWork` is a transparent wrapper of `delayed_work`,
+        // alive as long as `self.reaper`.
+        while unsafe { bindings::flush_delayed_work(dwork) } {}
+    }
+}

@@ -1,0 +1,403 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Attached VMs: the table the probes look VMs up in, and attach/detach.
+//!
+//! The probes run on every vCPU entry and exit of every VM on the host, with
+//! interrupts off. They find an attached VM in a fixed table of atomics,
+//! without locks or allocation, and return at once when nothing is attached.
+//! Writers (ioctls, file release, the reaper, module exit) serialise on
+//! [`CONTROL`]; a detached [`AttachedVm`] is freed only after an RCU grace
+//! period, which every probe invocation (run with preemption disabled by the
+//! tracepoint) is a read-side critical section of.
+
+use core::ptr;
+use core::sync::atomic::{
+    AtomicPtr,
+    AtomicU32,
+    AtomicU64,
+    AtomicUsize,
+    Ordering, //
+};
+
+use kernel::prelude::*;
+use kernel::sync::rcu;
+
+use crate::bindings::glue;
+use crate::bindings::uapi;
+use crate::netlink;
+
+/// Attached VMs at once, over all files (`KVM_PFI_MAX_VMS`).
+pub(crate) const MAX_VMS: usize = uapi::KVM_PFI_MAX_VMS as usize;
+/// vCPUs per VM with their own counters (`KVM_PFI_MAX_VCPUS`); vCPUs beyond
+/// are counted in the VM's totals only.
+pub(crate) const MAX_VCPUS: usize = uapi::KVM_PFI_MAX_VCPUS as usize;
+const STATS_ID_LEN: usize = uapi::KVM_PFI_STATS_ID_LEN as usize;
+
+/// Who ends an attachment besides the VM's death and module unload.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// `KVM_PFI_ATTACH_PERSISTENT`: only `KVM_PFI_DETACH` from any opener.
+    Module,
+    /// Closing the `/dev/kvm_pfi` file with this id detaches the VM.
+    File(u64),
+}
+
+/// Why a VM is detached: the netlink `detach-reason` enum.
+#[derive(Clone, Copy)]
+pub(crate) enum DetachReason {
+    Requested = uapi::KVM_PFI_DETACH_REASON_REQUESTED as isize,
+    FileClosed = uapi::KVM_PFI_DETACH_REASON_FILE_CLOSED as isize,
+    VmExited = uapi::KVM_PFI_DETACH_REASON_VM_EXITED as isize,
+    Unload = uapi::KVM_PFI_DETACH_REASON_UNLOAD as isize,
+}
+
+/// Counters of one vCPU. Only that vCPU's thread writes them (a vCPU runs on
+/// one thread at a time), so plain load/store, no locked RMW, on the hot path.
+#[derive(Default)]
+pub(crate) struct VcpuCounters {
+    entries: AtomicU64,
+    exits: AtomicU64,
+}
+
+impl VcpuCounters {
+    #[inline]
+    fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn exits(&self) -> u64 {
+        self.exits.load(Ordering::Relaxed)
+    }
+}
+
+/// One attached VM. Owned by the table while attached (a leaked `KBox`).
+///
+/// # Invariants
+///
+/// `kvm` holds one reference on the VM (taken by `kvm_pfi_vm_get_from_fd`),
+/// dropped exactly once when this is freed.
+pub(crate) struct AttachedVm {
+    kvm: *mut glue::kvm,
+    pub(crate) id: u32,
+    pub(crate) owner: Owner,
+    pub(crate) flags: u32,
+    pub(crate) vmm_pid: i32,
+    pub(crate) stats_id: [u8; STATS_ID_LEN],
+    vcpus: [VcpuCounters; MAX_VCPUS],
+    /// vCPUs with an index of `MAX_VCPUS` or more (racy sums, stats only).
+    overflow: VcpuCounters,
+    /// Highest vCPU index seen, plus one.
+    nr_vcpus: AtomicU32,
+}
+
+// SAFETY: `kvm` is only passed to KVM functions that may be called from any
+// thread while a reference is held; everything else is atomics or immutable.
+unsafe impl Send for AttachedVm {}
+// SAFETY: as above.
+unsafe impl Sync for AttachedVm {}
+
+impl AttachedVm {
+    /// Counts one entry or exit of `vcpu_idx`. Hot path.
+    #[inline]
+    pub(crate) fn count(&self, vcpu_idx: usize, exit: bool) {
+        let counters = match self.vcpus.get(vcpu_idx) {
+            Some(c) => {
+                if c.entries() == 0 && c.exits() == 0 {
+                    // First event of this vCPU: rare, so the RMW is fine.
+                    self.nr_vcpus.fetch_max(vcpu_idx as u32 + 1, Ordering::Relaxed);
+                }
+                c
+            }
+            None => &self.overflow,
+        };
+        VcpuCounters::bump(if exit { &counters.exits } else { &counters.entries });
+    }
+
+    /// vCPUs with their own counters that have been seen.
+    pub(crate) fn nr_vcpus(&self) -> usize {
+        (self.nr_vcpus.load(Ordering::Relaxed) as usize).min(MAX_VCPUS)
+    }
+
+    pub(crate) fn vcpu(&self, idx: usize) -> Option<&VcpuCounters> {
+        self.vcpus.get(idx)
+    }
+
+    /// Sums over all vCPUs: (entries, exits).
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        let mut sum = (self.overflow.entries(), self.overflow.exits());
+        for c in &self.vcpus[..self.nr_vcpus()] {
+            sum.0 = sum.0.wrapping_add(c.entries());
+            sum.1 = sum.1.wrapping_add(c.exits());
+        }
+        sum
+    }
+
+    pub(crate) fn info(&self) -> uapi::kvm_pfi_vm_info {
+        let mut info = uapi::kvm_pfi_vm_info {
+            vm_id: self.id,
+            vmm_pid: self.vmm_pid,
+            flags: self.flags,
+            nr_vcpus: self.nr_vcpus() as u32,
+            ..Default::default()
+        };
+        for (dst, src) in info.stats_id.iter_mut().zip(self.stats_id.iter()) {
+            *dst = *src as _;
+        }
+        info
+    }
+
+    /// The VM is dead when the only references left are the ones we hold:
+    /// its VMM closed the VM and every vCPU file.
+    fn only_we_hold_it(&self) -> bool {
+        // SAFETY: `self.kvm` is referenced (type invariant).
+        unsafe { glue::kvm_pfi_vm_users(self.kvm) <= 1 }
+    }
+}
+
+impl Drop for AttachedVm {
+    fn drop(&mut self) {
+        // SAFETY: we hold one reference (type invariant), dropped once here.
+        unsafe { glue::kvm_pfi_vm_put(self.kvm) };
+    }
+}
+
+/// A table entry: `kvm` is the lookup key, `vm` the state. Both are null
+/// when free. Writers publish `vm` before `kvm` and clear `kvm` first.
+struct Slot {
+    kvm: AtomicPtr<glue::kvm>,
+    vm: AtomicPtr<AttachedVm>,
+}
+
+struct VmTable {
+    slots: [Slot; MAX_VMS],
+    /// Attached VMs; zero makes every probe return after one load.
+    attached: AtomicUsize,
+}
+
+static TABLE: VmTable = VmTable {
+    slots: [const {
+        Slot {
+            kvm: AtomicPtr::new(ptr::null_mut()),
+            vm: AtomicPtr::new(ptr::null_mut()),
+        }
+    }; MAX_VMS],
+    attached: AtomicUsize::new(0),
+};
+
+/// State only writers touch.
+pub(crate) struct Control {
+    next_id: u32,
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: initialised by `Attachments::new` before anything can use it.
+    unsafe(uninit) static CONTROL: Mutex<Control> = Control { next_id: 1 };
+}
+
+/// Runs `f` on the attached VM of `kvm`, if any. Hot path: one relaxed load
+/// when nothing is attached, then a scan of `MAX_VMS` pointers.
+///
+/// # Safety
+///
+/// Must be called from an RCU read-side critical section (a tracepoint probe
+/// runs with preemption disabled, which is one), so that the `AttachedVm`
+/// cannot be freed while `f` runs.
+#[inline]
+pub(crate) unsafe fn with_attached<R>(
+    kvm: *mut glue::kvm,
+    f: impl FnOnce(&AttachedVm) -> R,
+) -> Option<R> {
+    if TABLE.attached.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    for slot in &TABLE.slots {
+        if slot.kvm.load(Ordering::Acquire) != kvm {
+            continue;
+        }
+        let vm = slot.vm.load(Ordering::Acquire);
+        // SAFETY: a non-null `vm` was published by `attach` and is freed only
+        // after a grace period that started after it left the table; the
+        // caller is inside a read-side critical section.
+        let vm = unsafe { vm.as_ref() }?;
+        // The slot may have been reused between the two loads.
+        return if vm.kvm == kvm { Some(f(vm)) } else { None };
+    }
+    None
+}
+
+/// Runs `f` on every attached VM, with writers excluded.
+pub(crate) fn for_each(mut f: impl FnMut(&AttachedVm)) {
+    let _guard = CONTROL.lock();
+    for slot in &TABLE.slots {
+        // SAFETY: only writers free `AttachedVm`s, and they hold `CONTROL`.
+        if let Some(vm) = unsafe { slot.vm.load(Ordering::Acquire).as_ref() } {
+            f(vm);
+        }
+    }
+}
+
+/// Runs `f` on the attached VM with `id`, with writers excluded.
+pub(crate) fn with_id<R>(id: u32, f: impl FnOnce(&AttachedVm) -> R) -> Result<R> {
+    let _guard = CONTROL.lock();
+    for slot in &TABLE.slots {
+        // SAFETY: as in `for_each`.
+        if let Some(vm) = unsafe { slot.vm.load(Ordering::Acquire).as_ref() } {
+            if vm.id == id {
+                return Ok(f(vm));
+            }
+        }
+    }
+    Err(ENOENT)
+}
+
+/// Attaches the VM behind `vm_fd` of the calling process. Errors leave
+/// nothing attached and no reference held.
+pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner) -> Result<u32> {
+    let mut err = 0;
+    // SAFETY: `err` is a valid out-pointer; the function validates `vm_fd`.
+    let kvm = unsafe { glue::kvm_pfi_vm_get_from_fd(vm_fd, &mut err) };
+    if kvm.is_null() {
+        return Err(Error::from_errno(err));
+    }
+    // SAFETY: `kvm` is referenced; the glue returns a NUL-terminated array
+    // inside it.
+    let stats_id = unsafe { kernel::str::CStr::from_char_ptr(glue::kvm_pfi_vm_stats_id(kvm)) };
+    let mut id_bytes = [0u8; STATS_ID_LEN];
+    let stats_id = stats_id.to_bytes();
+    let n = stats_id.len().min(STATS_ID_LEN - 1);
+    id_bytes[..n].copy_from_slice(&stats_id[..n]);
+
+    let vm = KBox::new(
+        AttachedVm {
+            kvm,
+            id: 0,
+            owner,
+            flags,
+            // SAFETY: `kvm` is referenced.
+            vmm_pid: unsafe { glue::kvm_pfi_vm_creator_pid(kvm) },
+            stats_id: id_bytes,
+            vcpus: [const {
+                VcpuCounters {
+                    entries: AtomicU64::new(0),
+                    exits: AtomicU64::new(0),
+                }
+            }; MAX_VCPUS],
+            overflow: VcpuCounters::default(),
+            nr_vcpus: AtomicU32::new(0),
+        },
+        GFP_KERNEL,
+    );
+    let mut vm = match vm {
+        Ok(vm) => vm,
+        Err(e) => {
+            // SAFETY: drop the reference taken above; nothing else has it.
+            unsafe { glue::kvm_pfi_vm_put(kvm) };
+            return Err(e.into());
+        }
+    };
+
+    let mut control = CONTROL.lock();
+    let mut free = None;
+    for (i, slot) in TABLE.slots.iter().enumerate() {
+        let key = slot.kvm.load(Ordering::Relaxed);
+        if key == kvm {
+            drop(control);
+            return Err(EEXIST); // `vm` drops our reference
+        }
+        if key.is_null() && free.is_none() {
+            free = Some(i);
+        }
+    }
+    let Some(i) = free else {
+        return Err(ENOSPC);
+    };
+    vm.id = control.next_id;
+    control.next_id = control.next_id.wrapping_add(1).max(1);
+    let id = vm.id;
+    let slot = &TABLE.slots[i];
+    slot.vm.store(KBox::into_raw(vm), Ordering::Release);
+    slot.kvm.store(kvm, Ordering::Release);
+    TABLE.attached.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: just published, and `CONTROL` keeps writers from freeing it.
+    netlink::vm_attached(unsafe { &*slot.vm.load(Ordering::Relaxed) });
+    Ok(id)
+}
+
+/// Detaches every VM `select` picks; returns how many. Sleeps (grace period,
+/// and dropping a VM's last reference destroys it).
+pub(crate) fn detach_where(select: impl Fn(&AttachedVm) -> bool, reason: DetachReason) -> usize {
+    let mut taken: [*mut AttachedVm; MAX_VMS] = [ptr::null_mut(); MAX_VMS];
+    let mut n = 0;
+    {
+        let _guard = CONTROL.lock();
+        for slot in &TABLE.slots {
+            let vm = slot.vm.load(Ordering::Relaxed);
+            // SAFETY: writers hold `CONTROL`, so `vm` is alive.
+            match unsafe { vm.as_ref() } {
+                Some(v) if select(v) => {
+                    slot.kvm.store(ptr::null_mut(), Ordering::Release);
+                    slot.vm.store(ptr::null_mut(), Ordering::Release);
+                    TABLE.attached.fetch_sub(1, Ordering::Relaxed);
+                    taken[n] = vm;
+                    n += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    if n == 0 {
+        return 0;
+    }
+    // No probe can still be looking at what left the table.
+    rcu::synchronize_rcu();
+    for &vm in &taken[..n] {
+        // SAFETY: came from `KBox::into_raw` in `attach`, unreachable now.
+        let vm = unsafe { KBox::from_raw(vm) };
+        netlink::vm_detached(&vm, reason);
+        drop(vm); // drops the VM reference, possibly destroying the VM
+    }
+    n
+}
+
+/// Detaches the VM with `id` on behalf of the file `caller`.
+pub(crate) fn detach(id: u32, caller: u64) -> Result {
+    // Checked and detached under separate lock holds: a concurrent detach of
+    // the same id simply makes ours find nothing.
+    let owner = with_id(id, |vm| vm.owner)?;
+    if let Owner::File(f) = owner {
+        if f != caller {
+            return Err(EPERM);
+        }
+    }
+    match detach_where(|vm| vm.id == id, DetachReason::Requested) {
+        0 => Err(ENOENT),
+        _ => Ok(()),
+    }
+}
+
+/// Detaches VMs whose VMM is gone (we hold the last reference).
+pub(crate) fn reap_exited() -> usize {
+    detach_where(AttachedVm::only_we_hold_it, DetachReason::VmExited)
+}
+
+/// Ownership of the table for the module's lifetime: initialises the lock,
+/// and detaches everything left (persistent attachments) on unload.
+pub(crate) struct Attachments;
+
+impl Attachments {
+    pub(crate) fn new() -> Self {
+        // SAFETY: called once, from module init, before any user of CONTROL.
+        unsafe { CONTROL.init() };
+        Attachments
+    }
+}
+
+impl Drop for Attachments {
+    fn drop(&mut self) {
+        detach_where(|_| true, DetachReason::Unload);
+    }
+}

@@ -1,0 +1,51 @@
+# SPDX-License-Identifier: GPL-2.0
+# Shared settings for kvm-pfi scripts. Sourced, never executed.
+#
+# Everything built or installed for the project lives in one cache folder
+# outside the repository, so a clean clone on a warm machine reuses it.
+
+set -euo pipefail
+
+KVM_PFI_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KVM_PFI_CACHE="${KVM_PFI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kvm-pfi}"
+
+# Kernel under test: Debian's linux-source package of this version.
+KERNEL_SERIES=7.3
+KERNEL_PKG="linux-source-${KERNEL_SERIES}"
+KERNEL_SUITE=trixie-backports
+
+# Toolchain pins (see Documentation/testing.rst for why each one).
+BINDGEN_VERSION=0.72.1
+VIRTME_NG_VERSION=1.42
+LLVM_VERSION=19
+
+TOOLS_DIR="$KVM_PFI_CACHE/tools"          # cargo install --root
+VENV_DIR="$KVM_PFI_CACHE/venv"            # virtme-ng
+export PATH="$TOOLS_DIR/bin:$VENV_DIR/bin:$PATH"
+export LIBCLANG_PATH="/usr/lib/llvm-${LLVM_VERSION}/lib"
+# The kernel needs a rustc whose core library source ships beside it: Debian's.
+export KVM_PFI_RUSTC=/usr/bin/rustc
+
+log() { printf '[kvm-pfi] %s\n' "$*" >&2; }
+die() { printf '[kvm-pfi] error: %s\n' "$*" >&2; exit 1; }
+
+# Key of the kernel build: version of the unpacked source + config fragment.
+kernel_fragment() { echo "$KVM_PFI_ROOT/scripts/kernel.config"; }
+kernel_key() {
+	local frag_hash
+	frag_hash="$(sha256sum "$(kernel_fragment)" | cut -c1-12)"
+	echo "${KERNEL_SERIES}-${frag_hash}"
+}
+kernel_src_dir() { echo "$KVM_PFI_CACHE/src"; }
+kernel_build_dir() { echo "$KVM_PFI_CACHE/build-$(kernel_key)"; }
+
+# Boot $1 (a kernel build dir) under virtme-ng and run the command $2 in it.
+# TCG only (no nested hardware virtualisation here), single-threaded TCG for
+# determinism (multi-threaded TCG has shown stale code after cross-CPU
+# patching), two vCPUs, 2 GiB. vng has no timeout of its own.
+run_vng() {
+	local kdir=$1 cmd=$2
+	timeout "${KVM_PFI_VM_TIMEOUT:-1800}" vng --disable-kvm --force-9p -r "$kdir" \
+		-p 2 -m 2G --qemu-opts="-accel tcg,thread=single ${KVM_PFI_QEMU_OPTS:-}" \
+		-- "$cmd" </dev/null
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Install the host toolchain that builds a Rust-enabled kernel, the module
+# and the selftests, and runs them under virtme-ng. Idempotent: each step is
+# skipped when already done.
+source "$(dirname "$0")/common.sh"
+
+APT_PACKAGES=(
+	build-essential flex bison bc libelf-dev libssl-dev cpio kmod
+	python3-venv rsync zstd xz-utils
+	qemu-system-x86 busybox-static
+	"rustc-web" "rust-web-src"
+	"libclang-${LLVM_VERSION}-dev" "clang-${LLVM_VERSION}" "lld-${LLVM_VERSION}"
+	libmnl-dev pkg-config python3-yaml python3-jsonschema uuid-dev udev
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	log "installing Debian packages: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q >/dev/null
+	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+mkdir -p "$KVM_PFI_CACHE"
+if ! bindgen --version 2>/dev/null | grep -q "$BINDGEN_VERSION"; then
+	log "building bindgen-cli $BINDGEN_VERSION"
+	cargo install --locked --quiet --root "$TOOLS_DIR" bindgen-cli --version "$BINDGEN_VERSION"
+fi
+
+if ! "$VENV_DIR/bin/vng" --version 2>/dev/null | grep -q "$VIRTME_NG_VERSION"; then
+	log "installing virtme-ng $VIRTME_NG_VERSION into $VENV_DIR"
+	/usr/bin/python3 -m venv "$VENV_DIR"
+	"$VENV_DIR/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION"
+fi
+
+log "toolchain ready: $($KVM_PFI_RUSTC --version), bindgen $(bindgen --version | awk '{print $2}'), vng $("$VENV_DIR/bin/vng" --version 2>&1 | awk '{print $2}')"

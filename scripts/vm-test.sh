@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Boot the test kernel under virtme-ng (QEMU TCG, emulated AMD CPU with SVM,
+# see Documentation/testing.rst) and run the selftests in it.
+source "$(dirname "$0")/common.sh"
+
+KDIR="${KDIR:-$KVM_PFI_CACHE/build}"
+export KVM_PFI_KO="$KVM_PFI_ROOT/kvm_pfi.ko"
+export KVM_PFI_TESTS="$KVM_PFI_CACHE/selftests"
+export KVM_PFI_TOOL="${CARGO_TARGET_DIR:-$KVM_PFI_CACHE/target}/release/kvm-pfi"
+export KVM_PFI_ROOT
+for f in "$KVM_PFI_KO" "$KVM_PFI_TESTS/kvm_pfi_test" "$KVM_PFI_TOOL"; do
+	[ -e "$f" ] || die "missing $f: run 'make module tool selftests'"
+done
+
+run_vng "$KDIR" "KVM_PFI_KO='$KVM_PFI_KO' KVM_PFI_TESTS='$KVM_PFI_TESTS' \
+KVM_PFI_TOOL='$KVM_PFI_TOOL' KVM_PFI_ROOT='$KVM_PFI_ROOT' $KVM_PFI_ROOT/selftests/run_in_vm.sh"

@@ -1,0 +1,409 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kvm-pfi foundation tests: attach/detach and their errors, counters
+ * against a guest that makes a known number of exits, reference lifetime
+ * when files close or the VMM dies, and unload under a running VM.
+ *
+ * Each test controls its ground truth: the guest's own exit count, KVM's
+ * debugfs directory of the VM (present exactly while the VM exists), the
+ * errno the UAPI documents.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <linux/capability.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "kvm_util.h"
+#include "processor.h"
+#include "ucall_common.h"
+#include "kselftest_harness.h"
+
+#include "kvm_pfi_util.h"
+
+#define GUEST_EXITS	1000
+
+/* Exactly GUEST_EXITS port-I/O exits to userspace (one per ucall), then done. */
+static void guest_sync_loop(void)
+{
+	for (int i = 0; i < GUEST_EXITS; i++)
+		GUEST_SYNC(i);
+	GUEST_DONE();
+}
+
+/* Runs the vCPU to GUEST_DONE, checking each sync; returns the syncs seen. */
+static int run_to_done(struct kvm_vcpu *vcpu)
+{
+	struct ucall uc;
+	int syncs = 0;
+
+	for (;;) {
+		vcpu_run(vcpu);
+		TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_IO);
+		switch (get_ucall(vcpu, &uc)) {
+		case UCALL_SYNC:
+			TEST_ASSERT(uc.args[1] == (uint64_t)syncs, "sync %lu, want %d",
+				    uc.args[1], syncs);
+			syncs++;
+			break;
+		case UCALL_DONE:
+			return syncs;
+		case UCALL_ABORT:
+			REPORT_GUEST_ASSERT(uc);
+		default:
+			TEST_FAIL("unexpected ucall %lu", uc.cmd);
+		}
+	}
+}
+
+/* KVM names a VM's debugfs directory "<pid>-<vm fd>"; it exists exactly
+ * while the VM does (created in kvm_create_vm, removed in kvm_destroy_vm). */
+static bool kvm_debugfs_has_vm(pid_t pid, int vm_fd)
+{
+	char path[128];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d", pid, vm_fd);
+	return stat(path, &st) == 0;
+}
+
+static bool wait_until(bool (*cond)(void *), void *arg, int timeout_ms)
+{
+	for (int t = 0; t < timeout_ms; t += 20) {
+		if (cond(arg))
+			return true;
+		usleep(20 * 1000);
+	}
+	return cond(arg);
+}
+
+TEST(version_and_limits)
+{
+	struct kvm_pfi_version v = { 0 };
+	int pfi = pfi_open();
+
+	ASSERT_LE(0, pfi);
+	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_GET_VERSION, &v));
+	EXPECT_EQ(KVM_PFI_ABI_VERSION, v.abi_version);
+	EXPECT_EQ(KVM_PFI_MAX_VMS, v.max_vms);
+	EXPECT_EQ(KVM_PFI_MAX_VCPUS, v.max_vcpus);
+	/* The test machine emulates an AMD CPU with SVM. */
+	EXPECT_EQ(KVM_PFI_VENDOR_SVM, v.vendor);
+	/* An ioctl number of another ABI (other size) is unknown. */
+	EXPECT_EQ(-ENOTTY, pfi_ioctl(pfi, _IOR(KVM_PFI_IOC_MAGIC, 0x00, __u64), &v));
+	EXPECT_EQ(-ENOTTY, pfi_ioctl(pfi, _IO(KVM_PFI_IOC_MAGIC, 0x7f), NULL));
+	close(pfi);
+}
+
+TEST(device_is_root_only)
+{
+	struct stat st;
+
+	ASSERT_EQ(0, stat(KVM_PFI_DEV, &st));
+	EXPECT_EQ(0600, st.st_mode & 07777);
+	EXPECT_EQ(0, st.st_uid);
+	EXPECT_TRUE(S_ISCHR(st.st_mode));
+}
+
+/* Root without CAP_SYS_ADMIN passes the file mode but not the open check. */
+TEST(open_without_cap_sys_admin_is_refused)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2] = { 0 };
+	int status;
+	pid_t pid = fork();
+
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		if (syscall(__NR_capget, &hdr, data))
+			_exit(10);
+		data[0].effective &= ~(1u << CAP_SYS_ADMIN);
+		if (syscall(__NR_capset, &hdr, data))
+			_exit(11);
+		_exit(pfi_open() < 0 && errno == EPERM ? 0 : 12);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_EQ(0, WEXITSTATUS(status));
+}
+
+/* An unprivileged user cannot even open it (mode 0600, owned by root). */
+TEST(open_as_unprivileged_user_is_refused)
+{
+	int status;
+	pid_t pid = fork();
+
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+			_exit(10);
+		_exit(pfi_open() < 0 && errno == EACCES ? 0 : 12);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_EQ(0, WEXITSTATUS(status));
+}
+
+TEST(attach_refuses_what_is_not_a_vm)
+{
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm = vm_create_with_one_vcpu(&vcpu, guest_sync_loop);
+	int pfi = pfi_open(), devnull = open("/dev/null", O_RDWR);
+	int kvm_dev = open("/dev/kvm", O_RDWR);
+	struct kvm_pfi_attach a;
+
+	ASSERT_LE(0, pfi);
+	EXPECT_EQ(-EBADF, pfi_attach(pfi, -1, 0, NULL));
+	EXPECT_EQ(-EBADF, pfi_attach(pfi, 100000, 0, NULL));
+	EXPECT_EQ(-EINVAL, pfi_attach(pfi, devnull, 0, NULL));
+	EXPECT_EQ(-EINVAL, pfi_attach(pfi, kvm_dev, 0, NULL));
+	EXPECT_EQ(-EINVAL, pfi_attach(pfi, vcpu->fd, 0, NULL));
+	EXPECT_EQ(-EINVAL, pfi_attach(pfi, pfi, 0, NULL));
+	/* Unknown flags, reserved fields, and an output field set on input. */
+	EXPECT_EQ(-EINVAL, pfi_attach(pfi, vm->fd, 1u << 31, NULL));
+	a = (struct kvm_pfi_attach){ .vm_fd = vm->fd, .reserved = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_ATTACH, &a));
+	a = (struct kvm_pfi_attach){ .vm_fd = vm->fd, .vm_id = 7 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_ATTACH, &a));
+	/* A bad pointer: EFAULT, and nothing attached. */
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_ATTACH, (void *)8));
+	EXPECT_EQ(0, pfi_nr_attached(pfi));
+	close(kvm_dev);
+	close(devnull);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
+TEST(attach_twice_detach_unattached)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	int pfi = pfi_open(), other = pfi_open();
+	uint32_t id, id2;
+
+	ASSERT_LE(0, pfi);
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	EXPECT_NE(0, id);
+	/* The same VM again, from this file or another: EEXIST, unchanged. */
+	EXPECT_EQ(-EEXIST, pfi_attach(pfi, vm->fd, 0, &id2));
+	EXPECT_EQ(-EEXIST, pfi_attach(other, vm->fd, KVM_PFI_ATTACH_PERSISTENT, &id2));
+	EXPECT_EQ(1, pfi_nr_attached(pfi));
+	/* Another file cannot detach what this file owns. */
+	EXPECT_EQ(-EPERM, pfi_detach(other, id));
+	EXPECT_EQ(-ENOENT, pfi_detach(pfi, id + 1000));
+	struct kvm_pfi_detach d = { .vm_id = id, .reserved = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_DETACH, &d));
+	EXPECT_EQ(1, pfi_nr_attached(pfi));
+	ASSERT_EQ(0, pfi_detach(pfi, id));
+	EXPECT_EQ(-ENOENT, pfi_detach(pfi, id));
+	EXPECT_EQ(0, pfi_nr_attached(pfi));
+	/* Ids are not reused. */
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id2));
+	EXPECT_NE(id, id2);
+	close(other);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
+TEST(too_many_vms)
+{
+	struct kvm_vm *vms[KVM_PFI_MAX_VMS + 1];
+	int pfi = pfi_open();
+	uint32_t id;
+
+	ASSERT_LE(0, pfi);
+	for (int i = 0; i <= KVM_PFI_MAX_VMS; i++)
+		vms[i] = vm_create_barebones();
+	for (int i = 0; i < KVM_PFI_MAX_VMS; i++)
+		ASSERT_EQ(0, pfi_attach(pfi, vms[i]->fd, 0, &id));
+	EXPECT_EQ(-ENOSPC, pfi_attach(pfi, vms[KVM_PFI_MAX_VMS]->fd, 0, &id));
+	EXPECT_EQ(KVM_PFI_MAX_VMS, pfi_nr_attached(pfi));
+	/* LIST_VMS reports the total even when the buffer is short. */
+	struct kvm_pfi_vm_info info[2];
+	struct kvm_pfi_vm_list l = { .nr_vms = 2, .vms = (uintptr_t)info };
+	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_LIST_VMS, &l));
+	EXPECT_EQ(KVM_PFI_MAX_VMS, l.nr_vms);
+	EXPECT_EQ(getpid(), info[0].vmm_pid);
+	close(pfi);
+	/* Closing the file detached all of them. */
+	pfi = pfi_open();
+	EXPECT_EQ(0, pfi_nr_attached(pfi));
+	close(pfi);
+	for (int i = 0; i <= KVM_PFI_MAX_VMS; i++)
+		kvm_vm_free(vms[i]);
+}
+
+TEST(stats_errors)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_pfi_vm_stats st;
+	int pfi = pfi_open();
+	uint32_t id;
+
+	ASSERT_LE(0, pfi);
+	EXPECT_EQ(-ENOENT, pfi_stats(pfi, 12345, &st, NULL, 0));
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	EXPECT_EQ(-E2BIG, pfi_stats(pfi, id, &st, NULL, KVM_PFI_MAX_VCPUS + 1));
+	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .reserved = { 0, 0, 1 } };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_VM_STATS, &st));
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_VM_STATS, (void *)8));
+	/* No vCPU has run: nothing counted. */
+	ASSERT_EQ(0, pfi_stats(pfi, id, &st, NULL, 0));
+	EXPECT_EQ(0, st.entries);
+	EXPECT_EQ(0, st.exits);
+	EXPECT_EQ(0, st.nr_vcpus);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
+/* The guest makes exactly GUEST_EXITS exits to userspace: the module must
+ * have seen at least that many, and as many entries as exits. */
+TEST(counts_entries_and_exits)
+{
+	struct kvm_pfi_vcpu_stats vs[2];
+	struct kvm_pfi_vm_stats st;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm = vm_create_with_one_vcpu(&vcpu, guest_sync_loop);
+	int pfi = pfi_open();
+	uint32_t id;
+
+	ASSERT_LE(0, pfi);
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	ASSERT_EQ(GUEST_EXITS, run_to_done(vcpu));
+	ASSERT_EQ(0, pfi_stats(pfi, id, &st, vs, 2));
+	TH_LOG("entries %llu exits %llu", st.entries, st.exits);
+	/* GUEST_EXITS syncs + GUEST_DONE, each an I/O exit. */
+	EXPECT_LE(GUEST_EXITS + 1, st.exits);
+	EXPECT_LE(st.exits, st.entries + 1);
+	EXPECT_LE(st.entries, st.exits + 1);
+	ASSERT_EQ(1, st.nr_vcpus);
+	EXPECT_EQ(vcpu->id, vs[0].vcpu_idx);
+	EXPECT_EQ(st.exits, vs[0].exits);
+	EXPECT_EQ(st.entries, vs[0].entries);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
+/* A VM nobody attached is not counted (and costs one load per probe). */
+TEST(unattached_vm_is_not_counted)
+{
+	struct kvm_vcpu *vcpu, *vcpu2;
+	struct kvm_vm *vm = vm_create_with_one_vcpu(&vcpu, guest_sync_loop);
+	struct kvm_vm *watched = vm_create_with_one_vcpu(&vcpu2, guest_sync_loop);
+	struct kvm_pfi_vm_stats st;
+	int pfi = pfi_open();
+	uint32_t id;
+
+	ASSERT_EQ(0, pfi_attach(pfi, watched->fd, 0, &id));
+	ASSERT_EQ(GUEST_EXITS, run_to_done(vcpu));
+	ASSERT_EQ(0, pfi_stats(pfi, id, &st, NULL, 0));
+	EXPECT_EQ(0, st.exits);
+	close(pfi);
+	kvm_vm_free(watched);
+	kvm_vm_free(vm);
+}
+
+/* Closing the file that attached a VM drops the module's reference: once
+ * the VMM frees the VM too, KVM destroys it. */
+TEST(file_close_drops_reference)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	int pfi = pfi_open(), vm_fd = vm->fd;
+	uint32_t id;
+
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	close(pfi);
+	pfi = pfi_open();
+	EXPECT_EQ(0, pfi_nr_attached(pfi));
+	ASSERT_TRUE(kvm_debugfs_has_vm(getpid(), vm_fd));
+	kvm_vm_free(vm);
+	EXPECT_FALSE(kvm_debugfs_has_vm(getpid(), vm_fd));
+	close(pfi);
+}
+
+/* A VMM in a child process: creates a VM, reports its fd, runs the guest
+ * while told to, then exits. */
+struct child_vmm {
+	pid_t pid;
+	int vm_fd;		/* the child's descriptor number */
+	int report[2], go[2];
+};
+
+static void child_vmm_start(struct child_vmm *c, bool run_guest)
+{
+	TEST_ASSERT(!pipe(c->report) && !pipe(c->go), "pipe");
+	c->pid = fork();
+	TEST_ASSERT(c->pid >= 0, "fork");
+	if (!c->pid) {
+		struct kvm_vcpu *vcpu;
+		struct kvm_vm *vm = vm_create_with_one_vcpu(&vcpu, guest_sync_loop);
+		char b;
+		int syncs;
+
+		TEST_ASSERT(write(c->report[1], &vm->fd, sizeof(int)) == sizeof(int), "report");
+		TEST_ASSERT(read(c->go[0], &b, 1) == 1, "go");
+		syncs = run_guest ? run_to_done(vcpu) : GUEST_EXITS;
+		/* Tell the parent how far the guest got. */
+		TEST_ASSERT(write(c->report[1], &syncs, sizeof(int)) == sizeof(int), "report");
+		_exit(syncs == GUEST_EXITS ? 0 : 1);
+	}
+	TEST_ASSERT(read(c->report[0], &c->vm_fd, sizeof(int)) == sizeof(int), "read fd");
+}
+
+/* What `kvm-pfi attach --pid` does: take a copy of the VMM's VM fd. */
+static int child_vmm_attach(struct child_vmm *c, int pfi, uint32_t flags, uint32_t *id)
+{
+	int pidfd = sys_pidfd_open(c->pid), fd, r;
+
+	TEST_ASSERT(pidfd >= 0, "pidfd_open");
+	fd = sys_pidfd_getfd(pidfd, c->vm_fd);
+	TEST_ASSERT(fd >= 0, "pidfd_getfd");
+	r = pfi_attach(pfi, fd, flags, id);
+	close(fd);
+	close(pidfd);
+	return r;
+}
+
+static int child_vmm_finish(struct child_vmm *c)
+{
+	int status, syncs = -1;
+
+	TEST_ASSERT(write(c->go[1], "g", 1) == 1, "go");
+	TEST_ASSERT(read(c->report[0], &syncs, sizeof(int)) == sizeof(int), "read syncs");
+	TEST_ASSERT(waitpid(c->pid, &status, 0) == c->pid, "waitpid");
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? syncs : -1;
+}
+
+struct vm_ref { pid_t pid; int fd; int pfi; };
+
+static bool vm_gone(void *arg)
+{
+	struct vm_ref *r = arg;
+
+	return !kvm_debugfs_has_vm(r->pid, r->fd) && pfi_nr_attached(r->pfi) == 0;
+}
+
+/* The VMM exits while its VM is attached (persistently, so no file close
+ * helps): the module notices it holds the last reference and lets go, and
+ * KVM destroys the VM. */
+TEST(vmm_exit_drops_reference)
+{
+	struct child_vmm c;
+	int pfi = pfi_open();
+	uint32_t id;
+
+	ASSERT_LE(0, pfi);
+	child_vmm_start(&c, true);
+	ASSERT_EQ(0, child_vmm_attach(&c, pfi, KVM_PFI_ATTACH_PERSISTENT, &id));
+	ASSERT_TRUE(kvm_debugfs_has_vm(c.pid, c.vm_fd));
+	ASSERT_EQ(GUEST_EXITS, child_vmm_finish(&c));
+	struct vm_ref r = { c.pid, c.vm_fd, pfi };
+	/* The reaper polls every 500 ms. */
+	EXPECT_TRUE(wait_until(vm_gone, &r, 5000));
+	EXPECT_EQ(-ENOENT, pfi_detach(pfi, id));
+	close(pfi);
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,95 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Runs inside the test VM (scripts/vm-test.sh boots it): loads kvm_amd and
+# kvm_pfi, runs every test program, prints KTAP and a final
+#   N passed, M failed
+# line, and fails if the kernel log shows a warning, BUG, lockdep or
+# refcount report, or if the module does not unload cleanly.
+#
+# Environment: KVM_PFI_KO, KVM_PFI_TESTS (folder of the test programs),
+# KVM_PFI_TOOL (the kvm-pfi binary), KVM_PFI_ROOT (the repository).
+set -u
+
+: "${KVM_PFI_KO:?}" "${KVM_PFI_TESTS:?}" "${KVM_PFI_TOOL:?}" "${KVM_PFI_ROOT:?}"
+export KVM_PFI_KO KVM_PFI_TESTS KVM_PFI_TOOL
+PY=/usr/bin/python3
+
+passed=0 failed=0 skipped=0 n=0
+results=()
+
+record() { # name status(ok|not ok) [directive]
+	n=$((n + 1))
+	results+=("$2 $n $1${3:+ # $3}")
+}
+
+# A kselftest-harness program: its TAP is nested (indented) as KTAP
+# subtests; its "# Totals:" line counts the cases.
+run_harness() {
+	local name=$1 prog=$2 out totals p f s
+	out=$(mktemp)
+	timeout 600 "$prog" >"$out" 2>&1
+	local rc=$?
+	sed 's/^/    /' "$out"
+	totals=$(grep -E '^# Totals: pass:[0-9]+ fail:[0-9]+' "$out" | tail -1)
+	if [ -z "$totals" ]; then
+		echo "    # $name: no totals (exit $rc)"
+		failed=$((failed + 1))
+		record "$name" "not ok"
+		return
+	fi
+	p=$(sed -E 's/.*pass:([0-9]+).*/\1/' <<<"$totals")
+	f=$(sed -E 's/.*fail:([0-9]+).*/\1/' <<<"$totals")
+	s=$(sed -E 's/.*skip:([0-9]+).*/\1/' <<<"$totals")
+	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+	if [ "$rc" -eq 0 ] && [ "$f" -eq 0 ]; then record "$name" "ok"; else record "$name" "not ok"; fi
+	rm -f "$out"
+}
+
+# A Python test in KTAP form: "ok"/"not ok" lines at its top level count.
+run_python() {
+	local name=$1 script=$2 out p f
+	out=$(mktemp)
+	timeout 600 "$PY" "$script" >"$out" 2>&1
+	local rc=$?
+	sed 's/^/    /' "$out"
+	p=$(grep -cE '^ok [0-9]+' "$out")
+	f=$(grep -cE '^not ok [0-9]+' "$out")
+	passed=$((passed + p)) failed=$((failed + f))
+	if [ "$rc" -eq 0 ] && [ "$f" -eq 0 ] && [ "$p" -gt 0 ]; then
+		record "$name" "ok"
+	else
+		[ "$f" -eq 0 ] && failed=$((failed + 1))
+		record "$name" "not ok"
+	fi
+	rm -f "$out"
+}
+
+echo "KTAP version 1"
+modprobe kvm_amd || { echo "Bail out! kvm_amd does not load"; exit 1; }
+insmod "$KVM_PFI_KO" || { echo "Bail out! kvm_pfi does not load"; exit 1; }
+
+run_harness kvm_pfi_test "$KVM_PFI_TESTS/kvm_pfi_test"
+run_python watch_events "$KVM_PFI_ROOT/selftests/watch_events.py"
+# Unloads and reloads the module: last, so a failure cannot disturb others.
+run_harness kvm_pfi_unload_test "$KVM_PFI_TESTS/kvm_pfi_unload_test"
+
+# The module must unload cleanly, and the log must be clean.
+if rmmod kvm_pfi; then
+	passed=$((passed + 1)); record module_unload "ok"
+else
+	failed=$((failed + 1)); record module_unload "not ok"
+fi
+bad=$(dmesg | grep -E 'WARNING:|BUG:|Oops|lockdep|possible (recursive|circular) locking|inconsistent lock state|refcount_t:|sleeping function called from invalid context|INFO: task .* blocked|UBSAN:|general protection fault|kvm_pfi.*(error|failed)')
+if [ -z "$bad" ]; then
+	passed=$((passed + 1)); record dmesg_clean "ok"
+else
+	echo "$bad" | sed 's/^/    # /'
+	failed=$((failed + 1)); record dmesg_clean "not ok"
+fi
+
+echo "1..$n"
+printf '%s\n' "${results[@]}"
+echo "# kvm-pfi selftests: $passed passed, $failed failed, $skipped skipped"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
