@@ -18,9 +18,10 @@ mod bindings;
 mod control;
 mod hooks;
 mod netlink;
-// #[path = "pfi_core/mod.rs"]
-// #[allow(dead_code)]
-// mod pfi_core;
+/// Kernel-independent logic, shared with the host crate `pfi_core`.
+#[path = "pfi_core/mod.rs"]
+#[allow(dead_code)]
+pub mod pfi_core;
 mod reaper;
 mod vm;
 

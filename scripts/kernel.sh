@@ -23,7 +23,7 @@ fetch_source() {
 		>"$apt_dir/sources.list"
 	local aptopts=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list"
 		-o "Dir::Etc::sourceparts=$apt_dir/parts"
-		-o "Dir::State::Lists=$apt_dir/lists")
+		-o "Dir::State::Lists=$apt_dir/lists" -o APT::Sandbox::User=root)
 	log "fetching $KERNEL_PKG from $KERNEL_SUITE"
 	apt-get -q "${aptopts[@]}" update >/dev/null
 	(cd "$apt_dir/debs" && apt-get -q "${aptopts[@]}" download "$KERNEL_PKG" >/dev/null)

@@ -38,9 +38,7 @@ run_harness() {
 		record "$name" "not ok"
 		return
 	fi
-	p=$(sed -E 's/.*pass:([0-9]+).*/\1/' <<<"$totals")
-	f=$(sed -E 's/.*fail:([0-9]+).*/\1/' <<<"$totals")
-	s=$(sed -E 's/.*skip:([0-9]+).*/\1/' <<<"$totals")
+	read -r p f s < <(sed -E 's/^# Totals: pass:([0-9]+) fail:([0-9]+) .* skip:([0-9]+) .*/\1 \2 \3/' <<<"$totals")
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
 	if [ "$rc" -eq 0 ] && [ "$f" -eq 0 ]; then record "$name" "ok"; else record "$name" "not ok"; fi
 	rm -f "$out"
@@ -80,7 +78,8 @@ if rmmod kvm_pfi; then
 else
 	failed=$((failed + 1)); record module_unload "not ok"
 fi
-bad=$(dmesg | grep -E 'WARNING:|BUG:|Oops|lockdep|possible (recursive|circular) locking|inconsistent lock state|refcount_t:|sleeping function called from invalid context|INFO: task .* blocked|UBSAN:|general protection fault|kvm_pfi.*(error|failed)')
+# What lockdep, the atomic-sleep check, refcount and the core print on a bug.
+bad=$(dmesg | grep -E 'WARNING:|BUG:|Oops|possible (recursive|circular) locking|inconsistent lock state|DEBUG_LOCKS_WARN_ON|lockdep is turned off|refcount_t:|sleeping function called from invalid context|INFO: task .* blocked|UBSAN:|general protection fault|kvm_pfi.*(error|failed)')
 if [ -z "$bad" ]; then
 	passed=$((passed + 1)); record dmesg_clean "ok"
 else

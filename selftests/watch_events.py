@@ -33,7 +33,11 @@ def run_tool(*args):
 def main():
     vmm = subprocess.Popen([f"{TESTS}/kvm_pfi_vmm", "100"], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True)
-    hello = json.loads(vmm.stdout.readline())
+    # The KVM selftest library prints its random seed first.
+    line = vmm.stdout.readline()
+    while line and not line.startswith("{"):
+        line = vmm.stdout.readline()
+    hello = json.loads(line)
     ready = os.path.join(tempfile.mkdtemp(), "ready")
     watch = subprocess.Popen([TOOL, "watch", "--count", "2", "--timeout", "60",
                               "--ready-file", ready],

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: GPL-2.0
+
+// Kernel-independent core of kvm-pfi.
+//
+// These files are compiled twice:
+//
+// - in the kernel module, whose crate root declares
+//   `#[path = "pfi_core/mod.rs"] pub mod pfi_core;` (declare it `pub`: the
+//   kernel builds with `-Wunreachable_pub` and `-Wmissing_docs`, and a private
+//   module would turn every `pub` item below into an unreachable-pub warning);
+// - on the host as the `pfi_core` crate (rust/pfi_core/Cargo.toml), whose
+//   `lib.rs` is `#![no_std]` and `include!`s this file, so that `cargo test`
+//   and `cargo clippy` run on exactly the code the module uses.
+//
+// Hence the rules for every file here: `core` only (no `std`, no `alloc`),
+// no `unsafe`, no floating point, no panic on any input (guest memory is
+// hostile), and sibling modules are named through `super::` only, because
+// the path of this module differs between the two builds (`crate::pfi_core`
+// in the kernel, `crate` on the host). This file holds item declarations
+// only: it is the body of a module in the kernel build, where crate-level
+// attributes are not allowed. (Plain comments, not `//!`, for the same
+// reason: an inner doc comment here would be an error after `include!`.)
+
+// Each module is documented by the `//!` comment at the top of its file
+// (an outer `///` here as well would make rustdoc resolve the file's
+// intra-doc links in this scope).
+
+// x86-64 page-table entries: flags, addresses, reserved bits per level, and
+// the classification of a Linux guest's not-present entries (swap,
+// migration, PROT_NONE, ...).
+pub mod pte;
+
+// The bounded (at most five reads) guest page walk, CR3 normalisation and
+// the matching of KPTI root pairs.
+pub mod walk;
+
+// The pure state machine deciding when to inject a #PF into a vCPU so that
+// the guest swaps a target page back in, and following it to the end.
+pub mod inject;

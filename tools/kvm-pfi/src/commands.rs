@@ -1,0 +1,426 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The subcommands: ioctls on /dev/kvm_pfi and their output.
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::abi;
+use crate::cli::{Cli, Command, Output};
+use crate::dev::{Device, VmInfo};
+use crate::error::{Error, Result};
+use crate::vmfd;
+use crate::watch;
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Version { out, dev } => version(&dev.device, out),
+        Command::List { out, dev } => list(&dev.device, out),
+        Command::Stats { vm, out, dev } => stats(&dev.device, vm, out),
+        Command::Detach { vm, out, dev } => detach(&dev.device, vm, out),
+        Command::Attach {
+            pid,
+            fd,
+            vm_fd,
+            persistent,
+            out,
+            dev,
+        } => attach(&dev.device, pid, fd, vm_fd, persistent, out),
+        Command::Watch {
+            pretty,
+            count,
+            timeout,
+            ready_file,
+        } => {
+            let opts = watch::WatchOpts {
+                pretty,
+                count,
+                timeout,
+                ready_file,
+            };
+            let mut transport = watch::NetlinkTransport::new()?;
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            let mut note = |s: &str| eprintln!("kvm-pfi: {s}");
+            let mut now = watch::realtime_ns;
+            watch::run(
+                &mut transport,
+                &opts,
+                &mut watch::Io {
+                    out: &mut out,
+                    note: &mut note,
+                    now_ns: &mut now,
+                },
+            )
+        }
+    }
+}
+
+/// Writes a line of output and flushes it, so that a reader of a blocking
+/// `attach` sees the vm id at once.
+fn say(line: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::from_io("write stdout", e))
+}
+
+fn json<T: Serialize>(value: &T) -> Result<()> {
+    say(&serde_json::to_string(value).expect("plain structs serialize"))
+}
+
+#[derive(Serialize)]
+struct VersionJson {
+    abi_version: u32,
+    /// The ABI this tool was built against.
+    tool_abi_version: u32,
+    max_vms: u32,
+    max_vcpus: u32,
+    vendor: String,
+}
+
+fn version(path: &str, out: Output) -> Result<()> {
+    let v = Device::open(path)?.version()?;
+    let j = VersionJson {
+        abi_version: v.abi_version,
+        tool_abi_version: abi::KVM_PFI_ABI_VERSION,
+        max_vms: v.max_vms,
+        max_vcpus: v.max_vcpus,
+        vendor: abi::vendor_name(v.vendor),
+    };
+    if out.json {
+        return json(&j);
+    }
+    say(&format!(
+        "abi version: {} (tool built for {})\nmax vms:     {}\nmax vcpus:   {}\nvendor:      {}",
+        j.abi_version, j.tool_abi_version, j.max_vms, j.max_vcpus, j.vendor
+    ))
+}
+
+#[derive(Serialize)]
+struct VmJson {
+    vm_id: u32,
+    vmm_pid: i32,
+    stats_id: String,
+    attach_flags: u32,
+    nr_vcpus: u32,
+}
+
+#[derive(Serialize)]
+struct VmsJson<T> {
+    vms: Vec<T>,
+}
+
+fn list_all(dev: &Device) -> Result<(abi::kvm_pfi_version, Vec<VmInfo>)> {
+    let v = dev.version()?;
+    let vms = dev.list_vms(v.max_vms)?;
+    Ok((v, vms))
+}
+
+fn list(path: &str, out: Output) -> Result<()> {
+    let dev = Device::open(path)?;
+    let (_, vms) = list_all(&dev)?;
+    if out.json {
+        let vms = vms
+            .into_iter()
+            .map(|i| VmJson {
+                vm_id: i.vm_id,
+                vmm_pid: i.vmm_pid,
+                stats_id: i.stats_id,
+                attach_flags: i.flags,
+                nr_vcpus: i.nr_vcpus,
+            })
+            .collect();
+        return json(&VmsJson { vms });
+    }
+    let mut text = format!(
+        "{:<6} {:<8} {:<6} {:<11} {}",
+        "VM", "PID", "VCPUS", "FLAGS", "STATS-ID"
+    );
+    for i in &vms {
+        text.push_str(&format!(
+            "\n{:<6} {:<8} {:<6} {:<11} {}",
+            i.vm_id,
+            i.vmm_pid,
+            i.nr_vcpus,
+            abi::attach_flags_text(i.flags),
+            i.stats_id
+        ));
+    }
+    say(&text)
+}
+
+#[derive(Serialize)]
+struct VcpuJson {
+    vcpu_idx: u32,
+    entries: u64,
+    exits: u64,
+}
+
+#[derive(Serialize)]
+struct StatsJson {
+    vm_id: u32,
+    vmm_pid: i32,
+    stats_id: String,
+    attach_flags: u32,
+    /// vCPUs with state, per VM_STATS (may exceed `vcpus.len()`).
+    nr_vcpus: u32,
+    entries: u64,
+    exits: u64,
+    vcpus: Vec<VcpuJson>,
+}
+
+fn stats(path: &str, only: Option<u32>, out: Output) -> Result<()> {
+    let dev = Device::open(path)?;
+    let (v, vms) = list_all(&dev)?;
+    let selected: Vec<&VmInfo> = match only {
+        None => vms.iter().collect(),
+        Some(id) => match vms.iter().find(|i| i.vm_id == id) {
+            Some(i) => vec![i],
+            None => return Err(Error::os(format!("vm {id}"), libc::ENOENT)),
+        },
+    };
+    let mut result = Vec::new();
+    for info in selected {
+        let s = match dev.vm_stats(info.vm_id, info.nr_vcpus, v.max_vcpus) {
+            Ok(s) => s,
+            // Detached between LIST_VMS and VM_STATS: only an error if asked for.
+            Err(e) if only.is_none() && e.errno() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        result.push(StatsJson {
+            vm_id: info.vm_id,
+            vmm_pid: info.vmm_pid,
+            stats_id: info.stats_id.clone(),
+            attach_flags: info.flags,
+            nr_vcpus: s.nr_vcpus,
+            entries: s.entries,
+            exits: s.exits,
+            vcpus: s
+                .vcpus
+                .iter()
+                .map(|c| VcpuJson {
+                    vcpu_idx: c.vcpu_idx,
+                    entries: c.entries,
+                    exits: c.exits,
+                })
+                .collect(),
+        });
+    }
+    if out.json {
+        return json(&VmsJson { vms: result });
+    }
+    let mut text = String::new();
+    for s in &result {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "vm {} (pid {}, {}, {}): {} vcpus, entries {}, exits {}",
+            s.vm_id,
+            s.vmm_pid,
+            s.stats_id,
+            abi::attach_flags_text(s.attach_flags),
+            s.nr_vcpus,
+            s.entries,
+            s.exits
+        ));
+        for c in &s.vcpus {
+            text.push_str(&format!(
+                "\n  vcpu {:<4} entries {:<20} exits {}",
+                c.vcpu_idx, c.entries, c.exits
+            ));
+        }
+    }
+    if text.is_empty() {
+        text = "no VM attached".into();
+    }
+    say(&text)
+}
+
+#[derive(Serialize)]
+struct VmIdJson {
+    vm_id: u32,
+}
+
+fn detach(path: &str, vm: u32, out: Output) -> Result<()> {
+    Device::open(path)?.detach(vm)?;
+    if out.json {
+        json(&VmIdJson { vm_id: vm })
+    } else {
+        say(&format!("vm {vm} detached"))
+    }
+}
+
+/// SIGINT and SIGTERM, blocked so that they are taken with sigtimedwait()
+/// instead of killing us: we want to close /dev/kvm_pfi and exit 0.
+struct Signals(libc::sigset_t);
+
+impl Signals {
+    fn block() -> Result<Self> {
+        // SAFETY: sigset_t is plain data that sigemptyset initialises.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid set pointer; standard signal numbers.
+        let rc = unsafe {
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(Error::os("block SIGINT/SIGTERM", rc));
+        }
+        Ok(Signals(set))
+    }
+
+    /// The signal that arrived within `timeout`, if any.
+    fn wait(&self, timeout: Duration) -> Option<i32> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        // SAFETY: valid set and timespec; siginfo not requested.
+        let sig = unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), &ts) };
+        (sig > 0).then_some(sig)
+    }
+}
+
+/// How often a non-persistent attach checks that its VM is still attached.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+fn attach(
+    path: &str,
+    pid: Option<i32>,
+    fd: Option<i32>,
+    vm_fd: Option<i32>,
+    persistent: bool,
+    out: Output,
+) -> Result<()> {
+    // Before anything else, so that a signal sent as soon as the vm id is
+    // printed (or even earlier) still ends in a clean detach.
+    let signals = if persistent {
+        None
+    } else {
+        Some(Signals::block()?)
+    };
+    let dev = Device::open(path)?;
+    let flags = if persistent {
+        abi::KVM_PFI_ATTACH_PERSISTENT
+    } else {
+        0
+    };
+
+    let vm_id = match (pid, vm_fd) {
+        (Some(pid), _) => {
+            let (ours, theirs) = vmfd::take_vm_fd(pid, fd)?;
+            // `ours` is closed right after: the module holds its own reference,
+            // and ours would keep the VM alive after its VMM exits.
+            dev.attach(ours.as_fd(), flags, &format!("pid {pid} fd {theirs}"))?
+        }
+        (None, Some(n)) => {
+            // SAFETY: only borrowed for the ioctl; the kernel validates it.
+            let fd = unsafe { BorrowedFd::borrow_raw(n) };
+            dev.attach(fd, flags, &format!("fd {n}"))?
+        }
+        (None, None) => unreachable!("clap requires --pid or --vm-fd"),
+    };
+
+    if out.json {
+        json(&VmIdJson { vm_id })?;
+    } else if persistent {
+        say(&format!("vm {vm_id} attached (persistent)"))?;
+    } else {
+        say(&format!(
+            "vm {vm_id} attached; it stays attached until this command ends (Ctrl-C)"
+        ))?;
+    }
+    let Some(signals) = signals else {
+        return Ok(());
+    };
+
+    let max_vms = dev.version()?.max_vms;
+    let end = hold(&signals, POLL_INTERVAL, || {
+        Ok(dev.list_vms(max_vms)?.iter().any(|i| i.vm_id == vm_id))
+    })?;
+    if !out.json {
+        match end {
+            HoldEnd::Signal(sig) => {
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                say(&format!("{name}: detaching vm {vm_id}"))?;
+            }
+            HoldEnd::Gone => say(&format!("vm {vm_id} is no longer attached"))?,
+        }
+    }
+    // Closing the device detaches the VM (if it still is attached).
+    drop(dev);
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum HoldEnd {
+    Signal(i32),
+    Gone,
+}
+
+/// Waits for a signal, checking every `interval` whether the VM is still
+/// attached.
+fn hold(
+    signals: &Signals,
+    interval: Duration,
+    mut attached: impl FnMut() -> Result<bool>,
+) -> Result<HoldEnd> {
+    loop {
+        if let Some(sig) = signals.wait(interval) {
+            return Ok(HoldEnd::Signal(sig));
+        }
+        if !attached()? {
+            return Ok(HoldEnd::Gone);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_ends_when_the_vm_is_gone() {
+        let signals = Signals::block().unwrap();
+        let mut polls = 0;
+        let end = hold(&signals, Duration::from_millis(1), || {
+            polls += 1;
+            Ok(polls < 3)
+        });
+        assert_eq!(end.unwrap(), HoldEnd::Gone);
+        assert_eq!(polls, 3);
+    }
+
+    #[test]
+    fn hold_ends_on_sigterm_without_dying() {
+        // The mask is per thread: this blocks SIGTERM in this test's thread
+        // only, and raise() directs the signal at this very thread.
+        let signals = Signals::block().unwrap();
+        // SAFETY: SIGTERM is blocked here, so it stays pending.
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+        let end = hold(&signals, Duration::from_secs(5), || Ok(true)).unwrap();
+        assert_eq!(end, HoldEnd::Signal(libc::SIGTERM));
+    }
+
+    #[test]
+    fn hold_passes_errors_on() {
+        let signals = Signals::block().unwrap();
+        let err = hold(&signals, Duration::from_millis(1), || {
+            Err(Error::os("KVM_PFI_LIST_VMS", libc::EIO))
+        });
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "KVM_PFI_LIST_VMS: Input/output error"
+        );
+    }
+}

@@ -1,0 +1,183 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The ioctls of /dev/kvm_pfi, one safe function each.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::abi;
+use crate::error::{Error, Result};
+
+/// An open /dev/kvm_pfi. Non-persistent attachments made through it end when
+/// it is dropped (closed).
+pub struct Device {
+    file: File,
+}
+
+/// One attached VM: LIST_VMS's entry.
+#[derive(Debug, Clone)]
+pub struct VmInfo {
+    pub vm_id: u32,
+    pub vmm_pid: i32,
+    pub flags: u32,
+    pub nr_vcpus: u32,
+    pub stats_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmStats {
+    pub entries: u64,
+    pub exits: u64,
+    /// vCPUs with state, as many as fit (at most max_vcpus of GET_VERSION).
+    pub vcpus: Vec<abi::kvm_pfi_vcpu_stats>,
+    /// vCPUs with state as the module counted them, maybe more than `vcpus`.
+    pub nr_vcpus: u32,
+}
+
+/// vcpu_idx marking a VM_STATS entry the module did not fill.
+const UNWRITTEN: u32 = u32::MAX;
+
+fn ioctl_name(request: abi::kvm_pfi_ioctl) -> &'static str {
+    match request {
+        abi::KVM_PFI_IOCTL_GET_VERSION => "KVM_PFI_GET_VERSION",
+        abi::KVM_PFI_IOCTL_ATTACH => "KVM_PFI_ATTACH",
+        abi::KVM_PFI_IOCTL_DETACH => "KVM_PFI_DETACH",
+        abi::KVM_PFI_IOCTL_LIST_VMS => "KVM_PFI_LIST_VMS",
+        abi::KVM_PFI_IOCTL_VM_STATS => "KVM_PFI_VM_STATS",
+        _ => "ioctl",
+    }
+}
+
+impl Device {
+    pub fn open(path: &str) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::from_io(format!("open {path}"), e))?;
+        Ok(Device { file })
+    }
+
+    /// # Safety
+    /// `arg` must be the argument struct the ioctl number encodes, and every
+    /// user pointer inside it must be valid for the size it announces.
+    unsafe fn ioctl<T>(&self, request: abi::kvm_pfi_ioctl, arg: &mut T, ctx: &str) -> Result<()> {
+        // The ioctl numbers are u32 enumerators (bindgen cannot expand _IOWR);
+        // the request argument of ioctl(2) is unsigned long on glibc.
+        let rc = libc::ioctl(self.file.as_raw_fd(), request as libc::Ioctl, arg as *mut T);
+        if rc < 0 {
+            let name = ioctl_name(request);
+            let what = if ctx.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name} {ctx}")
+            };
+            return Err(Error::last_os(what));
+        }
+        Ok(())
+    }
+
+    pub fn version(&self) -> Result<abi::kvm_pfi_version> {
+        let mut v = abi::kvm_pfi_version::default();
+        // SAFETY: GET_VERSION takes a struct kvm_pfi_version, no pointers.
+        unsafe { self.ioctl(abi::KVM_PFI_IOCTL_GET_VERSION, &mut v, "")? };
+        Ok(v)
+    }
+
+    /// Attaches the VM behind `vm_fd` (our own descriptor of it) and returns
+    /// its vm id. `origin` names the VM for error messages ("pid 12 fd 4").
+    pub fn attach(&self, vm_fd: BorrowedFd<'_>, flags: u32, origin: &str) -> Result<u32> {
+        let mut a = abi::kvm_pfi_attach {
+            vm_fd: vm_fd.as_raw_fd(),
+            flags,
+            ..Default::default()
+        };
+        // SAFETY: ATTACH takes a struct kvm_pfi_attach, no pointers.
+        unsafe { self.ioctl(abi::KVM_PFI_IOCTL_ATTACH, &mut a, origin)? };
+        Ok(a.vm_id)
+    }
+
+    pub fn detach(&self, vm_id: u32) -> Result<()> {
+        let mut d = abi::kvm_pfi_detach {
+            vm_id,
+            ..Default::default()
+        };
+        // SAFETY: DETACH takes a struct kvm_pfi_detach, no pointers.
+        unsafe { self.ioctl(abi::KVM_PFI_IOCTL_DETACH, &mut d, &format!("vm {vm_id}")) }
+    }
+
+    /// All attached VMs. `capacity` is a first guess (GET_VERSION's max_vms);
+    /// if the module reports more VMs than that, ask again with room for all.
+    pub fn list_vms(&self, capacity: u32) -> Result<Vec<VmInfo>> {
+        let mut cap = capacity.max(1);
+        for _ in 0..4 {
+            let mut buf = vec![abi::kvm_pfi_vm_info::default(); cap as usize];
+            let mut l = abi::kvm_pfi_vm_list {
+                nr_vms: cap,
+                vms: buf.as_mut_ptr() as u64,
+                ..Default::default()
+            };
+            // SAFETY: l.vms points at `cap` writable kvm_pfi_vm_info entries.
+            unsafe { self.ioctl(abi::KVM_PFI_IOCTL_LIST_VMS, &mut l, "")? };
+            if l.nr_vms > cap {
+                cap = l.nr_vms;
+                continue;
+            }
+            buf.truncate(l.nr_vms as usize);
+            return Ok(buf
+                .iter()
+                .map(|i| VmInfo {
+                    vm_id: i.vm_id,
+                    vmm_pid: i.vmm_pid,
+                    flags: i.flags,
+                    nr_vcpus: i.nr_vcpus,
+                    stats_id: abi::stats_id(&i.stats_id),
+                })
+                .collect());
+        }
+        Err(Error::Msg(
+            "KVM_PFI_LIST_VMS: the number of VMs keeps growing".into(),
+        ))
+    }
+
+    /// Counters of one VM, with up to `max_vcpus` per-vCPU entries; `hint` is
+    /// the vCPU count LIST_VMS reported, used as the first buffer size.
+    pub fn vm_stats(&self, vm_id: u32, hint: u32, max_vcpus: u32) -> Result<VmStats> {
+        let mut cap = hint.min(max_vcpus);
+        loop {
+            // The module reports how many vCPUs have state, not how many
+            // entries it wrote (it skips vCPUs without state), so unwritten
+            // entries are recognised by an index no vCPU can have.
+            let unwritten = abi::kvm_pfi_vcpu_stats {
+                vcpu_idx: UNWRITTEN,
+                ..Default::default()
+            };
+            let mut buf = vec![unwritten; cap as usize];
+            let mut s = abi::kvm_pfi_vm_stats {
+                vm_id,
+                nr_vcpus: cap,
+                // A null pointer with capacity 0 asks for the sums only.
+                vcpus: if cap == 0 { 0 } else { buf.as_mut_ptr() as u64 },
+                ..Default::default()
+            };
+            // SAFETY: s.vcpus is null or points at `cap` writable entries.
+            unsafe { self.ioctl(abi::KVM_PFI_IOCTL_VM_STATS, &mut s, &format!("vm {vm_id}"))? };
+            // vCPUs may have entered the guest since LIST_VMS: grow once more,
+            // but never past what the module keeps per-vCPU state for.
+            let wanted = s.nr_vcpus.min(max_vcpus);
+            if wanted > cap {
+                cap = wanted;
+                continue;
+            }
+            buf.truncate(s.nr_vcpus.min(cap) as usize);
+            buf.retain(|c| c.vcpu_idx != UNWRITTEN);
+            return Ok(VmStats {
+                entries: s.entries,
+                exits: s.exits,
+                vcpus: buf,
+                nr_vcpus: s.nr_vcpus,
+            });
+        }
+    }
+}

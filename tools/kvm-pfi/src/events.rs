@@ -1,0 +1,501 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Decoding and printing the events of the "kvm_pfi" netlink family.
+//!
+//! The names and types come from Documentation/netlink/specs/kvm_pfi.yaml;
+//! the numbers from the YNL-generated header via bindgen. When the spec grows,
+//! the header is regenerated and the `tables_cover_the_header` test points at
+//! what to add here; until then new attributes print as "attr_<n>" in hex and
+//! new commands as "cmd_<n>", so an older tool keeps working with a newer
+//! module.
+
+use std::fmt::Write as _;
+
+use netlink_packet_core::{NlaBuffer, NlasIterator};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::abi;
+
+/// How an attribute's payload is typed in the YNL spec.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    U32,
+    U64,
+    String,
+    /// A u32 whose values are named by a spec enum.
+    Enum(&'static [(u32, &'static str)]),
+    /// Alignment filler for u64s: carries nothing.
+    Pad,
+}
+
+#[derive(Debug)]
+pub struct AttrDesc {
+    pub id: u16,
+    /// The spec's attribute name ("vm-id"); printed with '-' as '_'.
+    pub name: &'static str,
+    pub kind: Kind,
+}
+
+/// Entries of the spec's `detach-reason` enum.
+pub const DETACH_REASONS: &[(u32, &str)] = &[
+    (abi::KVM_PFI_DETACH_REASON_REQUESTED, "requested"),
+    (abi::KVM_PFI_DETACH_REASON_FILE_CLOSED, "file-closed"),
+    (abi::KVM_PFI_DETACH_REASON_VM_EXITED, "vm-exited"),
+    (abi::KVM_PFI_DETACH_REASON_UNLOAD, "unload"),
+];
+
+/// The spec's `event` attribute set.
+pub const EVENT_ATTRS: &[AttrDesc] = &[
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_VM_ID as u16,
+        name: "vm-id",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_VMM_PID as u16,
+        name: "vmm-pid",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_STATS_ID as u16,
+        name: "stats-id",
+        kind: Kind::String,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_ATTACH_FLAGS as u16,
+        name: "attach-flags",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_DETACH_REASON as u16,
+        name: "detach-reason",
+        kind: Kind::Enum(DETACH_REASONS),
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_ENTRIES as u16,
+        name: "entries",
+        kind: Kind::U64,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_EXITS as u16,
+        name: "exits",
+        kind: Kind::U64,
+    },
+    #[cfg(kvm_pfi_has_pad_attr)]
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_PAD as u16,
+        name: "pad",
+        kind: Kind::Pad,
+    },
+];
+
+/// The spec's operations (all of them events), by command number.
+pub const COMMANDS: &[(u8, &str)] = &[
+    (abi::KVM_PFI_CMD_VM_ATTACHED as u8, "vm-attached"),
+    (abi::KVM_PFI_CMD_VM_DETACHED as u8, "vm-detached"),
+];
+
+pub fn command_name(cmd: u8) -> String {
+    COMMANDS
+        .iter()
+        .find(|(c, _)| *c == cmd)
+        .map(|(_, n)| (*n).to_string())
+        .unwrap_or_else(|| format!("cmd_{cmd}"))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Uint(u64),
+    Bool(bool),
+    Str(String),
+    /// Raw bytes of an attribute this tool cannot decode, in hex.
+    Hex(String),
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Uint(v) => s.serialize_u64(*v),
+            Value::Bool(v) => s.serialize_bool(*v),
+            Value::Str(v) | Value::Hex(v) => s.serialize_str(v),
+        }
+    }
+}
+
+/// One decoded event, its attributes in the order the module sent them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub name: String,
+    pub fields: Vec<(String, Value)>,
+    /// CLOCK_REALTIME when we received it (the family carries no timestamp).
+    pub time_ns: u64,
+}
+
+/// A line of `watch` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Event(Event),
+    /// The socket's receive buffer overflowed: events were lost.
+    Overrun,
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // A map in wire order: serde_json's own Map would sort the keys.
+        let mut m = s.serialize_map(Some(self.fields.len() + 2))?;
+        m.serialize_entry("event", &self.name)?;
+        for (k, v) in &self.fields {
+            m.serialize_entry(k, v)?;
+        }
+        m.serialize_entry("time_ns", &self.time_ns)?;
+        m.end()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn json_key(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// Integers are in host order unless the attribute says network order.
+fn uint(value: &[u8], net_order: bool) -> Option<u64> {
+    Some(match (value.len(), net_order) {
+        (4, false) => u32::from_ne_bytes(value.try_into().ok()?) as u64,
+        (4, true) => u32::from_be_bytes(value.try_into().ok()?) as u64,
+        (8, false) => u64::from_ne_bytes(value.try_into().ok()?),
+        (8, true) => u64::from_be_bytes(value.try_into().ok()?),
+        _ => return None,
+    })
+}
+
+/// Decodes one attribute with `desc`; None if the payload does not fit its
+/// type (the caller then shows it raw) or if it carries nothing (pad).
+fn decode_value(desc: &AttrDesc, nla: &NlaBuffer<&[u8]>) -> Option<Option<Value>> {
+    let value = nla.value();
+    let net = nla.network_byte_order_flag();
+    Some(Some(match desc.kind {
+        Kind::Pad => return Some(None),
+        Kind::U32 if value.len() == 4 => Value::Uint(uint(value, net)?),
+        // YNL's u64s are 8 bytes; accept 4 too, like its "uint" type.
+        Kind::U64 => Value::Uint(uint(value, net)?),
+        Kind::String => {
+            let s = value.split(|&b| b == 0).next().unwrap_or(&[]);
+            Value::Str(String::from_utf8_lossy(s).into_owned())
+        }
+        Kind::Enum(names) if value.len() == 4 => {
+            let v = uint(value, net)? as u32;
+            match names.iter().find(|(n, _)| *n == v) {
+                Some((_, name)) => Value::Str((*name).to_string()),
+                // A value from a newer spec: the number rather than nothing.
+                None => Value::Uint(v as u64),
+            }
+        }
+        Kind::U32 | Kind::Enum(_) => return None,
+    }))
+}
+
+/// Decodes a "kvm_pfi" message: generic netlink command `cmd`, attributes
+/// `attrs` (the bytes after the genl header). Never fails: what cannot be
+/// decoded is shown raw.
+pub fn decode_event(cmd: u8, attrs: &[u8], time_ns: u64) -> Event {
+    let mut fields = Vec::new();
+    for nla in NlasIterator::new(attrs) {
+        let nla = match nla {
+            Ok(nla) => nla,
+            Err(_) => {
+                // A truncated attribute: nothing after it can be trusted.
+                fields.push(("malformed".to_string(), Value::Bool(true)));
+                break;
+            }
+        };
+        let kind = nla.kind();
+        let desc = EVENT_ATTRS.iter().find(|d| d.id == kind);
+        match desc.map(|d| (d, decode_value(d, &nla))) {
+            Some((_, Some(None))) => {}
+            Some((d, Some(Some(v)))) => fields.push((json_key(d.name), v)),
+            _ => fields.push((format!("attr_{kind}"), Value::Hex(hex(nla.value())))),
+        }
+    }
+    Event {
+        name: command_name(cmd),
+        fields,
+        time_ns,
+    }
+}
+
+/// `--pretty`'s UTC timestamp, RFC 3339 with nanoseconds.
+pub fn format_time(time_ns: u64) -> String {
+    let secs = time_ns / 1_000_000_000;
+    let nanos = time_ns % 1_000_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days: days since 1970-01-01 to y-m-d.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn pretty_value(v: &Value) -> String {
+    match v {
+        Value::Uint(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        // Quoted so that spaces or '=' in a name cannot break the line apart.
+        Value::Str(s) => format!("{s:?}"),
+        Value::Hex(h) => format!("0x{h}"),
+    }
+}
+
+/// One line of `watch` output, without the newline.
+pub fn render(record: &Record, pretty: bool, now_ns: u64) -> String {
+    match (record, pretty) {
+        (Record::Overrun, false) => r#"{"event":"overrun"}"#.to_string(),
+        (Record::Overrun, true) => format!("{} overrun: events were lost", format_time(now_ns)),
+        (Record::Event(e), false) => {
+            serde_json::to_string(e).expect("maps of strings and integers serialize")
+        }
+        (Record::Event(e), true) => {
+            let mut line = format!("{} {}", format_time(e.time_ns), e.name);
+            for (k, v) in &e.fields {
+                let _ = write!(line, " {k}={}", pretty_value(v));
+            }
+            line
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use netlink_packet_core::NLA_F_NET_BYTEORDER;
+
+    /// Builds one attribute the way the kernel's nla_put() does.
+    pub fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+        let len = 4 + value.len();
+        let mut b = Vec::new();
+        b.extend_from_slice(&(len as u16).to_ne_bytes());
+        b.extend_from_slice(&kind.to_ne_bytes());
+        b.extend_from_slice(value);
+        b.resize(len.next_multiple_of(4), 0);
+        b
+    }
+
+    pub fn attached_attrs() -> Vec<u8> {
+        [
+            nla(abi::KVM_PFI_A_EVENT_VM_ID as u16, &1u32.to_ne_bytes()),
+            nla(abi::KVM_PFI_A_EVENT_VMM_PID as u16, &123u32.to_ne_bytes()),
+            nla(abi::KVM_PFI_A_EVENT_STATS_ID as u16, b"kvm-123\0"),
+            nla(
+                abi::KVM_PFI_A_EVENT_ATTACH_FLAGS as u16,
+                &0u32.to_ne_bytes(),
+            ),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn attached_event_json_matches_documented_shape() {
+        let e = decode_event(
+            abi::KVM_PFI_CMD_VM_ATTACHED as u8,
+            &attached_attrs(),
+            1_700_000_000_123_456_789,
+        );
+        assert_eq!(
+            render(&Record::Event(e), false, 0),
+            r#"{"event":"vm-attached","vm_id":1,"vmm_pid":123,"stats_id":"kvm-123","attach_flags":0,"time_ns":1700000000123456789}"#
+        );
+    }
+
+    #[test]
+    fn detached_event_with_enum_and_u64s() {
+        let attrs = [
+            nla(abi::KVM_PFI_A_EVENT_VM_ID as u16, &7u32.to_ne_bytes()),
+            nla(
+                abi::KVM_PFI_A_EVENT_DETACH_REASON as u16,
+                &abi::KVM_PFI_DETACH_REASON_VM_EXITED.to_ne_bytes(),
+            ),
+            nla(
+                abi::KVM_PFI_A_EVENT_ENTRIES as u16,
+                &(u64::MAX - 1).to_ne_bytes(),
+            ),
+            nla(abi::KVM_PFI_A_EVENT_EXITS as u16, &5u64.to_ne_bytes()),
+        ]
+        .concat();
+        let e = decode_event(abi::KVM_PFI_CMD_VM_DETACHED as u8, &attrs, 5);
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&Record::Event(e), false, 0)).unwrap();
+        assert_eq!(v["event"], "vm-detached");
+        assert_eq!(v["vm_id"], 7);
+        assert_eq!(v["detach_reason"], "vm-exited");
+        assert_eq!(v["entries"], u64::MAX - 1);
+        assert_eq!(v["exits"], 5);
+        assert_eq!(v["time_ns"], 5);
+    }
+
+    /// The module aligns u64s with nla_put_64bit(), which may insert `pad`
+    /// attributes (empty, or 4 bytes); they must not show up in the output.
+    #[cfg(kvm_pfi_has_pad_attr)]
+    #[test]
+    fn pad_attributes_are_skipped() {
+        let pad = abi::KVM_PFI_A_EVENT_PAD as u16;
+        let attrs = [
+            nla(abi::KVM_PFI_A_EVENT_VM_ID as u16, &2u32.to_ne_bytes()),
+            nla(pad, &[]),
+            nla(abi::KVM_PFI_A_EVENT_ENTRIES as u16, &10u64.to_ne_bytes()),
+            nla(pad, &[0; 4]),
+            nla(abi::KVM_PFI_A_EVENT_EXITS as u16, &9u64.to_ne_bytes()),
+        ]
+        .concat();
+        let e = decode_event(abi::KVM_PFI_CMD_VM_DETACHED as u8, &attrs, 3);
+        assert_eq!(
+            render(&Record::Event(e), false, 0),
+            r#"{"event":"vm-detached","vm_id":2,"entries":10,"exits":9,"time_ns":3}"#
+        );
+    }
+
+    #[test]
+    fn every_detach_reason_has_its_yaml_name() {
+        let names: Vec<&str> = DETACH_REASONS.iter().map(|(_, n)| *n).collect();
+        assert_eq!(names, ["requested", "file-closed", "vm-exited", "unload"]);
+        for (value, name) in DETACH_REASONS {
+            let attrs = nla(
+                abi::KVM_PFI_A_EVENT_DETACH_REASON as u16,
+                &value.to_ne_bytes(),
+            );
+            let e = decode_event(abi::KVM_PFI_CMD_VM_DETACHED as u8, &attrs, 0);
+            assert_eq!(
+                e.fields,
+                vec![("detach_reason".to_string(), Value::Str(name.to_string()))]
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_things_are_shown_not_fatal() {
+        let attrs = [
+            nla(abi::KVM_PFI_A_EVENT_VM_ID as u16, &3u32.to_ne_bytes()),
+            nla(200, &[0xde, 0xad, 0xbe, 0xef, 0x01]),
+            // A known u32 with the wrong size is shown raw as well.
+            nla(abi::KVM_PFI_A_EVENT_VMM_PID as u16, &[1, 2]),
+            // A detach reason from a newer spec keeps its number.
+            nla(
+                abi::KVM_PFI_A_EVENT_DETACH_REASON as u16,
+                &42u32.to_ne_bytes(),
+            ),
+        ]
+        .concat();
+        let e = decode_event(99, &attrs, 1);
+        let pid_key = format!("attr_{}", abi::KVM_PFI_A_EVENT_VMM_PID);
+        assert_eq!(
+            e,
+            Event {
+                name: "cmd_99".into(),
+                fields: vec![
+                    ("vm_id".into(), Value::Uint(3)),
+                    ("attr_200".into(), Value::Hex("deadbeef01".into())),
+                    (pid_key.clone(), Value::Hex("0102".into())),
+                    ("detach_reason".into(), Value::Uint(42)),
+                ],
+                time_ns: 1,
+            }
+        );
+        let json = render(&Record::Event(e), false, 0);
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"event":"cmd_99","vm_id":3,"attr_200":"deadbeef01","{pid_key}":"0102","detach_reason":42,"time_ns":1}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn truncated_attribute_is_flagged() {
+        let mut attrs = nla(abi::KVM_PFI_A_EVENT_VM_ID as u16, &3u32.to_ne_bytes());
+        attrs.extend_from_slice(&[40, 0, 1, 0, 9]); // claims 40 bytes, has 5
+        let e = decode_event(abi::KVM_PFI_CMD_VM_ATTACHED as u8, &attrs, 0);
+        assert_eq!(e.fields.len(), 2);
+        assert_eq!(e.fields[1], ("malformed".to_string(), Value::Bool(true)));
+    }
+
+    #[test]
+    fn network_byte_order_flag_is_honoured() {
+        let attrs = nla(
+            abi::KVM_PFI_A_EVENT_VM_ID as u16 | NLA_F_NET_BYTEORDER,
+            &9u32.to_be_bytes(),
+        );
+        let e = decode_event(abi::KVM_PFI_CMD_VM_ATTACHED as u8, &attrs, 0);
+        assert_eq!(e.fields, vec![("vm_id".to_string(), Value::Uint(9))]);
+    }
+
+    #[test]
+    fn pretty_line() {
+        let e = decode_event(
+            abi::KVM_PFI_CMD_VM_ATTACHED as u8,
+            &attached_attrs(),
+            1_700_000_000_123_456_789,
+        );
+        assert_eq!(
+            render(&Record::Event(e), true, 0),
+            r#"2023-11-14T22:13:20.123456789Z vm-attached vm_id=1 vmm_pid=123 stats_id="kvm-123" attach_flags=0"#
+        );
+        assert_eq!(
+            render(&Record::Overrun, true, 0),
+            "1970-01-01T00:00:00.000000000Z overrun: events were lost"
+        );
+        assert_eq!(render(&Record::Overrun, false, 0), r#"{"event":"overrun"}"#);
+    }
+
+    #[test]
+    fn time_formatting() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000000000Z");
+        // 2000-02-29 (leap day) 12:34:56.000000001
+        assert_eq!(
+            format_time(951_827_696_000_000_001),
+            "2000-02-29T12:34:56.000000001Z"
+        );
+        assert_eq!(
+            format_time(4_102_444_799_000_000_000),
+            "2099-12-31T23:59:59.000000000Z"
+        );
+    }
+
+    /// Fails when the regenerated header has attributes or commands this
+    /// tool's tables do not name yet: add them above (names from the YAML).
+    #[test]
+    fn tables_cover_the_header() {
+        for id in 1..=abi::KVM_PFI_A_EVENT_MAX as u16 {
+            assert!(
+                EVENT_ATTRS.iter().any(|d| d.id == id),
+                "attribute {id} of the header has no entry in EVENT_ATTRS"
+            );
+        }
+        for cmd in 1..=abi::KVM_PFI_CMD_MAX as u8 {
+            assert!(
+                COMMANDS.iter().any(|(c, _)| *c == cmd),
+                "command {cmd} of the header has no entry in COMMANDS"
+            );
+        }
+        let mut ids: Vec<u16> = EVENT_ATTRS.iter().map(|d| d.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), EVENT_ATTRS.len(), "duplicate attribute ids");
+    }
+}
