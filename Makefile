@@ -15,6 +15,8 @@ RUSTC ?= $(if $(wildcard /usr/bin/rustc),/usr/bin/rustc,rustc)
 LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 BINDGEN ?= $(firstword $(wildcard $(KVM_PFI_CACHE)/tools/bin/bindgen) bindgen)
 export CARGO_TARGET_DIR ?= $(KVM_PFI_CACHE)/target
+# Selftest binaries, per kernel build (they link that tree's KVM library).
+export KVM_PFI_TESTS ?= $(KVM_PFI_CACHE)/selftests/$(notdir $(realpath $(KDIR)))
 CARGO ?= cargo
 
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) BINDGEN=$(BINDGEN) \
@@ -48,7 +50,7 @@ tool:
 	$(CARGO) build --release --locked -p kvm-pfi
 
 selftests:
-	$(MAKE) -C selftests KDIR=$(KDIR)
+	$(MAKE) -C selftests KDIR=$(KDIR) OUT=$(KVM_PFI_TESTS)
 
 unit-test:
 	$(CARGO) test --locked --workspace
@@ -71,4 +73,4 @@ bench: kernel
 
 clean:
 	-$(KMAKE) clean 2>/dev/null
-	-$(MAKE) -C selftests clean KDIR=$(KDIR) 2>/dev/null
+	-$(MAKE) -C selftests clean KDIR=$(KDIR) OUT=$(KVM_PFI_TESTS) 2>/dev/null
