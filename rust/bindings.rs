@@ -36,6 +36,10 @@ pub(crate) mod uapi {
         kvm_pfi_vm_list,
         kvm_pfi_vcpu_stats,
         kvm_pfi_vm_stats,
+        kvm_pfi_target,
+        kvm_pfi_target_remove,
+        kvm_pfi_page_info,
+        kvm_pfi_target_pages,
     );
 }
 

@@ -32,6 +32,13 @@ use crate::bindings::{
     glue,
     uapi, //
 };
+use crate::netlink;
+use crate::pfi_core::inject::InjectConfig;
+use crate::targets::{
+    self,
+    TargetSpec, //
+};
+use crate::vendor;
 use crate::vm::{
     self,
     DetachReason,
@@ -167,6 +174,83 @@ impl PfiFile {
     }
 }
 
+/// Injection limits from the module parameters.
+fn default_config() -> InjectConfig {
+    InjectConfig {
+        timeout_ns: u64::from(crate::module_parameters::pf_timeout_ms.value()) * 1_000_000,
+        max_tries: crate::module_parameters::pf_max_tries.value().max(1),
+    }
+}
+
+impl PfiFile {
+    fn target_add(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_target = read_arg(arg)?;
+        let spec = TargetSpec::validate(&req, default_config())?;
+        if !vendor::is_svm() {
+            return Err(EOPNOTSUPP);
+        }
+        let id = vm::with_id(req.vm_id, |vm| -> Result<u32> {
+            let id = vm.next_target_id.fetch_add(1, Ordering::Relaxed);
+            let target = spec.build(id)?;
+            netlink::target_added(vm.id, &target);
+            let r = vm.targets.lock().insert(target);
+            match r {
+                Ok(()) => {
+                    vm.busy.store(true, Ordering::Relaxed);
+                    Ok(id)
+                }
+                Err((e, target)) => {
+                    drop(target);
+                    Err(e)
+                }
+            }
+        })??;
+        req.target_id = id;
+        if let Err(e) = write_arg(arg, &req) {
+            let _ = vm::with_id(req.vm_id, |vm| vm.targets.lock().remove(id));
+            return Err(e);
+        }
+        Ok(0)
+    }
+
+    fn target_remove(&self, arg: usize) -> Result<isize> {
+        let req: uapi::kvm_pfi_target_remove = read_arg(arg)?;
+        let removed = vm::with_id(req.vm_id, |vm| {
+            let t = vm.targets.lock().remove(req.target_id);
+            if t.is_some() {
+                netlink::target_removed(vm.id, req.target_id);
+            }
+            t
+        })?;
+        // Freed here, outside the spinlock.
+        removed.map(|_| 0).ok_or(ENOENT)
+    }
+
+    fn target_pages(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_target_pages = read_arg(arg)?;
+        if req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let cap = (req.nr_pages as usize).min(targets::MAX_PAGES);
+        let mut out = KVVec::with_capacity(cap, GFP_KERNEL)?;
+        let total = vm::with_id(req.vm_id, |vm| -> Result<usize> {
+            let targets = vm.targets.lock();
+            let t = targets.get(req.target_id).ok_or(ENOENT)?;
+            for p in t.pages.iter().take(cap) {
+                // Capacity reserved above: cannot fail.
+                let _ = out.push(p.info(), GFP_ATOMIC);
+            }
+            Ok(t.pages.len())
+        })??;
+        if !out.is_empty() {
+            write_array(req.pages, &out)?;
+        }
+        req.nr_pages = total as u32;
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+}
+
 #[vtable]
 impl MiscDevice for PfiFile {
     type Ptr = KBox<Self>;
@@ -193,6 +277,9 @@ impl MiscDevice for PfiFile {
             uapi::KVM_PFI_IOCTL_DETACH => me.detach(arg),
             uapi::KVM_PFI_IOCTL_LIST_VMS => me.list_vms(arg),
             uapi::KVM_PFI_IOCTL_VM_STATS => me.vm_stats(arg),
+            uapi::KVM_PFI_IOCTL_TARGET_ADD => me.target_add(arg),
+            uapi::KVM_PFI_IOCTL_TARGET_REMOVE => me.target_remove(arg),
+            uapi::KVM_PFI_IOCTL_TARGET_PAGES => me.target_pages(arg),
             _ => Err(ENOTTY),
         }
     }

@@ -9,6 +9,7 @@
 //! lock, and return after one load when no VM is attached.
 
 use core::ffi::c_void;
+use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
 
@@ -18,20 +19,20 @@ use crate::vm;
 /// `void probe(void *data, struct kvm_vcpu *vcpu, bool force_immediate_exit)`
 unsafe extern "C" fn on_entry(_data: *mut c_void, vcpu: *mut glue::kvm_vcpu, _force_exit: bool) {
     // SAFETY: KVM passes the running vCPU, valid for the whole call.
-    unsafe { count(vcpu, false) };
+    unsafe { handle(vcpu, false) };
 }
 
 /// `void probe(void *data, struct kvm_vcpu *vcpu, u32 isa)`
 unsafe extern "C" fn on_exit(_data: *mut c_void, vcpu: *mut glue::kvm_vcpu, _isa: u32) {
     // SAFETY: as in `on_entry`.
-    unsafe { count(vcpu, true) };
+    unsafe { handle(vcpu, true) };
 }
 
 /// # Safety
 ///
 /// `vcpu` is the vCPU KVM is running, and the caller is a tracepoint probe.
 #[inline(always)]
-unsafe fn count(vcpu: *mut glue::kvm_vcpu, exit: bool) {
+unsafe fn handle(vcpu: *mut glue::kvm_vcpu, exit: bool) {
     // SAFETY: `vcpu` is valid (caller).
     let kvm = unsafe { glue::kvm_pfi_vcpu_vm(vcpu) };
     // SAFETY: tracepoint probes run with preemption disabled, an RCU
@@ -39,10 +40,43 @@ unsafe fn count(vcpu: *mut glue::kvm_vcpu, exit: bool) {
     unsafe {
         vm::with_attached(kvm, |vm| {
             // SAFETY: `vcpu` is valid (caller).
-            let idx = glue::kvm_pfi_vcpu_index(vcpu);
-            vm.count(idx as usize, exit);
+            let idx = glue::kvm_pfi_vcpu_index(vcpu) as usize;
+            vm.count(idx, exit);
+            if vm.busy.load(Ordering::Relaxed) {
+                introspect(vm, vcpu, idx, exit);
+            }
         })
     };
+}
+
+/// The target work of one entry or exit of a VM that has targets.
+///
+/// # Safety
+///
+/// As for [`handle`].
+#[inline(never)]
+unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize, exit: bool) {
+    if !crate::vendor::is_svm() {
+        return;
+    }
+    let mut st = glue::kvm_pfi_cpu_state::default();
+    // SAFETY: `vcpu` is the running vCPU; in a probe the VMCB is current.
+    unsafe { glue::kvm_pfi_svm_read_state(vcpu, &mut st) };
+    if st.valid == 0 {
+        return;
+    }
+    let mut targets = vm.targets.lock();
+    if exit {
+        if targets.on_exit(vm.kvm, vcpu, idx, &st) {
+            vm.busy.store(targets.has_work(), Ordering::Relaxed);
+            drop(targets);
+            vm.kick_report();
+        }
+    } else if let Some((cr2, error_code)) = targets.on_entry(idx, &st) {
+        // SAFETY: in the kvm_entry probe, before the VMCB's event is used;
+        // `on_entry` saw no event in it.
+        unsafe { glue::kvm_pfi_svm_inject_pf(vcpu, cr2, error_code) };
+    }
 }
 
 /// The registered probes. Dropping unregisters them and waits until no

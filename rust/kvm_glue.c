@@ -7,6 +7,11 @@
 #include <linux/module.h>
 #include <linux/tracepoint.h>
 #include <asm/cpufeature.h>
+#include <asm/svm.h>
+#include <linux/timekeeping.h>
+#include <linux/uaccess.h>
+#include <linux/kthread.h>
+#include <linux/sched/mm.h>
 
 #include <net/genetlink.h>
 
@@ -129,4 +134,139 @@ int kvm_pfi_unregister_exit_probe(void *probe, void *data)
 void kvm_pfi_probes_synchronize(void)
 {
 	tracepoint_synchronize_unregister();
+}
+
+/*
+ * struct vcpu_svm (arch/x86/kvm/svm/svm.h, private to KVM) starts with
+ * "struct kvm_vcpu vcpu; struct vmcb *vmcb;": the current VMCB pointer is the
+ * word right after struct kvm_vcpu. VMCBs are page allocations, so anything
+ * else is refused rather than dereferenced.
+ */
+static struct vmcb *svm_current_vmcb(const struct kvm_vcpu *vcpu)
+{
+	struct vmcb *vmcb = *(struct vmcb *const *)(vcpu + 1);
+
+	if (!vmcb || !IS_ALIGNED((unsigned long)vmcb, PAGE_SIZE) || !virt_addr_valid(vmcb))
+		return NULL;
+	return vmcb;
+}
+
+static void read_kvm_events(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st)
+{
+	const struct kvm_vcpu_arch *a = &vcpu->arch;
+
+	st->exception_pending = a->exception.pending || a->exception.injected ||
+				a->exception_vmexit.pending;
+	st->interrupt_pending = a->interrupt.injected;
+	st->nmi_pending = a->nmi_injected || a->nmi_pending || atomic_read(&a->nmi_queued);
+	st->guest_mode = !!(a->hflags & HF_GUEST_MASK);
+	st->smm = !!(a->hflags & HF_SMM_MASK);
+}
+
+void kvm_pfi_svm_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st)
+{
+	const struct vmcb *vmcb = svm_current_vmcb(vcpu);
+
+	memset(st, 0, sizeof(*st));
+	if (!vmcb)
+		return;
+	st->cr0 = vmcb->save.cr0;
+	st->cr3 = vmcb->save.cr3;
+	st->cr4 = vmcb->save.cr4;
+	st->efer = vmcb->save.efer;
+	st->rflags = vmcb->save.rflags;
+	st->cpl = vmcb->save.cpl;
+	st->event_inj = vmcb->control.event_inj;
+	st->exit_int_info = vmcb->control.exit_int_info;
+	st->interrupt_shadow = !!(vmcb->control.int_state & SVM_INTERRUPT_SHADOW_MASK);
+	read_kvm_events(vcpu, st);
+	st->valid = 1;
+}
+
+void kvm_pfi_svm_inject_pf(struct kvm_vcpu *vcpu, unsigned long long cr2,
+			   unsigned int error_code)
+{
+	struct vmcb *vmcb = svm_current_vmcb(vcpu);
+
+	if (WARN_ON_ONCE(!vmcb || (vmcb->control.event_inj & SVM_EVTINJ_VALID)))
+		return;
+	/* svm_vcpu_run() copies arch.cr2 into the VMCB after kvm_entry. */
+	vcpu->arch.cr2 = cr2;
+	vmcb->control.event_inj_err = error_code;
+	vmcb->control.event_inj = PF_VECTOR | SVM_EVTINJ_TYPE_EXEPT |
+				  SVM_EVTINJ_VALID | SVM_EVTINJ_VALID_ERR;
+}
+
+unsigned int kvm_pfi_vcpu_maxphyaddr(const struct kvm_vcpu *vcpu)
+{
+	return vcpu->arch.maxphyaddr;
+}
+
+unsigned char kvm_pfi_vcpu_has_gbpages(const struct kvm_vcpu *vcpu)
+{
+	/* KVM's guest_cpu_cap_has() is internal; AMD CPUs and KVM's default
+	 * CPUID offer 1 GiB pages, and a guest without them never sets PS at
+	 * level 3, so assuming them only relaxes a reserved-bit check. */
+	return 1;
+}
+
+/* The VMM's address of guest physical @gpa; caller holds kvm->srcu. */
+static int gpa_to_hva(struct kvm *kvm, unsigned long long gpa, unsigned long *hva)
+{
+	const struct kvm_memory_slot *slot;
+
+	slot = __gfn_to_memslot(kvm_memslots(kvm), gpa_to_gfn(gpa));
+	if (!slot || (slot->flags & KVM_MEMSLOT_INVALID))
+		return -ENOENT;
+	/* guest_memfd (private) memory has no host mapping to read. */
+	if (kvm_slot_has_gmem(slot))
+		return -EINVAL;
+	*hva = __gfn_to_hva_memslot(slot, gpa_to_gfn(gpa)) + offset_in_page(gpa);
+	return 0;
+}
+
+int kvm_pfi_read_guest_atomic(struct kvm *kvm, unsigned long long gpa, void *buf,
+			      unsigned int len)
+{
+	unsigned long hva;
+	int idx, r;
+
+	if (len > PAGE_SIZE - offset_in_page(gpa) || current->mm != kvm->mm)
+		return -EINVAL;
+	idx = srcu_read_lock(&kvm->srcu);
+	r = gpa_to_hva(kvm, gpa, &hva);
+	/* pagefault_disable()d copy: a host page that is not resident fails. */
+	if (!r)
+		r = copy_from_user_nofault(buf, (const void __user *)hva, len) ? -EAGAIN : 0;
+	srcu_read_unlock(&kvm->srcu, idx);
+	return r;
+}
+
+int kvm_pfi_read_guest_remote(struct kvm *kvm, unsigned long long gpa, void *buf,
+			      unsigned int len)
+{
+	unsigned long hva;
+	int idx, r;
+
+	if (len > PAGE_SIZE - offset_in_page(gpa) || !(current->flags & PF_KTHREAD) ||
+	    current->mm)
+		return -EINVAL;
+	if (!mmget_not_zero(kvm->mm))
+		return -ESRCH;
+	kthread_use_mm(kvm->mm);
+	idx = srcu_read_lock(&kvm->srcu);
+	r = gpa_to_hva(kvm, gpa, &hva);
+	srcu_read_unlock(&kvm->srcu, idx);
+	/* A memslot change after the lookup leaves hva pointing at the old
+	 * mapping of the VMM: at worst stale bytes, never another process. */
+	if (!r)
+		r = copy_from_user(buf, (const void __user *)hva, len) ? -EFAULT : 0;
+	kthread_unuse_mm(kvm->mm);
+	mmput(kvm->mm);
+	return r;
+}
+
+unsigned long long kvm_pfi_now_ns(void)
+{
+	return ktime_get_ns();
 }

@@ -32,6 +32,52 @@ const char *kvm_pfi_vm_stats_id(const struct kvm *kvm);
 struct kvm *kvm_pfi_vcpu_vm(const struct kvm_vcpu *vcpu);
 int kvm_pfi_vcpu_index(const struct kvm_vcpu *vcpu);
 
+/*
+ * Guest CPU state at a VM entry or exit, as the hardware will load it (SVM:
+ * the VMCB save area; VMX: the current VMCS) plus KVM's event bookkeeping.
+ */
+struct kvm_pfi_cpu_state {
+	unsigned long long cr0, cr3, cr4, efer, rflags;
+	unsigned int cpl;
+	unsigned int event_inj;		/* event this entry injects (bit 31: valid) */
+	unsigned int exit_int_info;	/* event whose delivery an exit interrupted (bit 31: valid) */
+	unsigned char interrupt_shadow;	/* STI / MOV SS shadow */
+	unsigned char exception_pending; /* KVM: exception pending or injected */
+	unsigned char interrupt_pending; /* KVM: interrupt injected */
+	unsigned char nmi_pending;	/* KVM: NMI queued, pending or injected */
+	unsigned char guest_mode;	/* running a nested guest */
+	unsigned char smm;		/* in system-management mode */
+	unsigned char valid;		/* the vendor state could be found */
+};
+
+/* SVM: read the state; inject a #PF on this entry (call from kvm_entry only). */
+void kvm_pfi_svm_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st);
+void kvm_pfi_svm_inject_pf(struct kvm_vcpu *vcpu, unsigned long long cr2,
+			   unsigned int error_code);
+
+/* Guest CPU features the page walk needs. */
+unsigned int kvm_pfi_vcpu_maxphyaddr(const struct kvm_vcpu *vcpu);
+unsigned char kvm_pfi_vcpu_has_gbpages(const struct kvm_vcpu *vcpu);
+
+/*
+ * Copy @len bytes of guest physical memory at @gpa (not crossing a page) into
+ * @buf from a probe, in the VMM thread whose mm holds the guest memory.
+ * Never sleeps or faults: returns 0, -ENOENT (no memslot: outside guest
+ * memory), -EAGAIN (host page not resident now: try on a later exit) or
+ * -EINVAL (crosses a page, private memory, wrong mm).
+ */
+int kvm_pfi_read_guest_atomic(struct kvm *kvm, unsigned long long gpa, void *buf,
+			      unsigned int len);
+/*
+ * Same, from a kernel thread (a work item) outside the VMM: borrows the VMM's
+ * mm (kthread_use_mm) and may sleep. Returns 0, -ENOENT, -ESRCH (the VMM's
+ * address space is gone), -EFAULT or -EINVAL.
+ */
+int kvm_pfi_read_guest_remote(struct kvm *kvm, unsigned long long gpa, void *buf,
+			      unsigned int len);
+/* Monotonic clock for timeouts, safe with interrupts off. */
+unsigned long long kvm_pfi_now_ns(void);
+
 /* Which hardware virtualisation the host CPU offers KVM. */
 enum kvm_pfi_glue_vendor {
 	KVM_PFI_GLUE_VENDOR_NONE = 0,

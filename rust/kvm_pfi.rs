@@ -23,6 +23,9 @@ mod netlink;
 #[allow(dead_code)]
 pub mod pfi_core;
 mod reaper;
+mod report;
+mod targets;
+mod vendor;
 mod vm;
 
 module! {
@@ -31,6 +34,16 @@ module! {
     authors: ["kvm-pfi developers"],
     description: "KVM guest memory introspection: swapped-out page access by #PF injection",
     license: "GPL",
+    params: {
+        pf_timeout_ms: u32 {
+            default: 1000,
+            description: "Re-inject a #PF after this many ms without the page (default per target)",
+        },
+        pf_max_tries: u32 {
+            default: 3,
+            description: "#PFs injected per page before it fails (default per target)",
+        },
+    },
 }
 
 #[pin_data]

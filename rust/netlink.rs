@@ -19,6 +19,10 @@ use crate::bindings::{
     glue,
     uapi, //
 };
+use crate::targets::{
+    Settled,
+    Target, //
+};
 use crate::vm::{
     AttachedVm,
     DetachReason, //
@@ -109,9 +113,9 @@ struct Event {
 }
 
 impl Event {
-    fn new(cmd: u32) -> Result<Self> {
+    fn new(cmd: u32, payload: usize) -> Result<Self> {
         // SAFETY: plain arguments.
-        let skb = unsafe { bindings::genlmsg_new(bindings::GENLMSG_DEFAULT_SIZE, bindings::GFP_KERNEL) };
+        let skb = unsafe { bindings::genlmsg_new(payload, bindings::GFP_KERNEL) };
         let skb = NonNull::new(skb).ok_or(ENOMEM)?;
         // SAFETY: `skb` is a fresh buffer and `FAMILY` a registered family.
         let hdr = unsafe { bindings::genlmsg_put(skb.as_ptr(), 0, 0, FAMILY.0.get(), 0, cmd as u8) };
@@ -186,10 +190,14 @@ impl Drop for Event {
 /// Sends an event built by `fill`, if anybody listens. Event loss (no
 /// memory, a full socket) is not an error of the operation that caused it.
 fn send(cmd: u32, fill: impl FnOnce(&mut Event) -> Result<&mut Event>) {
+    send_sized(cmd, bindings::GENLMSG_DEFAULT_SIZE, fill)
+}
+
+fn send_sized(cmd: u32, payload: usize, fill: impl FnOnce(&mut Event) -> Result<&mut Event>) {
     if !has_listeners() {
         return;
     }
-    let Ok(mut ev) = Event::new(cmd) else { return };
+    let Ok(mut ev) = Event::new(cmd, payload) else { return };
     if fill(&mut ev).is_ok() {
         // -ESRCH: the last listener left meanwhile; nothing to do.
         let _ = ev.multicast();
@@ -215,5 +223,53 @@ pub(crate) fn vm_detached(vm: &AttachedVm, reason: DetachReason) {
             .u32(uapi::KVM_PFI_A_EVENT_DETACH_REASON, reason as u32)?
             .u64(uapi::KVM_PFI_A_EVENT_ENTRIES, entries)?
             .u64(uapi::KVM_PFI_A_EVENT_EXITS, exits)
+    });
+}
+
+pub(crate) fn target_added(vm_id: u32, t: &Target) {
+    send(uapi::KVM_PFI_CMD_TARGET_ADDED, |ev| {
+        ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm_id)?
+            .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, t.id)?
+            .u32(uapi::KVM_PFI_A_EVENT_TARGET_FLAGS, t.flags)?
+            .u64(uapi::KVM_PFI_A_EVENT_CR3, t.cr3)?
+            .u64(uapi::KVM_PFI_A_EVENT_GVA, t.gva)?
+            .u64(uapi::KVM_PFI_A_EVENT_LEN, t.len)
+    });
+}
+
+pub(crate) fn target_removed(vm_id: u32, target_id: u32) {
+    send(uapi::KVM_PFI_CMD_TARGET_REMOVED, |ev| {
+        ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm_id)?
+            .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, target_id)
+    });
+}
+
+fn page_attrs<'a>(ev: &'a mut Event, vm_id: u32, s: &Settled) -> Result<&'a mut Event> {
+    ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm_id)?
+        .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, s.target_id)?
+        .u64(uapi::KVM_PFI_A_EVENT_CR3, s.cr3)?
+        .u64(uapi::KVM_PFI_A_EVENT_GVA, s.info.gva)?
+        .u32(uapi::KVM_PFI_A_EVENT_INJECTIONS, s.info.injections)
+}
+
+/// `data`: the page contents, for targets that asked for them.
+pub(crate) fn page_resident(vm_id: u32, s: &Settled, data: Option<&[u8]>) {
+    let payload = bindings::GENLMSG_DEFAULT_SIZE + data.map_or(0, |d| d.len());
+    send_sized(uapi::KVM_PFI_CMD_PAGE_RESIDENT, payload, |ev| {
+        let ev = page_attrs(ev, vm_id, s)?
+            .u64(uapi::KVM_PFI_A_EVENT_GPA, s.info.gpa)?
+            .u32(uapi::KVM_PFI_A_EVENT_PAGE_SIZE, s.info.page_size)?
+            .u32(uapi::KVM_PFI_A_EVENT_HOW, s.info.how)?
+            .u32(uapi::KVM_PFI_A_EVENT_REINJECTIONS, s.info.reinjections)?;
+        match data {
+            Some(d) => ev.put_raw(uapi::KVM_PFI_A_EVENT_DATA, d),
+            None => Ok(ev),
+        }
+    });
+}
+
+pub(crate) fn page_failed(vm_id: u32, s: &Settled) {
+    send(uapi::KVM_PFI_CMD_PAGE_FAILED, |ev| {
+        page_attrs(ev, vm_id, s)?.u32(uapi::KVM_PFI_A_EVENT_FAIL_REASON, s.info.fail_reason)
     });
 }

@@ -12,6 +12,7 @@
 
 use core::ptr;
 use core::sync::atomic::{
+    AtomicBool,
     AtomicPtr,
     AtomicU32,
     AtomicU64,
@@ -19,12 +20,26 @@ use core::sync::atomic::{
     Ordering, //
 };
 
+use kernel::bindings;
 use kernel::prelude::*;
-use kernel::sync::rcu;
+use kernel::sync::{
+    rcu,
+    Arc,
+    ArcBorrow,
+    SpinLock, //
+};
+use kernel::workqueue::{
+    self,
+    impl_has_work,
+    new_work,
+    Work,
+    WorkItem, //
+};
 
 use crate::bindings::glue;
 use crate::bindings::uapi;
 use crate::netlink;
+use crate::targets::Targets;
 
 /// Attached VMs at once, over all files (`KVM_PFI_MAX_VMS`).
 pub(crate) const MAX_VMS: usize = uapi::KVM_PFI_MAX_VMS as usize;
@@ -74,14 +89,16 @@ impl VcpuCounters {
     }
 }
 
-/// One attached VM. Owned by the table while attached (a leaked `KBox`).
+/// One attached VM. The table holds one `Arc` reference while attached
+/// (as a raw pointer); a queued report work item holds another.
 ///
 /// # Invariants
 ///
 /// `kvm` holds one reference on the VM (taken by `kvm_pfi_vm_get_from_fd`),
 /// dropped exactly once when this is freed.
+#[pin_data(PinnedDrop)]
 pub(crate) struct AttachedVm {
-    kvm: *mut glue::kvm,
+    pub(crate) kvm: *mut glue::kvm,
     pub(crate) id: u32,
     pub(crate) owner: Owner,
     pub(crate) flags: u32,
@@ -92,6 +109,30 @@ pub(crate) struct AttachedVm {
     overflow: VcpuCounters,
     /// Highest vCPU index seen, plus one.
     nr_vcpus: AtomicU32,
+    /// Targets and per-vCPU injection slots, shared by the probes of all
+    /// vCPUs and the ioctls.
+    #[pin]
+    pub(crate) targets: SpinLock<Targets>,
+    /// Some target page needs probe work: lets probes skip the lock.
+    pub(crate) busy: AtomicBool,
+    pub(crate) next_target_id: AtomicU32,
+    /// Set once the VM left the table: reports stop.
+    pub(crate) detached: AtomicBool,
+    /// Reports settled pages (netlink, page contents) outside the probes.
+    #[pin]
+    work: Work<AttachedVm>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for AttachedVm { self.work }
+}
+
+impl WorkItem for AttachedVm {
+    type Pointer = Arc<AttachedVm>;
+
+    fn run(this: Arc<AttachedVm>) {
+        crate::report::settled_pages(&this);
+    }
 }
 
 // SAFETY: `kvm` is only passed to KVM functions that may be called from any
@@ -158,15 +199,42 @@ impl AttachedVm {
     }
 }
 
-impl Drop for AttachedVm {
-    fn drop(&mut self) {
+#[pinned_drop]
+impl PinnedDrop for AttachedVm {
+    fn drop(self: Pin<&mut Self>) {
         // SAFETY: we hold one reference (type invariant), dropped once here.
         unsafe { glue::kvm_pfi_vm_put(self.kvm) };
     }
 }
 
-/// A table entry: `kvm` is the lookup key, `vm` the state. Both are null
-/// when free. Writers publish `vm` before `kvm` and clear `kvm` first.
+impl AttachedVm {
+    /// Queues the report work; callable from a probe (no allocation: the
+    /// `Arc` clone is a reference count).
+    pub(crate) fn kick_report(&self) {
+        if self.detached.load(Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: every `AttachedVm` lives in an `Arc` (see `attach`), and
+        // `self` is borrowed from it for the duration of this call.
+        let this: Arc<AttachedVm> = unsafe { ArcBorrow::from_raw(core::ptr::from_ref(self)) }.into();
+        // SAFETY: `system_dfl_wq` is set up at boot and never freed.
+        let queue = unsafe { workqueue::Queue::from_raw(bindings::system_dfl_wq) };
+        // Already queued: the queued run will see this page too.
+        let _ = queue.enqueue(this);
+    }
+
+    /// Waits until no report of this VM runs or is queued.
+    fn flush_report(&self) {
+        let work = core::ptr::from_ref(&self.work).cast_mut().cast::<bindings::work_struct>();
+        // SAFETY: `Work` is a transparent wrapper of `work_struct`, alive
+        // as long as `self`.
+        unsafe { bindings::flush_work(work) };
+    }
+}
+
+/// A table entry: `kvm` is the lookup key, `vm` the state (from
+/// `Arc::into_raw`). Both are null when free. Writers publish `vm` before
+/// `kvm` and clear `kvm` first.
 struct Slot {
     kvm: AtomicPtr<glue::kvm>,
     vm: AtomicPtr<AttachedVm>,
@@ -271,14 +339,25 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner) -> Result<u32> {
     let n = stats_id.len().min(STATS_ID_LEN - 1);
     id_bytes[..n].copy_from_slice(&stats_id[..n]);
 
-    let vm = KBox::new(
-        AttachedVm {
+    let targets = match Targets::new() {
+        Ok(t) => t,
+        Err(e) => {
+            // SAFETY: drop the reference taken above; nothing else has it.
+            unsafe { glue::kvm_pfi_vm_put(kvm) };
+            return Err(e);
+        }
+    };
+    // SAFETY: `kvm` is referenced.
+    let vmm_pid = unsafe { glue::kvm_pfi_vm_creator_pid(kvm) };
+    let mut control = CONTROL.lock();
+    let id = control.next_id;
+    let vm = Arc::pin_init(
+        pin_init!(AttachedVm {
             kvm,
-            id: 0,
+            id,
             owner,
             flags,
-            // SAFETY: `kvm` is referenced.
-            vmm_pid: unsafe { glue::kvm_pfi_vm_creator_pid(kvm) },
+            vmm_pid,
             stats_id: id_bytes,
             vcpus: [const {
                 VcpuCounters {
@@ -288,19 +367,25 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner) -> Result<u32> {
             }; MAX_VCPUS],
             overflow: VcpuCounters::default(),
             nr_vcpus: AtomicU32::new(0),
-        },
+            targets <- kernel::new_spinlock!(targets, "kvm_pfi::targets"),
+            busy: AtomicBool::new(false),
+            next_target_id: AtomicU32::new(1),
+            detached: AtomicBool::new(false),
+            work <- new_work!("kvm_pfi::report"),
+        }),
         GFP_KERNEL,
     );
-    let mut vm = match vm {
+    // `AttachedVm` was never built, so the reference is still ours to drop.
+    let vm = match vm {
         Ok(vm) => vm,
         Err(e) => {
+            drop(control);
             // SAFETY: drop the reference taken above; nothing else has it.
             unsafe { glue::kvm_pfi_vm_put(kvm) };
             return Err(e.into());
         }
     };
 
-    let mut control = CONTROL.lock();
     let mut free = None;
     for (i, slot) in TABLE.slots.iter().enumerate() {
         let key = slot.kvm.load(Ordering::Relaxed);
@@ -313,13 +398,12 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner) -> Result<u32> {
         }
     }
     let Some(i) = free else {
-        return Err(ENOSPC);
+        drop(control);
+        return Err(ENOSPC); // `vm` drops our reference
     };
-    vm.id = control.next_id;
     control.next_id = control.next_id.wrapping_add(1).max(1);
-    let id = vm.id;
     let slot = &TABLE.slots[i];
-    slot.vm.store(KBox::into_raw(vm), Ordering::Release);
+    slot.vm.store(Arc::into_raw(vm).cast_mut(), Ordering::Release);
     slot.kvm.store(kvm, Ordering::Release);
     TABLE.attached.fetch_add(1, Ordering::Relaxed);
     // SAFETY: just published, and `CONTROL` keeps writers from freeing it.
@@ -355,8 +439,11 @@ pub(crate) fn detach_where(select: impl Fn(&AttachedVm) -> bool, reason: DetachR
     // No probe can still be looking at what left the table.
     rcu::synchronize_rcu();
     for &vm in &taken[..n] {
-        // SAFETY: came from `KBox::into_raw` in `attach`, unreachable now.
-        let vm = unsafe { KBox::from_raw(vm) };
+        // SAFETY: came from `Arc::into_raw` in `attach`, unreachable now.
+        let vm = unsafe { Arc::from_raw(vm) };
+        vm.detached.store(true, Ordering::Relaxed);
+        vm.flush_report();
+        crate::report::targets_gone(&vm);
         netlink::vm_detached(&vm, reason);
         drop(vm); // drops the VM reference, possibly destroying the VM
     }

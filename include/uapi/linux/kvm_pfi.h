@@ -16,6 +16,7 @@
 
 #include <linux/types.h>
 #include <linux/ioctl.h>
+#include <linux/kvm_pfi_netlink.h>	/* enums shared with the events */
 
 #define KVM_PFI_ABI_VERSION	1
 #define KVM_PFI_DEVICE_NAME	"kvm_pfi"
@@ -53,7 +54,7 @@ enum kvm_pfi_vendor {
 struct kvm_pfi_attach {
 	__s32 vm_fd;		/* in: a KVM VM file descriptor (KVM_CREATE_VM, or pidfd_getfd) */
 	__u32 flags;		/* in: KVM_PFI_ATTACH_* */
-	__u32 vm_id;		/* out: handle for the other ioctls, never reused while loaded */
+	__u32 vm_id;		/* out (0 on input): handle for the other ioctls, never reused while loaded */
 	__u32 reserved;		/* must be 0 */
 };
 
@@ -66,10 +67,11 @@ struct kvm_pfi_vm_info {
 	__u32 vm_id;
 	__s32 vmm_pid;		/* the VM's creator, as KVM records it */
 	__u32 flags;		/* KVM_PFI_ATTACH_* it was attached with */
-	__u32 nr_vcpus;		/* vCPUs that have entered the guest since attach */
+	__u32 nr_vcpus;		/* highest vcpu_idx seen since attach, plus one */
 	char stats_id[KVM_PFI_STATS_ID_LEN];
 };
 
+/* A short buffer is filled and nr_vms still reports the total: retry larger. */
 struct kvm_pfi_vm_list {
 	__u32 nr_vms;		/* in: capacity of vms[]; out: number of attached VMs */
 	__u32 reserved;		/* must be 0 */
@@ -83,13 +85,87 @@ struct kvm_pfi_vcpu_stats {
 	__u64 exits;		/* kvm_exit events seen since attach */
 };
 
+/*
+ * vcpus[i] describes vcpu_idx i, for i below both the capacity and the
+ * returned nr_vcpus (vCPUs that never ran in between read as zero).
+ * ENOENT: vm_id not attached; E2BIG: capacity above KVM_PFI_MAX_VCPUS.
+ */
 struct kvm_pfi_vm_stats {
 	__u32 vm_id;		/* in */
-	__u32 nr_vcpus;		/* in: capacity of vcpus[]; out: vCPUs with state */
+	__u32 nr_vcpus;		/* in: capacity of vcpus[]; out: highest vcpu_idx seen, plus one */
 	__u64 vcpus;		/* in: user pointer to struct kvm_pfi_vcpu_stats[nr_vcpus], may be 0 */
-	__u64 entries;		/* out: sum over all vCPUs, including those beyond KVM_PFI_MAX_VCPUS */
-	__u64 exits;		/* out: likewise */
+	__u64 entries;		/* out (0 on input): sum over all vCPUs, including those beyond KVM_PFI_MAX_VCPUS */
+	__u64 exits;		/* out (0 on input): likewise */
 	__u64 reserved[4];	/* must be 0 */
+};
+
+/*
+ * Targets: a guest virtual range in one guest address space of an attached
+ * VM. Each page of it is walked; a resident page is reported at once, a
+ * swapped-out one is brought back by injecting a #PF into the guest when a
+ * vCPU runs in that address space and injection is safe. See
+ * Documentation/design.rst.
+ */
+#define KVM_PFI_MAX_TARGETS		64	/* per VM */
+#define KVM_PFI_MAX_TARGET_PAGES	512	/* 4 KiB pages per target (2 MiB) */
+
+#define KVM_PFI_TARGET_KERNEL	(1U << 0)	/* may inject at CPL 0 too (needs RFLAGS.IF=1); default user mode only */
+#define KVM_PFI_TARGET_READ	(1U << 1)	/* deliver the page contents with the page-resident event */
+#define KVM_PFI_TARGET_WRITE	(1U << 2)	/* inject write faults (W=1), e.g. to break copy-on-write */
+#define KVM_PFI_TARGET_KPTI	(1U << 3)	/* guest uses Linux PTI: cr3 and cr3 ^ 4 KiB are one address space */
+#define KVM_PFI_TARGET_FLAGS_ALL	(KVM_PFI_TARGET_KERNEL | KVM_PFI_TARGET_READ | \
+					 KVM_PFI_TARGET_WRITE | KVM_PFI_TARGET_KPTI)
+
+/*
+ * EINVAL: gva or len not page aligned, len 0, range not canonical or
+ * wrapping, a kernel-half range without KVM_PFI_TARGET_KERNEL, unknown
+ * flags, reserved or target_id set, timeout_ms above 60000 or max_tries above
+ * 100. E2BIG: more than KVM_PFI_MAX_TARGET_PAGES pages. ENOSPC: KVM_PFI_MAX_TARGETS targets on the VM. ENOENT: vm_id.
+ */
+struct kvm_pfi_target {
+	__u32 vm_id;		/* in */
+	__u32 flags;		/* in: KVM_PFI_TARGET_* */
+	__u64 cr3;		/* in: guest CR3 of the address space (PCID and flag bits ignored) */
+	__u64 gva;		/* in: first byte, page aligned */
+	__u64 len;		/* in: bytes, a multiple of 4096 */
+	__u32 target_id;	/* out (0 on input): never reused while the VM is attached */
+	__u32 timeout_ms;	/* in: re-inject after this long without the page; 0: module parameter pf_timeout_ms */
+	__u32 max_tries;	/* in: #PFs per page before it fails; 0: module parameter pf_max_tries */
+	__u32 reserved;		/* must be 0 */
+};
+
+struct kvm_pfi_target_remove {
+	__u32 vm_id;
+	__u32 target_id;
+};
+
+/* State of one page of a target. */
+enum kvm_pfi_page_state {
+	KVM_PFI_PAGE_WAITING = 0,	/* swapped out; waiting for a safe entry in its address space */
+	KVM_PFI_PAGE_INJECTED = 1,	/* #PF injected, waiting for delivery / the guest's update */
+	KVM_PFI_PAGE_RESIDENT = 2,	/* resident and reported */
+	KVM_PFI_PAGE_FAILED = 3,	/* given up: see enum kvm_pfi_fail_reason in the event */
+	KVM_PFI_PAGE_UNKNOWN = 4,	/* not walked yet */
+};
+
+struct kvm_pfi_page_info {
+	__u64 gva;
+	__u64 gpa;		/* valid when resident */
+	__u32 state;		/* enum kvm_pfi_page_state */
+	__u32 how;		/* enum kvm_pfi_how (kvm_pfi_netlink.h), when resident */
+	__u32 injections;	/* #PFs injected for this page */
+	__u32 reinjections;	/* deliveries KVM had to re-inject (interrupted) */
+	__u32 page_size;	/* bytes of the guest mapping, when resident */
+	__u32 fail_reason;	/* enum kvm_pfi_fail_reason (kvm_pfi_netlink.h), when failed */
+};
+
+/* ENOENT: vm_id or target_id. A short buffer is filled; nr_pages returns the total. */
+struct kvm_pfi_target_pages {
+	__u32 vm_id;		/* in */
+	__u32 target_id;	/* in */
+	__u32 nr_pages;		/* in: capacity of pages[]; out: pages in the target */
+	__u32 reserved;		/* must be 0 */
+	__u64 pages;		/* in: user pointer to struct kvm_pfi_page_info[nr_pages] */
 };
 
 #define KVM_PFI_GET_VERSION	_IOR(KVM_PFI_IOC_MAGIC, 0x00, struct kvm_pfi_version)
@@ -97,5 +173,8 @@ struct kvm_pfi_vm_stats {
 #define KVM_PFI_DETACH		_IOW(KVM_PFI_IOC_MAGIC, 0x02, struct kvm_pfi_detach)
 #define KVM_PFI_LIST_VMS	_IOWR(KVM_PFI_IOC_MAGIC, 0x03, struct kvm_pfi_vm_list)
 #define KVM_PFI_VM_STATS	_IOWR(KVM_PFI_IOC_MAGIC, 0x04, struct kvm_pfi_vm_stats)
+#define KVM_PFI_TARGET_ADD	_IOWR(KVM_PFI_IOC_MAGIC, 0x10, struct kvm_pfi_target)
+#define KVM_PFI_TARGET_REMOVE	_IOW(KVM_PFI_IOC_MAGIC, 0x11, struct kvm_pfi_target_remove)
+#define KVM_PFI_TARGET_PAGES	_IOWR(KVM_PFI_IOC_MAGIC, 0x12, struct kvm_pfi_target_pages)
 
 #endif /* _UAPI_LINUX_KVM_PFI_H */

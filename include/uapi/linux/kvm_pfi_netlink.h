@@ -26,6 +26,41 @@ enum kvm_pfi_detach_reason {
 	KVM_PFI_DETACH_REASON_UNLOAD,
 };
 
+/**
+ * enum kvm_pfi_how - How a target page became resident.
+ * @KVM_PFI_HOW_ALREADY_RESIDENT: It was resident when first walked; nothing
+ *   was injected.
+ * @KVM_PFI_HOW_INJECTED: The guest brought it in after kvm-pfi injected a page
+ *   fault.
+ * @KVM_PFI_HOW_GUEST: The guest brought it in by itself.
+ */
+enum kvm_pfi_how {
+	KVM_PFI_HOW_ALREADY_RESIDENT,
+	KVM_PFI_HOW_INJECTED,
+	KVM_PFI_HOW_GUEST,
+};
+
+/**
+ * enum kvm_pfi_fail_reason - Why kvm-pfi gave up on a target page.
+ * @KVM_PFI_FAIL_REASON_TIMEOUT: The page did not come back after the
+ *   configured number of faults.
+ * @KVM_PFI_FAIL_REASON_ADDRESS_SPACE_GONE: The address space (process) went
+ *   away.
+ * @KVM_PFI_FAIL_REASON_INVALID_TABLES: The guest page tables could not be
+ *   walked (reserved bits, outside guest memory).
+ * @KVM_PFI_FAIL_REASON_UNMAPPED: Nothing is mapped there; a fault would kill
+ *   the task.
+ * @KVM_PFI_FAIL_REASON_NOT_SWAPPED: The entry is not a swap entry (hwpoison,
+ *   device-private, marker, unknown).
+ */
+enum kvm_pfi_fail_reason {
+	KVM_PFI_FAIL_REASON_TIMEOUT,
+	KVM_PFI_FAIL_REASON_ADDRESS_SPACE_GONE,
+	KVM_PFI_FAIL_REASON_INVALID_TABLES,
+	KVM_PFI_FAIL_REASON_UNMAPPED,
+	KVM_PFI_FAIL_REASON_NOT_SWAPPED,
+};
+
 enum {
 	KVM_PFI_A_EVENT_PAD = 1,
 	KVM_PFI_A_EVENT_VM_ID,
@@ -35,6 +70,18 @@ enum {
 	KVM_PFI_A_EVENT_DETACH_REASON,
 	KVM_PFI_A_EVENT_ENTRIES,
 	KVM_PFI_A_EVENT_EXITS,
+	KVM_PFI_A_EVENT_TARGET_ID,
+	KVM_PFI_A_EVENT_TARGET_FLAGS,
+	KVM_PFI_A_EVENT_CR3,
+	KVM_PFI_A_EVENT_GVA,
+	KVM_PFI_A_EVENT_LEN,
+	KVM_PFI_A_EVENT_GPA,
+	KVM_PFI_A_EVENT_PAGE_SIZE,
+	KVM_PFI_A_EVENT_HOW,
+	KVM_PFI_A_EVENT_INJECTIONS,
+	KVM_PFI_A_EVENT_REINJECTIONS,
+	KVM_PFI_A_EVENT_FAIL_REASON,
+	KVM_PFI_A_EVENT_DATA,
 
 	__KVM_PFI_A_EVENT_MAX,
 	KVM_PFI_A_EVENT_MAX = (__KVM_PFI_A_EVENT_MAX - 1)
@@ -43,6 +90,10 @@ enum {
 enum {
 	KVM_PFI_CMD_VM_ATTACHED = 1,
 	KVM_PFI_CMD_VM_DETACHED,
+	KVM_PFI_CMD_TARGET_ADDED,
+	KVM_PFI_CMD_TARGET_REMOVED,
+	KVM_PFI_CMD_PAGE_RESIDENT,
+	KVM_PFI_CMD_PAGE_FAILED,
 
 	__KVM_PFI_CMD_MAX,
 	KVM_PFI_CMD_MAX = (__KVM_PFI_CMD_MAX - 1)

@@ -25,6 +25,8 @@ pub enum Kind {
     Enum(&'static [(u32, &'static str)]),
     /// Alignment filler for u64s: carries nothing.
     Pad,
+    /// Bytes (page contents), printed in hex.
+    Binary,
 }
 
 #[derive(Debug)]
@@ -41,6 +43,22 @@ pub const DETACH_REASONS: &[(u32, &str)] = &[
     (abi::KVM_PFI_DETACH_REASON_FILE_CLOSED, "file-closed"),
     (abi::KVM_PFI_DETACH_REASON_VM_EXITED, "vm-exited"),
     (abi::KVM_PFI_DETACH_REASON_UNLOAD, "unload"),
+];
+
+/// Entries of the spec's `how` enum.
+pub const HOWS: &[(u32, &str)] = &[
+    (abi::KVM_PFI_HOW_ALREADY_RESIDENT, "already-resident"),
+    (abi::KVM_PFI_HOW_INJECTED, "injected"),
+    (abi::KVM_PFI_HOW_GUEST, "guest"),
+];
+
+/// Entries of the spec's `fail-reason` enum.
+pub const FAIL_REASONS: &[(u32, &str)] = &[
+    (abi::KVM_PFI_FAIL_REASON_TIMEOUT, "timeout"),
+    (abi::KVM_PFI_FAIL_REASON_ADDRESS_SPACE_GONE, "address-space-gone"),
+    (abi::KVM_PFI_FAIL_REASON_INVALID_TABLES, "invalid-tables"),
+    (abi::KVM_PFI_FAIL_REASON_UNMAPPED, "unmapped"),
+    (abi::KVM_PFI_FAIL_REASON_NOT_SWAPPED, "not-swapped"),
 ];
 
 /// The spec's `event` attribute set.
@@ -80,6 +98,66 @@ pub const EVENT_ATTRS: &[AttrDesc] = &[
         name: "exits",
         kind: Kind::U64,
     },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_TARGET_ID as u16,
+        name: "target-id",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_TARGET_FLAGS as u16,
+        name: "target-flags",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_CR3 as u16,
+        name: "cr3",
+        kind: Kind::U64,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_GVA as u16,
+        name: "gva",
+        kind: Kind::U64,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_LEN as u16,
+        name: "len",
+        kind: Kind::U64,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_GPA as u16,
+        name: "gpa",
+        kind: Kind::U64,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_PAGE_SIZE as u16,
+        name: "page-size",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_HOW as u16,
+        name: "how",
+        kind: Kind::Enum(HOWS),
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_INJECTIONS as u16,
+        name: "injections",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_REINJECTIONS as u16,
+        name: "reinjections",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_FAIL_REASON as u16,
+        name: "fail-reason",
+        kind: Kind::Enum(FAIL_REASONS),
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_DATA as u16,
+        name: "data",
+        kind: Kind::Binary,
+    },
     #[cfg(kvm_pfi_has_pad_attr)]
     AttrDesc {
         id: abi::KVM_PFI_A_EVENT_PAD as u16,
@@ -92,6 +170,10 @@ pub const EVENT_ATTRS: &[AttrDesc] = &[
 pub const COMMANDS: &[(u8, &str)] = &[
     (abi::KVM_PFI_CMD_VM_ATTACHED as u8, "vm-attached"),
     (abi::KVM_PFI_CMD_VM_DETACHED as u8, "vm-detached"),
+    (abi::KVM_PFI_CMD_TARGET_ADDED as u8, "target-added"),
+    (abi::KVM_PFI_CMD_TARGET_REMOVED as u8, "target-removed"),
+    (abi::KVM_PFI_CMD_PAGE_RESIDENT as u8, "page-resident"),
+    (abi::KVM_PFI_CMD_PAGE_FAILED as u8, "page-failed"),
 ];
 
 pub fn command_name(cmd: u8) -> String {
@@ -197,6 +279,7 @@ fn decode_value(desc: &AttrDesc, nla: &NlaBuffer<&[u8]>) -> Option<Option<Value>
                 None => Value::Uint(v as u64),
             }
         }
+        Kind::Binary => Value::Hex(hex(value)),
         Kind::U32 | Kind::Enum(_) => return None,
     }))
 }

@@ -1,0 +1,456 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Targets of an attached VM and the probe-side work on them: walk the
+//! guest's page tables at exits, inject a #PF at a safe entry, confirm the
+//! delivery, notice the page come back, give up after the configured tries.
+//!
+//! The decisions are `pfi_core`'s (host-tested); this file feeds it guest
+//! state and applies its answers. Everything here that a probe runs is
+//! bounded: at most [`WALKS_PER_EXIT`] walks of at most five 8-byte reads
+//! each, and one scan of the VM's targets per entry.
+
+use kernel::bindings;
+use kernel::prelude::*;
+
+use crate::bindings::{
+    glue,
+    uapi, //
+};
+use crate::pfi_core::inject::{
+    Action,
+    CancelReason,
+    EntryContext,
+    EntryDecision,
+    ExitDelivery,
+    FailReason,
+    InjectConfig,
+    Injection,
+    State,
+    Target as PageTarget,
+    TargetId,
+    VcpuSlot, //
+};
+use crate::pfi_core::pte::{
+    LinuxSwapLayout,
+    PagingFeatures, //
+};
+use crate::pfi_core::walk::{
+    self,
+    AddressSpace,
+    GuestPaging,
+    GuestPhysRead,
+    ReadError,
+    WalkOutcome, //
+};
+
+pub(crate) const MAX_TARGETS: usize = uapi::KVM_PFI_MAX_TARGETS as usize;
+pub(crate) const MAX_PAGES: usize = uapi::KVM_PFI_MAX_TARGET_PAGES as usize;
+const PAGE_SIZE: u64 = 4096;
+/// Walks one exit may do, over all targets of the VM.
+const WALKS_PER_EXIT: usize = 8;
+/// A page waiting for context is walked again this often, to notice the
+/// guest bringing it back by itself.
+const REWALK_WAITING_NS: u64 = 100_000_000;
+
+const EFER_LMA: u64 = 1 << 10;
+const CR0_PG: u64 = 1 << 31;
+const CR4_LA57: u64 = 1 << 12;
+const CR4_SMAP: u64 = 1 << 21;
+
+/// One page of a target.
+pub(crate) struct Page {
+    inj: Injection,
+    /// `enum kvm_pfi_how`, once resident.
+    how: u32,
+    gpa: u64,
+    page_size: u32,
+    fail_reason: u32,
+    /// Walk at the next exit that has budget left.
+    walk_due: bool,
+    /// Do not walk before this (periodic re-walks of waiting pages).
+    next_walk_ns: u64,
+    /// Walked at least once.
+    walked: bool,
+    /// A walk found the page not present (swapped out).
+    seen_swapped: bool,
+    /// We injected a #PF for it.
+    injected: bool,
+    /// The settled state has been reported (event sent).
+    reported: bool,
+}
+
+impl Page {
+    fn uapi_state(&self) -> u32 {
+        match self.inj.state() {
+            _ if !self.walked => uapi::KVM_PFI_PAGE_UNKNOWN,
+            State::WaitingForContext => uapi::KVM_PFI_PAGE_WAITING,
+            State::Injected { .. } | State::AwaitingUpdate { .. } => uapi::KVM_PFI_PAGE_INJECTED,
+            State::Resident { .. } | State::Done => uapi::KVM_PFI_PAGE_RESIDENT,
+            State::Failed(_) | State::Cancelled(_) => uapi::KVM_PFI_PAGE_FAILED,
+        }
+    }
+
+    pub(crate) fn info(&self) -> uapi::kvm_pfi_page_info {
+        let stats = self.inj.stats();
+        uapi::kvm_pfi_page_info {
+            gva: self.inj.target().gva,
+            gpa: self.gpa,
+            state: self.uapi_state(),
+            how: self.how,
+            injections: stats.injections,
+            reinjections: stats.reinjections,
+            page_size: self.page_size,
+            fail_reason: self.fail_reason,
+        }
+    }
+}
+
+/// Why a page failed: the netlink `fail-reason` enum.
+fn fail_code(reason: &FailReason) -> u32 {
+    match reason {
+        FailReason::Timeout { .. } => uapi::KVM_PFI_FAIL_REASON_TIMEOUT,
+        FailReason::AddressSpaceGone => uapi::KVM_PFI_FAIL_REASON_ADDRESS_SPACE_GONE,
+        FailReason::GuestMemoryInvalid(_) => uapi::KVM_PFI_FAIL_REASON_INVALID_TABLES,
+        FailReason::Unmapped => uapi::KVM_PFI_FAIL_REASON_UNMAPPED,
+        FailReason::NotSwapEntry(_) => uapi::KVM_PFI_FAIL_REASON_NOT_SWAPPED,
+    }
+}
+
+/// A guest virtual range in one address space.
+pub(crate) struct Target {
+    pub(crate) id: u32,
+    pub(crate) flags: u32,
+    pub(crate) cr3: u64,
+    pub(crate) gva: u64,
+    pub(crate) len: u64,
+    pub(crate) pages: KVVec<Page>,
+    /// Where the next exit's walks start (round robin).
+    cursor: usize,
+}
+
+/// A validated `KVM_PFI_TARGET_ADD` request.
+pub(crate) struct TargetSpec {
+    pub(crate) flags: u32,
+    pub(crate) cr3: u64,
+    pub(crate) gva: u64,
+    pub(crate) len: u64,
+    pub(crate) config: InjectConfig,
+}
+
+impl TargetSpec {
+    /// Checks a request against the limits of the UAPI; nothing is changed.
+    pub(crate) fn validate(req: &uapi::kvm_pfi_target, defaults: InjectConfig) -> Result<Self> {
+        if req.flags & !uapi::KVM_PFI_TARGET_FLAGS_ALL != 0 || req.reserved != 0 || req.target_id != 0 {
+            return Err(EINVAL);
+        }
+        if req.gva % PAGE_SIZE != 0 || req.len % PAGE_SIZE != 0 || req.len == 0 {
+            return Err(EINVAL);
+        }
+        if req.len / PAGE_SIZE > MAX_PAGES as u64 {
+            return Err(E2BIG);
+        }
+        if req.timeout_ms > 60_000 || req.max_tries > 100 {
+            return Err(EINVAL);
+        }
+        let last = req.gva.checked_add(req.len - 1).ok_or(EINVAL)?;
+        // Canonical for 5-level paging (the wider one), and not straddling
+        // the hole; a 4-level guest simply never maps the upper part.
+        if !walk::is_canonical(req.gva, true) || !walk::is_canonical(last, true) {
+            return Err(EINVAL);
+        }
+        let kernel_half = req.gva >> 63 != 0;
+        if (last >> 63 != 0) != kernel_half {
+            return Err(EINVAL);
+        }
+        if kernel_half && req.flags & uapi::KVM_PFI_TARGET_KERNEL == 0 {
+            return Err(EINVAL);
+        }
+        let mut config = defaults;
+        if req.timeout_ms != 0 {
+            config.timeout_ns = u64::from(req.timeout_ms) * 1_000_000;
+        }
+        if req.max_tries != 0 {
+            config.max_tries = req.max_tries;
+        }
+        Ok(TargetSpec { flags: req.flags, cr3: req.cr3, gva: req.gva, len: req.len, config })
+    }
+
+    /// Builds the target (allocates its pages), outside any lock.
+    pub(crate) fn build(&self, id: u32) -> Result<KBox<Target>> {
+        let n = (self.len / PAGE_SIZE) as usize;
+        let mut pages = KVVec::with_capacity(n, GFP_KERNEL)?;
+        let space = AddressSpace::from_cr3(self.cr3, self.flags & uapi::KVM_PFI_TARGET_KPTI != 0);
+        for i in 0..n {
+            let target = PageTarget {
+                id: TargetId(id),
+                space,
+                gva: self.gva + i as u64 * PAGE_SIZE,
+                write: self.flags & uapi::KVM_PFI_TARGET_WRITE != 0,
+                allow_kernel_mode: self.flags & uapi::KVM_PFI_TARGET_KERNEL != 0,
+            };
+            pages.push(
+                Page {
+                    inj: Injection::new(target, self.config),
+                    how: 0,
+                    gpa: 0,
+                    page_size: 0,
+                    fail_reason: 0,
+                    walk_due: true,
+                    next_walk_ns: 0,
+                    walked: false,
+                    seen_swapped: false,
+                    injected: false,
+                    reported: false,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        Ok(KBox::new(
+            Target { id, flags: self.flags, cr3: self.cr3, gva: self.gva, len: self.len, pages, cursor: 0 },
+            GFP_KERNEL,
+        )?)
+    }
+}
+
+/// A page that settled and still has to be reported, copied out of the lock.
+#[derive(Clone, Copy)]
+pub(crate) struct Settled {
+    pub(crate) target_id: u32,
+    pub(crate) flags: u32,
+    pub(crate) cr3: u64,
+    pub(crate) info: uapi::kvm_pfi_page_info,
+}
+
+/// The targets of one VM and the per-vCPU injection slots. Under the VM's
+/// spinlock: probes of several vCPUs of one VM and the ioctls share it.
+pub(crate) struct Targets {
+    targets: [Option<KBox<Target>>; MAX_TARGETS],
+    slots: KVVec<VcpuSlot>,
+}
+
+/// Guest memory as the walk sees it: 8-byte reads from a probe.
+struct ProbeMemory {
+    kvm: *mut glue::kvm,
+}
+
+impl GuestPhysRead for ProbeMemory {
+    fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, ReadError> {
+        let mut v = 0u64;
+        // SAFETY: `kvm` is referenced by the attachment, we are in its VMM
+        // thread (a probe), and `v` is 8 writable bytes.
+        let r = unsafe { glue::kvm_pfi_read_guest_atomic(self.kvm, gpa, (&raw mut v).cast(), 8) };
+        match r {
+            0 => Ok(u64::from_le(v)),
+            r if r == -(bindings::ENOENT as i32) => Err(ReadError::OutsideGuestMemory),
+            _ => Err(ReadError::Retry),
+        }
+    }
+}
+
+impl Targets {
+    pub(crate) fn new() -> Result<Self> {
+        let mut slots = KVVec::with_capacity(crate::vm::MAX_VCPUS, GFP_KERNEL)?;
+        for _ in 0..crate::vm::MAX_VCPUS {
+            slots.push(VcpuSlot::new(), GFP_KERNEL)?;
+        }
+        Ok(Targets { targets: [const { None }; MAX_TARGETS], slots })
+    }
+
+    /// Inserts a built target; `ENOSPC` when all slots are used. On error
+    /// the target comes back so the caller frees it outside the lock.
+    pub(crate) fn insert(&mut self, t: KBox<Target>) -> core::result::Result<(), (Error, KBox<Target>)> {
+        match self.targets.iter_mut().find(|t| t.is_none()) {
+            Some(slot) => {
+                *slot = Some(t);
+                Ok(())
+            }
+            None => Err((ENOSPC, t)),
+        }
+    }
+
+    /// Takes a target out (the caller frees it outside the lock).
+    pub(crate) fn remove(&mut self, id: u32) -> Option<KBox<Target>> {
+        let slot = self.targets.iter_mut().find(|t| t.as_ref().is_some_and(|t| t.id == id))?;
+        let mut t = slot.take()?;
+        for p in t.pages.iter_mut() {
+            p.inj.cancel(CancelReason::Requested);
+        }
+        Some(t)
+    }
+
+    /// The ids of all targets; returns how many were written.
+    pub(crate) fn ids(&self, out: &mut [u32]) -> usize {
+        let mut n = 0;
+        for (t, o) in self.targets.iter().flatten().zip(out.iter_mut()) {
+            *o = t.id;
+            n += 1;
+        }
+        n
+    }
+
+    /// Whether any page needs probe work (a walk, an injection, a timeout).
+    pub(crate) fn has_work(&self) -> bool {
+        self.targets
+            .iter()
+            .flatten()
+            .any(|t| t.pages.iter().any(|p| p.walk_due || p.inj.state().is_live()))
+    }
+
+    pub(crate) fn get(&self, id: u32) -> Option<&Target> {
+        self.targets.iter().flatten().find(|t| t.id == id).map(|t| &**t)
+    }
+
+    /// At a VM entry: the #PF to inject now (`(cr2, error code)`), if a
+    /// page may have one.
+    pub(crate) fn on_entry(&mut self, vcpu_idx: usize, st: &glue::kvm_pfi_cpu_state) -> Option<(u64, u32)> {
+        let slot = self.slots.get_mut(vcpu_idx)?;
+        if slot.in_flight().is_some() {
+            return None;
+        }
+        let ctx = EntryContext {
+            vcpu: vcpu_idx as u32,
+            // SAFETY: reads the clock.
+            now_ns: unsafe { glue::kvm_pfi_now_ns() },
+            cr3: st.cr3,
+            cpl: st.cpl as u8,
+            rflags: st.rflags,
+            cr4_smap: st.cr4 & CR4_SMAP != 0,
+            event_inj_valid: st.event_inj & (1 << 31) != 0,
+            exception_pending: st.exception_pending != 0,
+            interrupt_pending: st.interrupt_pending != 0,
+            nmi_pending: st.nmi_pending != 0,
+            interrupt_shadow: st.interrupt_shadow != 0,
+            guest_mode: st.guest_mode != 0,
+            smm: st.smm != 0,
+        };
+        for t in self.targets.iter_mut().flatten() {
+            for p in t.pages.iter_mut() {
+                if p.inj.state() != State::WaitingForContext || !p.inj.is_armed() {
+                    continue;
+                }
+                if let EntryDecision::Inject(pf) = p.inj.on_entry(slot, &ctx) {
+                    p.injected = true;
+                    return Some((pf.cr2, pf.error_code));
+                }
+            }
+        }
+        None
+    }
+
+    /// At a VM exit: settle the vCPU's delivery, time out, walk what is due.
+    /// Returns whether something settled (an event to report).
+    pub(crate) fn on_exit(&mut self, kvm: *mut glue::kvm, vcpu: *mut glue::kvm_vcpu, vcpu_idx: usize, st: &glue::kvm_pfi_cpu_state) -> bool {
+        // SAFETY: reads the clock.
+        let now = unsafe { glue::kvm_pfi_now_ns() };
+        if let Some(slot) = self.slots.get_mut(vcpu_idx) {
+            if let Some(d) = slot.on_exit(&ExitDelivery { now_ns: now, exit_int_info: st.exit_int_info }) {
+                for t in self.targets.iter_mut().flatten().filter(|t| t.id == d.target.0) {
+                    for p in t.pages.iter_mut() {
+                        if matches!(p.inj.state(), State::Injected { vcpu, .. } if vcpu == d.vcpu) {
+                            let a = p.inj.on_delivery(&d);
+                            apply(p, a);
+                        }
+                    }
+                }
+            }
+        }
+        let paging = GuestPaging {
+            la57: st.cr4 & CR4_LA57 != 0,
+            features: PagingFeatures {
+                // SAFETY: `vcpu` is the running vCPU.
+                maxphyaddr: unsafe { glue::kvm_pfi_vcpu_maxphyaddr(vcpu) } as u8,
+                nx: true,
+                gbpages: true,
+                amd: true,
+            },
+            swap_layout: LinuxSwapLayout::distro_default(),
+        };
+        let long_mode = st.efer & EFER_LMA != 0 && st.cr0 & CR0_PG != 0;
+        let mut mem = ProbeMemory { kvm };
+        let mut budget = WALKS_PER_EXIT;
+        let mut settled = false;
+        for t in self.targets.iter_mut().flatten() {
+            let n = t.pages.len();
+            for k in 0..n {
+                let i = (t.cursor + k) % n;
+                let p = &mut t.pages[i];
+                if let State::Injected { .. } | State::AwaitingUpdate { .. } = p.inj.state() {
+                    let a = p.inj.on_tick(now);
+                    apply(p, a);
+                }
+                let periodic = p.inj.state() == State::WaitingForContext && now >= p.next_walk_ns;
+                if !(p.walk_due || periodic) || budget == 0 || !long_mode {
+                    settled |= settle(p);
+                    continue;
+                }
+                budget -= 1;
+                p.walk_due = false;
+                p.next_walk_ns = now + REWALK_WAITING_NS;
+                let root = p.inj.target().space.root_gpa();
+                let w = walk::walk(&mut mem, &paging, root, p.inj.target().gva);
+                p.walked = true;
+                match w.outcome {
+                    WalkOutcome::Resident { page_base_gpa, page_size, .. } => {
+                        p.gpa = page_base_gpa;
+                        p.page_size = page_size.bytes() as u32;
+                        p.how = if p.injected {
+                            uapi::KVM_PFI_HOW_INJECTED
+                        } else if p.seen_swapped {
+                            uapi::KVM_PFI_HOW_GUEST
+                        } else {
+                            uapi::KVM_PFI_HOW_ALREADY_RESIDENT
+                        };
+                    }
+                    WalkOutcome::NotPresent { .. } => p.seen_swapped = true,
+                    WalkOutcome::Invalid(_) => {}
+                }
+                let a = p.inj.on_walk(&w.outcome);
+                apply(p, a);
+                settled |= settle(p);
+                t.cursor = (i + 1) % n;
+            }
+        }
+        settled
+    }
+
+    /// Collects up to `out.len()` settled, unreported pages, marking them
+    /// reported. Returns how many.
+    pub(crate) fn take_settled(&mut self, out: &mut [Option<Settled>]) -> usize {
+        let mut n = 0;
+        for t in self.targets.iter_mut().flatten() {
+            let (id, flags, cr3) = (t.id, t.flags, t.cr3);
+            for p in t.pages.iter_mut() {
+                if n == out.len() {
+                    return n;
+                }
+                let done = matches!(p.inj.state(), State::Resident { .. } | State::Failed(_));
+                if done && !p.reported {
+                    p.reported = true;
+                    out[n] = Some(Settled { target_id: id, flags, cr3, info: p.info() });
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// Applies the machine's requested action to the page.
+fn apply(p: &mut Page, a: Action) {
+    match a {
+        Action::Rewalk | Action::RewalkLater => p.walk_due = true,
+        Action::None | Action::Settled => {}
+    }
+}
+
+/// Records how a page settled; returns whether it is newly reportable.
+fn settle(p: &mut Page) -> bool {
+    match p.inj.state() {
+        State::Resident { .. } => !p.reported,
+        State::Failed(reason) => {
+            p.fail_reason = fail_code(&reason);
+            !p.reported
+        }
+        _ => false,
+    }
+}
