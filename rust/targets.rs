@@ -378,8 +378,14 @@ impl Targets {
                     let a = p.inj.on_tick(now);
                     apply(p, a);
                 }
-                let periodic = p.inj.state() == State::WaitingForContext && now >= p.next_walk_ns;
-                if !(p.walk_due || periodic) || budget == 0 || !long_mode {
+                // After a delivered fault the guest is swapping the page in:
+                // re-walk at every exit until it shows up. Pages waiting for
+                // context are re-walked now and then, to notice the guest
+                // bringing them back by itself.
+                let due = p.walk_due
+                    || matches!(p.inj.state(), State::AwaitingUpdate { .. })
+                    || (p.inj.state() == State::WaitingForContext && now >= p.next_walk_ns);
+                if !due || budget == 0 || !long_mode {
                     settled |= settle(p);
                     continue;
                 }

@@ -406,4 +406,85 @@ TEST(vmm_exit_drops_reference)
 	close(pfi);
 }
 
+/*
+ * Smallest end-to-end injection: a guest at CPL 0 with interrupts enabled
+ * (a KVM_PFI_TARGET_KERNEL target), one page whose PTE the host replaced by
+ * a Linux swap entry. The guest's #PF handler reports CR2 and the error code
+ * to the host, which restores the PTE, as a guest OS would after swap-in.
+ * The user-mode (CPL 3) cases are in kvm_pfi_inject_test.
+ */
+#define SMOKE_SYNC_IDLE	1
+#define SMOKE_SYNC_PF	2
+/* __swp_entry(type 0, offset 0x1234) with the L1TF-inverted offset. */
+#define LINUX_SWAP_PTE	0x07ffffffffdb9600ull
+
+static void smoke_pf_handler(struct ex_regs *regs)
+{
+	GUEST_SYNC3(SMOKE_SYNC_PF, get_cr2(), regs->error_code);
+}
+
+static void smoke_guest(void)
+{
+	asm volatile("sti; nop");
+	for (;;)
+		GUEST_SYNC1(SMOKE_SYNC_IDLE);
+}
+
+TEST(injects_pf_for_swapped_page_kernel_mode)
+{
+	struct kvm_pfi_page_info info = { 0 };
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm = vm_create_with_one_vcpu(&vcpu, smoke_guest);
+	uint64_t gva, saved, *pte, faults = 0, cr2 = 0, err = ~0ull;
+	int pfi = pfi_open(), runs, pf_run = -1;
+	uint32_t id, tid;
+	struct ucall uc;
+
+	vm_install_exception_handler(vm, PF_VECTOR, smoke_pf_handler);
+	gva = vm_alloc_page(vm);
+	memset(addr_gva2hva(vm, gva), 0x5a, 4096);
+	pte = vm_get_pte(vm, gva);
+	saved = *pte;
+	*pte = LINUX_SWAP_PTE;
+
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	struct kvm_pfi_target t = {
+		.vm_id = id, .flags = KVM_PFI_TARGET_KERNEL, .cr3 = vm->mmu.pgd,
+		.gva = gva, .len = 4096,
+	};
+	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t));
+	tid = t.target_id;
+	for (runs = 0; runs < 20000; runs++) {
+		vcpu_run(vcpu);
+		TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_IO);
+		ASSERT_EQ(UCALL_SYNC, get_ucall(vcpu, &uc));
+		if (uc.args[0] == SMOKE_SYNC_PF) {
+			faults++;
+			pf_run = runs;
+			cr2 = uc.args[1];
+			err = uc.args[2];
+			*pte = saved;	/* "swap in" */
+		}
+		struct kvm_pfi_target_pages tp = {
+			.vm_id = id, .target_id = tid, .nr_pages = 1, .pages = (uintptr_t)&info,
+		};
+		ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_PAGES, &tp));
+		if (info.state == KVM_PFI_PAGE_RESIDENT)
+			break;
+	}
+	TH_LOG("#PF at run %d, resident at run %d; faults %lu cr2 %lx err %lx state %u",
+	       pf_run, runs, faults, cr2, err, info.state);
+	ASSERT_EQ(KVM_PFI_PAGE_RESIDENT, info.state);
+	EXPECT_EQ(1, faults);
+	EXPECT_EQ(gva, cr2);
+	/* P=0 (not present), W=0, U=0 (injected at CPL 0). */
+	EXPECT_EQ(0, err);
+	EXPECT_EQ(1, info.injections);
+	EXPECT_EQ(KVM_PFI_HOW_INJECTED, info.how);
+	EXPECT_EQ(addr_gva2gpa(vm, gva), info.gpa);
+	EXPECT_EQ(4096, info.page_size);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
 TEST_HARNESS_MAIN
