@@ -217,7 +217,8 @@ impl PfiFile {
         let req: uapi::kvm_pfi_target_remove = read_arg(arg)?;
         let removed = vm::with_id(req.vm_id, |vm| {
             let t = vm.targets.lock().remove(req.target_id);
-            if t.is_some() {
+            if let Some(t) = &t {
+                crate::report::untrack(vm, t);
                 netlink::target_removed(vm.id, req.target_id);
             }
             t

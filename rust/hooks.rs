@@ -68,6 +68,7 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
     let mut targets = vm.targets.lock();
     if exit {
         if targets.on_exit(vm.kvm, vcpu, idx, &st) {
+            // Settled pages to report, or write tracking to follow.
             vm.busy.store(targets.has_work(), Ordering::Relaxed);
             drop(targets);
             vm.kick_report();

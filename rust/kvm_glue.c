@@ -8,6 +8,8 @@
 #include <linux/tracepoint.h>
 #include <asm/cpufeature.h>
 #include <asm/svm.h>
+#include <asm/kvm_page_track.h>
+#include <linux/slab.h>
 #include <linux/timekeeping.h>
 #include <linux/uaccess.h>
 #include <linux/kthread.h>
@@ -269,4 +271,86 @@ int kvm_pfi_read_guest_remote(struct kvm *kvm, unsigned long long gpa, void *buf
 unsigned long long kvm_pfi_now_ns(void)
 {
 	return ktime_get_ns();
+}
+
+struct kvm_pfi_tracker {
+	struct kvm_page_track_notifier_node node;
+	kvm_pfi_track_write_fn write;
+	kvm_pfi_track_region_gone_fn region_gone;
+	void *owner;
+};
+
+static void tracker_write(gpa_t gpa, const u8 *new, int bytes,
+			  struct kvm_page_track_notifier_node *node)
+{
+	struct kvm_pfi_tracker *t = container_of(node, struct kvm_pfi_tracker, node);
+
+	t->write(t->owner, gpa, bytes);
+}
+
+static void tracker_remove_region(gfn_t gfn, unsigned long nr_pages,
+				  struct kvm_page_track_notifier_node *node)
+{
+	struct kvm_pfi_tracker *t = container_of(node, struct kvm_pfi_tracker, node);
+
+	t->region_gone(t->owner, gfn, nr_pages);
+}
+
+struct kvm_pfi_tracker *kvm_pfi_tracker_create(struct kvm *kvm, kvm_pfi_track_write_fn write,
+					       kvm_pfi_track_region_gone_fn region_gone,
+					       void *owner, int *err)
+{
+	struct kvm_pfi_tracker *t = kzalloc(sizeof(*t), GFP_KERNEL);
+	bool borrow = current->mm != kvm->mm;
+
+	if (!t) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	t->node.track_write = tracker_write;
+	t->node.track_remove_region = tracker_remove_region;
+	t->write = write;
+	t->region_gone = region_gone;
+	t->owner = owner;
+	if (borrow) {
+		if (!(current->flags & PF_KTHREAD) || current->mm) {
+			*err = -EINVAL;
+			goto fail;
+		}
+		if (!mmget_not_zero(kvm->mm)) {
+			*err = -ESRCH;
+			goto fail;
+		}
+		kthread_use_mm(kvm->mm);
+	}
+	{
+		/* Enabling external tracking walks the memslots, which needs
+		 * kvm->srcu (lockdep says so); KVMGT calls this in a context
+		 * that has it. */
+		int idx = srcu_read_lock(&kvm->srcu);
+
+		*err = kvm_page_track_register_notifier(kvm, &t->node);
+		srcu_read_unlock(&kvm->srcu, idx);
+	}
+	if (borrow) {
+		kthread_unuse_mm(kvm->mm);
+		mmput(kvm->mm);
+	}
+	if (*err)
+		goto fail;
+	return t;
+fail:
+	kfree(t);
+	return NULL;
+}
+
+void kvm_pfi_tracker_destroy(struct kvm *kvm, struct kvm_pfi_tracker *t)
+{
+	kvm_page_track_unregister_notifier(kvm, &t->node);
+	kfree(t);
+}
+
+int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add)
+{
+	return add ? kvm_write_track_add_gfn(kvm, gfn) : kvm_write_track_remove_gfn(kvm, gfn);
 }

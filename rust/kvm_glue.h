@@ -75,6 +75,26 @@ int kvm_pfi_read_guest_atomic(struct kvm *kvm, unsigned long long gpa, void *buf
  */
 int kvm_pfi_read_guest_remote(struct kvm *kvm, unsigned long long gpa, void *buf,
 			      unsigned int len);
+/*
+ * Write tracking of guest pages through KVM's page-track notifier, to see the
+ * guest OS rewrite a page-table entry. @write is called, in the vCPU thread,
+ * after KVM emulated a guest write to a tracked page; @region_gone when a
+ * memslot goes away (its tracking goes with it). Creating registers the
+ * notifier, which KVM only allows from the VMM's mm: from a kernel thread,
+ * the glue borrows it. Creating and destroying sleep. The notifier holds a
+ * reference on the VM while registered.
+ */
+struct kvm_pfi_tracker;
+typedef void (*kvm_pfi_track_write_fn)(void *owner, unsigned long long gpa, unsigned int bytes);
+typedef void (*kvm_pfi_track_region_gone_fn)(void *owner, unsigned long long gfn,
+					     unsigned long nr_pages);
+struct kvm_pfi_tracker *kvm_pfi_tracker_create(struct kvm *kvm, kvm_pfi_track_write_fn write,
+					       kvm_pfi_track_region_gone_fn region_gone,
+					       void *owner, int *err);
+void kvm_pfi_tracker_destroy(struct kvm *kvm, struct kvm_pfi_tracker *t);
+/* Start (@add) or stop write-tracking guest frame @gfn; KVM counts per gfn. */
+int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add);
+
 /* Monotonic clock for timeouts, safe with interrupts off. */
 unsigned long long kvm_pfi_now_ns(void);
 

@@ -39,6 +39,10 @@ module! {
             default: 1000,
             description: "Re-inject a #PF after this many ms without the page (default per target)",
         },
+        track_page_tables: bool {
+            default: false,
+            description: "Write-track the page-table pages of target walks (see Documentation/design.rst)",
+        },
         pf_max_tries: u32 {
             default: 3,
             description: "#PFs injected per page before it fails (default per target)",

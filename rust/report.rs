@@ -5,6 +5,7 @@
 //! `KVM_PFI_TARGET_READ` targets, reads the page through the VMM's address
 //! space, which may sleep).
 
+use core::ffi::c_void;
 use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
@@ -14,14 +15,19 @@ use crate::bindings::{
     uapi, //
 };
 use crate::netlink;
-use crate::targets::Settled;
+use crate::targets::{
+    Settled,
+    Target, //
+};
 use crate::vm::AttachedVm;
 
 const BATCH: usize = 8;
 const PAGE: usize = 4096;
 
-/// Sends an event for every settled, unreported page of `vm`.
+/// The report work: follows walks with write tracking, and sends an event
+/// for every settled, unreported page of `vm`.
 pub(crate) fn settled_pages(vm: &AttachedVm) {
+    sync_tracking(vm);
     let mut buf: Option<KVVec<u8>> = None;
     loop {
         if vm.detached.load(Ordering::Relaxed) {
@@ -64,11 +70,107 @@ fn send(vm: &AttachedVm, s: &Settled, buf: &mut Option<KVVec<u8>>) {
     netlink::page_resident(vm.id, s, data);
 }
 
-/// Announces the removal of every target of a VM that is going away.
-pub(crate) fn targets_gone(vm: &AttachedVm) {
-    let mut ids = [0u32; crate::targets::MAX_TARGETS];
-    let n = vm.targets.lock().ids(&mut ids);
-    for &id in &ids[..n] {
-        netlink::target_removed(vm.id, id);
+/// Called by KVM after it emulated a guest write to a tracked page.
+unsafe extern "C" fn on_track_write(owner: *mut c_void, gpa: u64, _bytes: u32) {
+    // SAFETY: `owner` is the `AttachedVm` the tracker was created for; it
+    // outlives the tracker (destroyed in `teardown`, before the VM's last
+    // reference can go).
+    let vm = unsafe { &*owner.cast::<AttachedVm>() };
+    if vm.targets.lock().on_page_table_write(gpa) {
+        vm.busy.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Called by KVM when a memslot goes away, with its tracking.
+unsafe extern "C" fn on_region_gone(owner: *mut c_void, gfn: u64, nr_pages: usize) {
+    // SAFETY: as in `on_track_write`.
+    let vm = unsafe { &*owner.cast::<AttachedVm>() };
+    vm.targets.lock().on_region_gone(gfn, nr_pages as u64);
+    vm.busy.store(true, Ordering::Relaxed);
+}
+
+fn tracker(vm: &AttachedVm) -> Option<*mut glue::kvm_pfi_tracker> {
+    let t = vm.tracker.load(Ordering::Acquire);
+    if !t.is_null() {
+        return Some(t);
+    }
+    let mut err = 0;
+    // SAFETY: the VM is referenced; we run in a kworker (the glue borrows the
+    // VMM's mm to register); `vm` outlives the tracker (see `teardown`).
+    let t = unsafe {
+        glue::kvm_pfi_tracker_create(
+            vm.kvm,
+            Some(on_track_write),
+            Some(on_region_gone),
+            core::ptr::from_ref(vm).cast_mut().cast(),
+            &mut err,
+        )
+    };
+    if t.is_null() {
+        // Without tracking, the walks at every exit still notice the update.
+        return None;
+    }
+    vm.tracker.store(t, Ordering::Release);
+    Some(t)
+}
+
+/// Brings KVM's write tracking in line with the last walks.
+fn sync_tracking(vm: &AttachedVm) {
+    // Off by default: with a page-table page write-tracked, KVM must emulate
+    // every guest write to it, including the accessed/dirty bits the guest's
+    // page walker sets; when that happens during event delivery (our #PF's,
+    // for one) KVM cannot emulate it and fails the vCPU with an internal
+    // error. The re-walks at exits confirm swap-in without it.
+    if !crate::module_parameters::track_page_tables.value() {
+        return;
+    }
+    if !vm.targets.lock().tracking_stale || vm.detached.load(Ordering::Relaxed) {
+        return;
+    }
+    if tracker(vm).is_none() {
+        return;
+    }
+    loop {
+        let mut adds = [0u64; 40];
+        let mut removes = [0u64; 40];
+        let (na, nr, more) = vm.targets.lock().take_tracking_changes(&mut adds, &mut removes);
+        for &g in &adds[..na] {
+            // SAFETY: the VM is referenced; process context.
+            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 1) };
+        }
+        for &g in &removes[..nr] {
+            // SAFETY: as above; each gfn was added once before.
+            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Stops write tracking of a removed target's pages.
+pub(crate) fn untrack(vm: &AttachedVm, t: &Target) {
+    for p in t.pages.iter() {
+        for &g in p.tables_tracked.as_slice() {
+            // SAFETY: the VM is referenced; process context; added before.
+            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
+        }
+    }
+}
+
+/// The VM is being detached: remove every target (announcing it), stop
+/// tracking, unregister the notifier. The report work is flushed already.
+pub(crate) fn teardown(vm: &AttachedVm) {
+    let mut all = [const { None }; crate::targets::MAX_TARGETS];
+    vm.targets.lock().take_all(&mut all);
+    for t in all.iter().flatten() {
+        untrack(vm, t);
+        netlink::target_removed(vm.id, t.id);
+    }
+    let t = vm.tracker.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    if !t.is_null() {
+        // SAFETY: created for this VM by `tracker`, destroyed once here;
+        // waits for notifier calls in flight.
+        unsafe { glue::kvm_pfi_tracker_destroy(vm.kvm, t) };
     }
 }

@@ -57,6 +57,45 @@ const CR0_PG: u64 = 1 << 31;
 const CR4_LA57: u64 = 1 << 12;
 const CR4_SMAP: u64 = 1 << 21;
 
+/// Guest frames (page-table pages) write-tracked for one page: at most one
+/// per paging level.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Gfns {
+    gfns: [u64; 5],
+    len: usize,
+}
+
+impl Gfns {
+    fn from_tables(t: &walk::TablePages) -> Self {
+        let mut g = Gfns::default();
+        for &gpa in t.as_slice().iter().take(5) {
+            g.gfns[g.len] = gpa >> 12;
+            g.len += 1;
+        }
+        g
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u64] {
+        &self.gfns[..self.len]
+    }
+
+    fn contains(&self, gfn: u64) -> bool {
+        self.as_slice().contains(&gfn)
+    }
+
+    /// Forgets frames in `[first, first + n)` (their memslot is gone).
+    fn forget_range(&mut self, first: u64, n: u64) {
+        let mut kept = Gfns::default();
+        for &g in self.as_slice() {
+            if g < first || g - first >= n {
+                kept.gfns[kept.len] = g;
+                kept.len += 1;
+            }
+        }
+        *self = kept;
+    }
+}
+
 /// One page of a target.
 pub(crate) struct Page {
     inj: Injection,
@@ -77,6 +116,10 @@ pub(crate) struct Page {
     injected: bool,
     /// The settled state has been reported (event sent).
     reported: bool,
+    /// Table pages of the last walk, while the page is live: to track.
+    tables_wanted: Gfns,
+    /// Table pages write-tracked for this page now.
+    pub(crate) tables_tracked: Gfns,
 }
 
 impl Page {
@@ -201,6 +244,8 @@ impl TargetSpec {
                     seen_swapped: false,
                     injected: false,
                     reported: false,
+                    tables_wanted: Gfns::default(),
+                    tables_tracked: Gfns::default(),
                 },
                 GFP_KERNEL,
             )?;
@@ -226,6 +271,8 @@ pub(crate) struct Settled {
 pub(crate) struct Targets {
     targets: [Option<KBox<Target>>; MAX_TARGETS],
     slots: KVVec<VcpuSlot>,
+    /// Some page's tracked tables differ from its last walk's.
+    pub(crate) tracking_stale: bool,
 }
 
 /// Guest memory as the walk sees it: 8-byte reads from a probe.
@@ -253,7 +300,7 @@ impl Targets {
         for _ in 0..crate::vm::MAX_VCPUS {
             slots.push(VcpuSlot::new(), GFP_KERNEL)?;
         }
-        Ok(Targets { targets: [const { None }; MAX_TARGETS], slots })
+        Ok(Targets { targets: [const { None }; MAX_TARGETS], slots, tracking_stale: false })
     }
 
     /// Inserts a built target; `ENOSPC` when all slots are used. On error
@@ -276,16 +323,6 @@ impl Targets {
             p.inj.cancel(CancelReason::Requested);
         }
         Some(t)
-    }
-
-    /// The ids of all targets; returns how many were written.
-    pub(crate) fn ids(&self, out: &mut [u32]) -> usize {
-        let mut n = 0;
-        for (t, o) in self.targets.iter().flatten().zip(out.iter_mut()) {
-            *o = t.id;
-            n += 1;
-        }
-        n
     }
 
     /// Whether any page needs probe work (a walk, an injection, a timeout).
@@ -338,7 +375,8 @@ impl Targets {
     }
 
     /// At a VM exit: settle the vCPU's delivery, time out, walk what is due.
-    /// Returns whether something settled (an event to report).
+    /// Returns whether the report work has something to do (a page settled,
+    /// or write tracking must follow a walk).
     pub(crate) fn on_exit(&mut self, kvm: *mut glue::kvm, vcpu: *mut glue::kvm_vcpu, vcpu_idx: usize, st: &glue::kvm_pfi_cpu_state) -> bool {
         // SAFETY: reads the clock.
         let now = unsafe { glue::kvm_pfi_now_ns() };
@@ -369,6 +407,7 @@ impl Targets {
         let mut mem = ProbeMemory { kvm };
         let mut budget = WALKS_PER_EXIT;
         let mut settled = false;
+        let mut stale = false;
         for t in self.targets.iter_mut().flatten() {
             let n = t.pages.len();
             for k in 0..n {
@@ -387,6 +426,7 @@ impl Targets {
                     || (p.inj.state() == State::WaitingForContext && now >= p.next_walk_ns);
                 if !due || budget == 0 || !long_mode {
                     settled |= settle(p);
+                    stale |= p.tables_wanted != p.tables_tracked;
                     continue;
                 }
                 budget -= 1;
@@ -412,11 +452,80 @@ impl Targets {
                 }
                 let a = p.inj.on_walk(&w.outcome);
                 apply(p, a);
+                p.tables_wanted = if p.inj.state().is_live() { Gfns::from_tables(&w.tables) } else { Gfns::default() };
                 settled |= settle(p);
+                stale |= p.tables_wanted != p.tables_tracked;
                 t.cursor = (i + 1) % n;
             }
         }
-        settled
+        self.tracking_stale |= stale;
+        settled || stale
+    }
+
+    /// A write-tracked guest page was written: pages whose walk went
+    /// through it walk again (and may not inject before that).
+    pub(crate) fn on_page_table_write(&mut self, gpa: u64) -> bool {
+        let gfn = gpa >> 12;
+        let mut hit = false;
+        for t in self.targets.iter_mut().flatten() {
+            for p in t.pages.iter_mut().filter(|p| p.tables_tracked.contains(gfn)) {
+                let a = p.inj.on_page_table_write();
+                apply(p, a);
+                p.walk_due = true;
+                hit = true;
+            }
+        }
+        hit
+    }
+
+    /// A memslot went away, and KVM's tracking of its frames with it.
+    pub(crate) fn on_region_gone(&mut self, gfn: u64, n: u64) {
+        for t in self.targets.iter_mut().flatten() {
+            for p in t.pages.iter_mut() {
+                p.tables_tracked.forget_range(gfn, n);
+                p.walk_due = true;
+            }
+        }
+        self.tracking_stale = true;
+    }
+
+    /// Moves up to `adds.len()` / `removes.len()` tracking changes out,
+    /// recording them as done: the caller applies them outside the lock.
+    /// Returns (adds, removes, whether more remain).
+    pub(crate) fn take_tracking_changes(&mut self, adds: &mut [u64], removes: &mut [u64]) -> (usize, usize, bool) {
+        let (mut na, mut nr) = (0, 0);
+        for t in self.targets.iter_mut().flatten() {
+            for p in t.pages.iter_mut() {
+                if p.tables_wanted == p.tables_tracked {
+                    continue;
+                }
+                if na + 5 > adds.len() || nr + 5 > removes.len() {
+                    return (na, nr, true);
+                }
+                for &g in p.tables_wanted.as_slice() {
+                    if !p.tables_tracked.contains(g) {
+                        adds[na] = g;
+                        na += 1;
+                    }
+                }
+                for &g in p.tables_tracked.as_slice() {
+                    if !p.tables_wanted.contains(g) {
+                        removes[nr] = g;
+                        nr += 1;
+                    }
+                }
+                p.tables_tracked = p.tables_wanted;
+            }
+        }
+        self.tracking_stale = false;
+        (na, nr, false)
+    }
+
+    /// Takes every target out (the VM is going away).
+    pub(crate) fn take_all(&mut self, out: &mut [Option<KBox<Target>>; MAX_TARGETS]) {
+        for (slot, o) in self.targets.iter_mut().zip(out.iter_mut()) {
+            *o = slot.take();
+        }
     }
 
     /// Collects up to `out.len()` settled, unreported pages, marking them
@@ -451,6 +560,9 @@ fn apply(p: &mut Page, a: Action) {
 
 /// Records how a page settled; returns whether it is newly reportable.
 fn settle(p: &mut Page) -> bool {
+    if !p.inj.state().is_live() {
+        p.tables_wanted = Gfns::default();
+    }
     match p.inj.state() {
         State::Resident { .. } => !p.reported,
         State::Failed(reason) => {

@@ -118,6 +118,8 @@ pub(crate) struct AttachedVm {
     pub(crate) next_target_id: AtomicU32,
     /// Set once the VM left the table: reports stop.
     pub(crate) detached: AtomicBool,
+    /// KVM page-track notifier, created by the report work on first use.
+    pub(crate) tracker: AtomicPtr<glue::kvm_pfi_tracker>,
     /// Reports settled pages (netlink, page contents) outside the probes.
     #[pin]
     work: Work<AttachedVm>,
@@ -194,8 +196,10 @@ impl AttachedVm {
     /// The VM is dead when the only references left are the ones we hold:
     /// its VMM closed the VM and every vCPU file.
     fn only_we_hold_it(&self) -> bool {
+        // Ours: the attachment's, and the page-track notifier's.
+        let ours = 1 + u32::from(!self.tracker.load(Ordering::Acquire).is_null());
         // SAFETY: `self.kvm` is referenced (type invariant).
-        unsafe { glue::kvm_pfi_vm_users(self.kvm) <= 1 }
+        unsafe { glue::kvm_pfi_vm_users(self.kvm) <= ours }
     }
 }
 
@@ -371,6 +375,7 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner) -> Result<u32> {
             busy: AtomicBool::new(false),
             next_target_id: AtomicU32::new(1),
             detached: AtomicBool::new(false),
+            tracker: AtomicPtr::new(ptr::null_mut()),
             work <- new_work!("kvm_pfi::report"),
         }),
         GFP_KERNEL,
@@ -443,7 +448,7 @@ pub(crate) fn detach_where(select: impl Fn(&AttachedVm) -> bool, reason: DetachR
         let vm = unsafe { Arc::from_raw(vm) };
         vm.detached.store(true, Ordering::Relaxed);
         vm.flush_report();
-        crate::report::targets_gone(&vm);
+        crate::report::teardown(&vm);
         netlink::vm_detached(&vm, reason);
         drop(vm); // drops the VM reference, possibly destroying the VM
     }
