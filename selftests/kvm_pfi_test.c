@@ -449,7 +449,7 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
 
 	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
 	struct kvm_pfi_target t = {
-		.vm_id = id, .flags = KVM_PFI_TARGET_KERNEL, .cr3 = vm->mmu.pgd,
+		.vm_id = id, .flags = KVM_PFI_TARGET_KERNEL | KVM_PFI_TARGET_READ, .cr3 = vm->mmu.pgd,
 		.gva = gva, .len = 4096,
 	};
 	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t));
@@ -483,6 +483,9 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
 	EXPECT_EQ(KVM_PFI_HOW_INJECTED, info.how);
 	EXPECT_EQ(addr_gva2gpa(vm, gva), info.gpa);
 	EXPECT_EQ(4096, info.page_size);
+	/* For watch_events.py, which checks the page-resident event. */
+	printf("# smoke-target {\"vm_id\":%u,\"target_id\":%u,\"gva\":%lu,\"gpa\":%lu}\n",
+	       id, tid, gva, (unsigned long)addr_gva2gpa(vm, gva));
 	close(pfi);
 	kvm_vm_free(vm);
 }

@@ -30,6 +30,54 @@ def run_tool(*args):
     return subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=60)
 
 
+def page_events():
+    """A swapped-out page brought back by injection, seen through `watch`:
+    target-added, page-resident (with the page's bytes), target-removed."""
+    ready = os.path.join(tempfile.mkdtemp(), "ready")
+    watch = subprocess.Popen([TOOL, "watch", "--count", "5", "--timeout", "120",
+                              "--ready-file", ready],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        if os.path.exists(ready) or watch.poll() is not None:
+            break
+        time.sleep(0.1)
+    smoke = subprocess.run([f"{TESTS}/kvm_pfi_test", "-r",
+                            "global.injects_pf_for_swapped_page_kernel_mode"],
+                           capture_output=True, text=True, timeout=300)
+    check("smoke_test_passed", smoke.returncode == 0, smoke.stdout[-2000:])
+    truth = None
+    for line in smoke.stdout.splitlines():
+        if line.startswith("# smoke-target "):
+            truth = json.loads(line[len("# smoke-target "):])
+    try:
+        out, err = watch.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        watch.kill()
+        out, err = watch.communicate()
+    events = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    by_name = {}
+    for e in events:
+        by_name.setdefault(e.get("event"), []).append(e)
+    print("# page events: " + json.dumps([{k: v for k, v in e.items() if k != "data"}
+                                         for e in events]))
+    if not check("smoke_truth", truth is not None, "no smoke-target line"):
+        return
+    added = by_name.get("target-added", [{}])[0]
+    check("target_added_event", added.get("vm_id") == truth["vm_id"]
+          and added.get("target_id") == truth["target_id"]
+          and added.get("gva") == truth["gva"] and added.get("len") == 4096, added)
+    res = by_name.get("page-resident", [{}])[0]
+    check("page_resident_event", res.get("target_id") == truth["target_id"]
+          and res.get("gva") == truth["gva"] and res.get("gpa") == truth["gpa"]
+          and res.get("how") == "injected" and res.get("injections") == 1
+          and res.get("page_size") == 4096, {k: v for k, v in res.items() if k != "data"})
+    data = res.get("data", "")
+    check("page_resident_data", data == "5a" * 4096,
+          f"{len(data) // 2} bytes, starting {data[:32]}")
+    removed = by_name.get("target-removed", [{}])[0]
+    check("target_removed_event", removed.get("target_id") == truth["target_id"], removed)
+
+
 def main():
     vmm = subprocess.Popen([f"{TESTS}/kvm_pfi_vmm", "100"], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True)
@@ -79,6 +127,8 @@ def main():
 
     vmm.stdin.close()
     check("vmm_finished", vmm.wait(timeout=120) == 0, "VMM guest did not finish")
+
+    page_events()
 
     print("KTAP version 1")
     print(f"1..{len(results)}")
