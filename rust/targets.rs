@@ -48,9 +48,11 @@ pub(crate) const MAX_PAGES: usize = uapi::KVM_PFI_MAX_TARGET_PAGES as usize;
 const PAGE_SIZE: u64 = 4096;
 /// Walks one exit may do, over all targets of the VM.
 const WALKS_PER_EXIT: usize = 8;
+/// Of those, periodic re-walks of pages waiting for context.
+const PERIODIC_WALKS_PER_EXIT: usize = 2;
 /// A page waiting for context is walked again this often, to notice the
 /// guest bringing it back by itself.
-const REWALK_WAITING_NS: u64 = 100_000_000;
+const REWALK_WAITING_NS: u64 = 1_000_000_000;
 
 const EFER_LMA: u64 = 1 << 10;
 const CR0_PG: u64 = 1 << 31;
@@ -144,6 +146,8 @@ impl Page {
             reinjections: stats.reinjections,
             page_size: self.page_size,
             fail_reason: self.fail_reason,
+            entries_to_delivery: stats.entries_to_delivery.unwrap_or(0),
+            reserved: 0,
         }
     }
 }
@@ -167,6 +171,7 @@ pub(crate) struct Target {
     pub(crate) gva: u64,
     pub(crate) len: u64,
     pub(crate) pages: KVVec<Page>,
+    space: AddressSpace,
     /// Where the next exit's walks start (round robin).
     cursor: usize,
 }
@@ -251,7 +256,7 @@ impl TargetSpec {
             )?;
         }
         Ok(KBox::new(
-            Target { id, flags: self.flags, cr3: self.cr3, gva: self.gva, len: self.len, pages, cursor: 0 },
+            Target { id, flags: self.flags, cr3: self.cr3, gva: self.gva, len: self.len, pages, space, cursor: 0 },
             GFP_KERNEL,
         )?)
     }
@@ -273,6 +278,9 @@ pub(crate) struct Targets {
     slots: KVVec<VcpuSlot>,
     /// Some page's tracked tables differ from its last walk's.
     pub(crate) tracking_stale: bool,
+    /// No page needs an exit's attention before this time (0: the next
+    /// exit scans). Keeps exits cheap while pages only wait for context.
+    next_scan_ns: u64,
 }
 
 /// Guest memory as the walk sees it: 8-byte reads from a probe.
@@ -300,7 +308,7 @@ impl Targets {
         for _ in 0..crate::vm::MAX_VCPUS {
             slots.push(VcpuSlot::new(), GFP_KERNEL)?;
         }
-        Ok(Targets { targets: [const { None }; MAX_TARGETS], slots, tracking_stale: false })
+        Ok(Targets { targets: [const { None }; MAX_TARGETS], slots, tracking_stale: false, next_scan_ns: 0 })
     }
 
     /// Inserts a built target; `ENOSPC` when all slots are used. On error
@@ -309,6 +317,7 @@ impl Targets {
         match self.targets.iter_mut().find(|t| t.is_none()) {
             Some(slot) => {
                 *slot = Some(t);
+                self.next_scan_ns = 0;
                 Ok(())
             }
             None => Err((ENOSPC, t)),
@@ -360,13 +369,32 @@ impl Targets {
             guest_mode: st.guest_mode != 0,
             smm: st.smm != 0,
         };
+        // What blocks every target alike is checked once, not per page.
+        let blocked = ctx.event_inj_valid
+            || ctx.exception_pending
+            || ctx.interrupt_pending
+            || ctx.nmi_pending
+            || ctx.interrupt_shadow
+            || ctx.guest_mode
+            || ctx.smm
+            || (ctx.cpl != 3 && ctx.cpl != 0);
+        if blocked {
+            return None;
+        }
         for t in self.targets.iter_mut().flatten() {
+            // All pages of a target share its address space and mode.
+            if !t.space.matches_cr3(st.cr3)
+                || (ctx.cpl == 0 && t.flags & uapi::KVM_PFI_TARGET_KERNEL == 0)
+            {
+                continue;
+            }
             for p in t.pages.iter_mut() {
                 if p.inj.state() != State::WaitingForContext || !p.inj.is_armed() {
                     continue;
                 }
                 if let EntryDecision::Inject(pf) = p.inj.on_entry(slot, &ctx) {
                     p.injected = true;
+                    self.next_scan_ns = 0;
                     return Some((pf.cr2, pf.error_code));
                 }
             }
@@ -390,7 +418,11 @@ impl Targets {
                         }
                     }
                 }
+                self.next_scan_ns = 0;
             }
+        }
+        if now < self.next_scan_ns {
+            return false;
         }
         let paging = GuestPaging {
             la57: st.cr4 & CR4_LA57 != 0,
@@ -406,8 +438,11 @@ impl Targets {
         let long_mode = st.efer & EFER_LMA != 0 && st.cr0 & CR0_PG != 0;
         let mut mem = ProbeMemory { kvm };
         let mut budget = WALKS_PER_EXIT;
+        let mut periodic_budget = PERIODIC_WALKS_PER_EXIT;
         let mut settled = false;
         let mut stale = false;
+        // The earliest time a page will need an exit again.
+        let mut next_scan = u64::MAX;
         for t in self.targets.iter_mut().flatten() {
             let n = t.pages.len();
             for k in 0..n {
@@ -421,15 +456,20 @@ impl Targets {
                 // re-walk at every exit until it shows up. Pages waiting for
                 // context are re-walked now and then, to notice the guest
                 // bringing them back by itself.
-                let due = p.walk_due
-                    || matches!(p.inj.state(), State::AwaitingUpdate { .. })
-                    || (p.inj.state() == State::WaitingForContext && now >= p.next_walk_ns);
-                if !due || budget == 0 || !long_mode {
+                let periodic = !p.walk_due
+                    && p.inj.state() == State::WaitingForContext
+                    && now >= p.next_walk_ns;
+                let due = p.walk_due || matches!(p.inj.state(), State::AwaitingUpdate { .. }) || periodic;
+                if !due || budget == 0 || (periodic && periodic_budget == 0) || !long_mode {
                     settled |= settle(p);
                     stale |= p.tables_wanted != p.tables_tracked;
+                    next_scan = next_scan.min(page_needs_exit_at(p, now));
                     continue;
                 }
                 budget -= 1;
+                if periodic {
+                    periodic_budget -= 1;
+                }
                 p.walk_due = false;
                 p.next_walk_ns = now + REWALK_WAITING_NS;
                 let root = p.inj.target().space.root_gpa();
@@ -455,9 +495,11 @@ impl Targets {
                 p.tables_wanted = if p.inj.state().is_live() { Gfns::from_tables(&w.tables) } else { Gfns::default() };
                 settled |= settle(p);
                 stale |= p.tables_wanted != p.tables_tracked;
+                next_scan = next_scan.min(page_needs_exit_at(p, now));
                 t.cursor = (i + 1) % n;
             }
         }
+        self.next_scan_ns = next_scan;
         self.tracking_stale |= stale;
         settled || stale
     }
@@ -467,6 +509,7 @@ impl Targets {
     pub(crate) fn on_page_table_write(&mut self, gpa: u64) -> bool {
         let gfn = gpa >> 12;
         let mut hit = false;
+        self.next_scan_ns = 0;
         for t in self.targets.iter_mut().flatten() {
             for p in t.pages.iter_mut().filter(|p| p.tables_tracked.contains(gfn)) {
                 let a = p.inj.on_page_table_write();
@@ -480,6 +523,7 @@ impl Targets {
 
     /// A memslot went away, and KVM's tracking of its frames with it.
     pub(crate) fn on_region_gone(&mut self, gfn: u64, n: u64) {
+        self.next_scan_ns = 0;
         for t in self.targets.iter_mut().flatten() {
             for p in t.pages.iter_mut() {
                 p.tables_tracked.forget_range(gfn, n);
@@ -555,6 +599,18 @@ fn apply(p: &mut Page, a: Action) {
     match a {
         Action::Rewalk | Action::RewalkLater => p.walk_due = true,
         Action::None | Action::Settled => {}
+    }
+}
+
+/// When the page next needs an exit's attention: now while a walk is due or
+/// a fault is in flight (its delivery, re-walks and timeout), at its next
+/// periodic walk while it waits for context, never once settled.
+fn page_needs_exit_at(p: &Page, now: u64) -> u64 {
+    match p.inj.state() {
+        _ if p.walk_due => now,
+        State::Injected { .. } | State::AwaitingUpdate { .. } => now,
+        State::WaitingForContext => p.next_walk_ns,
+        _ => u64::MAX,
     }
 }
 

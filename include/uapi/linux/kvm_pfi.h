@@ -157,6 +157,8 @@ struct kvm_pfi_page_info {
 	__u32 reinjections;	/* deliveries KVM had to re-inject (interrupted) */
 	__u32 page_size;	/* bytes of the guest mapping, when resident */
 	__u32 fail_reason;	/* enum kvm_pfi_fail_reason (kvm_pfi_netlink.h), when failed */
+	__u32 entries_to_delivery; /* entries in the target's context until the last #PF was delivered */
+	__u32 reserved;
 };
 
 /* ENOENT: vm_id or target_id. A short buffer is filled; nr_pages returns the total. */

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# The benchmark inside the test VM (scripts/bench.sh): each configuration
+# three times, the median used; prints `ratio <name> <value>` and
+# `count <name> <value>` lines for scripts.
+set -euo pipefail
+modprobe kvm_amd
+
+median3() { sort -n | sed -n 2p; }
+run() { # mode -> median ns
+	for _ in 1 2 3; do "$BENCH" "$1" "$EXITS" | awk '$1 == "time" {print $3}'; done | median3
+}
+
+rmmod kvm_pfi 2>/dev/null || true
+t_none=$(run none)
+insmod "$KVM_PFI_KO"
+t_loaded=$(run none)
+t_attached=$(run attached)
+t_pending=$(run pending)
+inject=$("$BENCH" inject 1000 | awk '$1 == "count"')
+rmmod kvm_pfi
+
+echo "# guest loop of $EXITS port-I/O exits; instruction-based time (QEMU -icount shift=0)"
+echo "# ns: not loaded $t_none, loaded $t_loaded, attached $t_attached, 1000 pending pages $t_pending"
+awk -v a="$t_loaded" -v b="$t_none" 'BEGIN { printf "ratio loaded_not_attached %.4f\n", a / b }'
+awk -v a="$t_attached" -v b="$t_none" 'BEGIN { printf "ratio attached_no_targets %.4f\n", a / b }'
+awk -v a="$t_pending" -v b="$t_none" 'BEGIN { printf "ratio attached_1000_pending_pages %.4f\n", a / b }'
+echo "$inject"

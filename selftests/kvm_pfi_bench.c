@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Probe overhead and injection latency, for `make bench`.
+ *
+ *   kvm_pfi_bench none|attached|pending|inject [exits]
+ *
+ * Runs a guest that makes `exits` port-I/O exits (default 10000) and prints
+ * "time <mode> <ns>" for the loop, measured in the test VM. Under QEMU
+ * -icount shift=0 the VM's clock counts guest instructions, so the figures
+ * are instruction-based and repeatable (Documentation/performance.rst).
+ *   none      kvm_pfi is not loaded (the runner makes sure), or not attached
+ *   attached  the VM is attached, without targets
+ *   pending   attached with 1000 swapped-out target pages that stay pending
+ *             (user-only targets while the guest runs at CPL 0: every entry
+ *             evaluates them and waits)
+ *   inject    one kernel-mode target page: prints
+ *             "count entries_context_to_delivery <n>"
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kvm_util.h"
+#include "processor.h"
+#include "ucall_common.h"
+
+#include "kvm_pfi_util.h"
+
+#define PENDING_PAGES	1000
+#define LINUX_SWAP_PTE	0x07ffffffffdb9600ull	/* __swp_entry(0, 0x1234) */
+
+static uint64_t guest_exits;
+
+static void guest_loop(void)
+{
+	asm volatile("sti; nop");
+	for (uint64_t i = 0; i < READ_ONCE(guest_exits); i++)
+		GUEST_SYNC1(1);
+	GUEST_DONE();
+}
+
+static void pf_handler(struct ex_regs *regs)
+{
+	GUEST_SYNC3(2, get_cr2(), regs->error_code);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static int add_target(int pfi, uint32_t vm_id, uint64_t cr3, uint64_t gva, uint64_t len,
+		      uint32_t flags, uint32_t *tid)
+{
+	struct kvm_pfi_target t = {
+		.vm_id = vm_id, .flags = flags, .cr3 = cr3, .gva = gva, .len = len,
+	};
+	int r = pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t);
+
+	*tid = t.target_id;
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "none";
+	uint64_t exits = argc > 2 ? strtoull(argv[2], NULL, 0) : 10000;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm = vm_create_with_one_vcpu(&vcpu, guest_loop);
+	uint64_t *pte = NULL, saved = 0, t0, t1, pf_gva = 0;
+	uint32_t vm_id = 0, tid = 0;
+	int pfi = -1, syncs = 0;
+	struct ucall uc;
+
+	guest_exits = exits;
+	sync_global_to_guest(vm, guest_exits);
+	vm_install_exception_handler(vm, PF_VECTOR, pf_handler);
+	if (strcmp(mode, "none")) {
+		pfi = pfi_open();
+		TEST_ASSERT(pfi >= 0, "open " KVM_PFI_DEV);
+		TEST_ASSERT(!pfi_attach(pfi, vm->fd, 0, &vm_id), "attach");
+	}
+	if (!strcmp(mode, "pending")) {
+		/* A memslot of their own, mapped at the same guest address. */
+		uint64_t gva = 0x40000000;
+
+		vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, gva, 1, PENDING_PAGES, 0);
+		virt_map(vm, gva, gva, PENDING_PAGES);
+
+		for (int i = 0; i < PENDING_PAGES; i++)
+			*vm_get_pte(vm, gva + i * 4096ull) = LINUX_SWAP_PTE;
+		/* Two targets: KVM_PFI_MAX_TARGET_PAGES is 512. */
+		TEST_ASSERT(!add_target(pfi, vm_id, vm->mmu.pgd, gva, 500 * 4096ull, 0, &tid), "target");
+		TEST_ASSERT(!add_target(pfi, vm_id, vm->mmu.pgd, gva + 500 * 4096ull,
+					500 * 4096ull, 0, &tid), "target");
+	}
+	if (!strcmp(mode, "inject")) {
+		pf_gva = vm_alloc_page(vm);
+		pte = vm_get_pte(vm, pf_gva);
+		saved = *pte;
+		*pte = LINUX_SWAP_PTE;
+		TEST_ASSERT(!add_target(pfi, vm_id, vm->mmu.pgd, pf_gva, 4096,
+					KVM_PFI_TARGET_KERNEL, &tid), "target");
+	}
+
+	t0 = now_ns();
+	for (;;) {
+		vcpu_run(vcpu);
+		TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_IO);
+		switch (get_ucall(vcpu, &uc)) {
+		case UCALL_SYNC:
+			if (uc.args[0] == 2) {
+				TEST_ASSERT(uc.args[1] == pf_gva, "cr2 %lx", uc.args[1]);
+				*pte = saved;
+			} else {
+				syncs++;
+			}
+			continue;
+		case UCALL_DONE:
+			break;
+		default:
+			TEST_FAIL("ucall %lu", uc.cmd);
+		}
+		break;
+	}
+	t1 = now_ns();
+	TEST_ASSERT(syncs == (int)exits, "%d syncs", syncs);
+	printf("time %s %lu\n", mode, t1 - t0);
+	if (!strcmp(mode, "inject")) {
+		struct kvm_pfi_page_info info = { 0 };
+		struct kvm_pfi_target_pages tp = {
+			.vm_id = vm_id, .target_id = tid, .nr_pages = 1, .pages = (uintptr_t)&info,
+		};
+
+		TEST_ASSERT(!pfi_ioctl(pfi, KVM_PFI_TARGET_PAGES, &tp), "pages");
+		TEST_ASSERT(info.state == KVM_PFI_PAGE_RESIDENT && info.injections == 1,
+			    "state %u injections %u", info.state, info.injections);
+		printf("count entries_context_to_delivery %u\n", info.entries_to_delivery);
+	}
+	if (pfi >= 0)
+		close(pfi);
+	kvm_vm_free(vm);
+	return 0;
+}
