@@ -40,6 +40,7 @@ pub(crate) mod uapi {
         kvm_pfi_target_remove,
         kvm_pfi_page_info,
         kvm_pfi_target_pages,
+        kvm_pfi_event,
     );
 }
 

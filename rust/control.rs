@@ -281,6 +281,8 @@ impl MiscDevice for PfiFile {
             uapi::KVM_PFI_IOCTL_TARGET_ADD => me.target_add(arg),
             uapi::KVM_PFI_IOCTL_TARGET_REMOVE => me.target_remove(arg),
             uapi::KVM_PFI_IOCTL_TARGET_PAGES => me.target_pages(arg),
+            uapi::KVM_PFI_IOCTL_EVENTS if arg == 0 => crate::stream::open_reader(),
+            uapi::KVM_PFI_IOCTL_EVENTS => Err(EINVAL),
             _ => Err(ENOTTY),
         }
     }

@@ -10,6 +10,7 @@
 #include <asm/svm.h>
 #include <asm/kvm_page_track.h>
 #include <linux/slab.h>
+#include <linux/anon_inodes.h>
 #include <linux/timekeeping.h>
 #include <linux/uaccess.h>
 #include <linux/kthread.h>
@@ -353,4 +354,14 @@ void kvm_pfi_tracker_destroy(struct kvm *kvm, struct kvm_pfi_tracker *t)
 int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add)
 {
 	return add ? kvm_write_track_add_gfn(kvm, gfn) : kvm_write_track_remove_gfn(kvm, gfn);
+}
+
+int kvm_pfi_events_fd(const void *fops, void *priv)
+{
+	return anon_inode_getfd("[kvm_pfi-events]", fops, priv, O_RDONLY | O_CLOEXEC);
+}
+
+unsigned long long kvm_pfi_realtime_ns(void)
+{
+	return ktime_get_real_ns();
 }

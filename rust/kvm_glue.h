@@ -95,6 +95,15 @@ void kvm_pfi_tracker_destroy(struct kvm *kvm, struct kvm_pfi_tracker *t);
 /* Start (@add) or stop write-tracking guest frame @gfn; KVM counts per gfn. */
 int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add);
 
+/*
+ * A new descriptor for an event reader: an anon inode "[kvm_pfi-events]"
+ * with @fops (a struct file_operations) and @priv, read-only, close-on-exec.
+ * anon_inodes.h is not in the kernel's Rust bindings.
+ */
+int kvm_pfi_events_fd(const void *fops, void *priv);
+/* Wall-clock time for event records. */
+unsigned long long kvm_pfi_realtime_ns(void);
+
 /* Monotonic clock for timeouts, safe with interrupts off. */
 unsigned long long kvm_pfi_now_ns(void);
 

@@ -24,6 +24,7 @@ mod netlink;
 pub mod pfi_core;
 mod reaper;
 mod report;
+mod stream;
 mod targets;
 mod vendor;
 mod vm;
@@ -57,6 +58,7 @@ struct KvmPfi {
     _reaper: reaper::ReaperHandle,
     _probes: hooks::Probes,
     _attachments: vm::Attachments,
+    _readers: stream::Readers,
     _netlink: netlink::Registration,
 }
 
@@ -65,9 +67,11 @@ impl kernel::InPlaceModule for KvmPfi {
         // Built in dependency order; the initializer drops what it built if
         // a later step fails.
         let netlink = netlink::Registration::register();
+        let readers = stream::Readers::new();
         let attachments = vm::Attachments::new();
         try_pin_init!(Self {
             _netlink: netlink?,
+            _readers: readers,
             _attachments: attachments,
             _probes: hooks::Probes::register()?,
             _reaper: reaper::ReaperHandle::start()?,

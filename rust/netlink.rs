@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The `kvm_pfi` generic netlink family: events, multicast to the admin-only
-//! group `events`. Documentation/netlink/specs/kvm_pfi.yaml is the source
+//! group `events`. Every event also goes to the device's event stream
+//! (`stream.rs`), built from the same values here. Documentation/netlink/specs/kvm_pfi.yaml is the source
 //! of truth; the numbers come from its generated UAPI header.
 //!
 //! `kernel::net::netlink` registers families with multicast groups but has
@@ -19,6 +20,7 @@ use crate::bindings::{
     glue,
     uapi, //
 };
+use crate::stream;
 use crate::targets::{
     Settled,
     Target, //
@@ -210,7 +212,17 @@ fn vm_attrs<'a>(ev: &'a mut Event, vm: &AttachedVm) -> Result<&'a mut Event> {
         .string(uapi::KVM_PFI_A_EVENT_STATS_ID, &vm.stats_id)
 }
 
+fn vm_record(kind: u32, vm: &AttachedVm) -> uapi::kvm_pfi_event {
+    let mut ev = stream::record(kind);
+    ev.vm_id = vm.id;
+    ev.vmm_pid = vm.vmm_pid;
+    ev
+}
+
 pub(crate) fn vm_attached(vm: &AttachedVm) {
+    let mut ev = vm_record(uapi::KVM_PFI_CMD_VM_ATTACHED, vm);
+    ev.flags = vm.flags;
+    stream::publish(ev, None);
     send(uapi::KVM_PFI_CMD_VM_ATTACHED, |ev| {
         vm_attrs(ev, vm)?.u32(uapi::KVM_PFI_A_EVENT_ATTACH_FLAGS, vm.flags)
     });
@@ -218,6 +230,9 @@ pub(crate) fn vm_attached(vm: &AttachedVm) {
 
 pub(crate) fn vm_detached(vm: &AttachedVm, reason: DetachReason) {
     let (entries, exits) = vm.totals();
+    let mut ev = vm_record(uapi::KVM_PFI_CMD_VM_DETACHED, vm);
+    (ev.detach_reason, ev.entries, ev.exits) = (reason as u32, entries, exits);
+    stream::publish(ev, None);
     send(uapi::KVM_PFI_CMD_VM_DETACHED, |ev| {
         vm_attrs(ev, vm)?
             .u32(uapi::KVM_PFI_A_EVENT_DETACH_REASON, reason as u32)?
@@ -227,6 +242,9 @@ pub(crate) fn vm_detached(vm: &AttachedVm, reason: DetachReason) {
 }
 
 pub(crate) fn target_added(vm_id: u32, t: &Target) {
+    let mut ev = stream::record(uapi::KVM_PFI_CMD_TARGET_ADDED);
+    (ev.vm_id, ev.target_id, ev.flags, ev.cr3, ev.gva, ev.len) = (vm_id, t.id, t.flags, t.cr3, t.gva, t.len);
+    stream::publish(ev, None);
     send(uapi::KVM_PFI_CMD_TARGET_ADDED, |ev| {
         ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm_id)?
             .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, t.id)?
@@ -238,6 +256,9 @@ pub(crate) fn target_added(vm_id: u32, t: &Target) {
 }
 
 pub(crate) fn target_removed(vm_id: u32, target_id: u32) {
+    let mut ev = stream::record(uapi::KVM_PFI_CMD_TARGET_REMOVED);
+    (ev.vm_id, ev.target_id) = (vm_id, target_id);
+    stream::publish(ev, None);
     send(uapi::KVM_PFI_CMD_TARGET_REMOVED, |ev| {
         ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm_id)?
             .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, target_id)
@@ -253,7 +274,17 @@ fn page_attrs<'a>(ev: &'a mut Event, vm_id: u32, s: &Settled) -> Result<&'a mut 
 }
 
 /// `data`: the page contents, for targets that asked for them.
+fn page_record(kind: u32, vm_id: u32, s: &Settled) -> uapi::kvm_pfi_event {
+    let mut ev = stream::record(kind);
+    (ev.vm_id, ev.target_id, ev.cr3, ev.gva) = (vm_id, s.target_id, s.cr3, s.info.gva);
+    ev.injections = s.info.injections;
+    ev
+}
+
 pub(crate) fn page_resident(vm_id: u32, s: &Settled, data: Option<&[u8]>) {
+    let mut ev = page_record(uapi::KVM_PFI_CMD_PAGE_RESIDENT, vm_id, s);
+    (ev.gpa, ev.page_size, ev.how, ev.reinjections) = (s.info.gpa, s.info.page_size, s.info.how, s.info.reinjections);
+    stream::publish(ev, data);
     let payload = bindings::GENLMSG_DEFAULT_SIZE + data.map_or(0, |d| d.len());
     send_sized(uapi::KVM_PFI_CMD_PAGE_RESIDENT, payload, |ev| {
         let ev = page_attrs(ev, vm_id, s)?
@@ -269,6 +300,9 @@ pub(crate) fn page_resident(vm_id: u32, s: &Settled, data: Option<&[u8]>) {
 }
 
 pub(crate) fn page_failed(vm_id: u32, s: &Settled) {
+    let mut ev = page_record(uapi::KVM_PFI_CMD_PAGE_FAILED, vm_id, s);
+    ev.fail_reason = s.info.fail_reason;
+    stream::publish(ev, None);
     send(uapi::KVM_PFI_CMD_PAGE_FAILED, |ev| {
         page_attrs(ev, vm_id, s)?.u32(uapi::KVM_PFI_A_EVENT_FAIL_REASON, s.info.fail_reason)
     });

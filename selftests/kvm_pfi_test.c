@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <poll.h>
 #include <linux/capability.h>
 #include <signal.h>
 #include <stdio.h>
@@ -440,6 +441,11 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
 	uint32_t id, tid;
 	struct ucall uc;
 
+	/* Subscribe to the device's event stream before anything happens. */
+	int events = ioctl(pfi, KVM_PFI_EVENTS, 0);
+
+	ASSERT_LE(0, events);
+	ASSERT_EQ(0, fcntl(events, F_SETFL, O_NONBLOCK));
 	vm_install_exception_handler(vm, PF_VECTOR, smoke_pf_handler);
 	gva = vm_alloc_page(vm);
 	memset(addr_gva2hva(vm, gva), 0x5a, 4096);
@@ -483,11 +489,87 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
 	EXPECT_EQ(KVM_PFI_HOW_INJECTED, info.how);
 	EXPECT_EQ(addr_gva2gpa(vm, gva), info.gpa);
 	EXPECT_EQ(4096, info.page_size);
+	/* The stream: attached, target added, page resident with its bytes. */
+	struct pollfd pfd = { .fd = events, .events = POLLIN };
+	static char buf[2 * (sizeof(struct kvm_pfi_event) + 4096)];
+	struct kvm_pfi_event ev;
+	uint32_t types[8];
+	int nev = 0, got_data = 0;
+
+	for (int tries = 0; tries < 100 && nev < 3; tries++) {
+		ssize_t n;
+
+		if (poll(&pfd, 1, 100) != 1)
+			continue;
+		n = read(events, buf, sizeof(buf));
+		ASSERT_LT(0, n);
+		for (ssize_t off = 0; off < n; off += ev.size) {
+			memcpy(&ev, buf + off, sizeof(ev));
+			ASSERT_EQ(KVM_PFI_EVENT_VERSION, ev.version);
+			ASSERT_LE(sizeof(ev), ev.size);
+			EXPECT_EQ(id, ev.vm_id);
+			EXPECT_EQ(0, ev.lost);
+			types[nev++] = ev.type;
+			if (ev.type == KVM_PFI_CMD_PAGE_RESIDENT) {
+				const unsigned char *d = (const unsigned char *)buf + off + sizeof(ev);
+
+				EXPECT_EQ(gva, ev.gva);
+				EXPECT_EQ(info.gpa, ev.gpa);
+				EXPECT_EQ(KVM_PFI_HOW_INJECTED, ev.how);
+				ASSERT_EQ(4096, ev.data_len);
+				ASSERT_EQ(sizeof(ev) + 4096, ev.size);
+				got_data = d[0] == 0x5a && d[4095] == 0x5a &&
+					   !memcmp(d, d + 1, 4095);
+			}
+		}
+	}
+	ASSERT_EQ(3, nev);
+	EXPECT_EQ(KVM_PFI_CMD_VM_ATTACHED, types[0]);
+	EXPECT_EQ(KVM_PFI_CMD_TARGET_ADDED, types[1]);
+	EXPECT_EQ(KVM_PFI_CMD_PAGE_RESIDENT, types[2]);
+	EXPECT_TRUE(got_data);
+	/* Nothing more queued; a buffer too small for a record is refused. */
+	EXPECT_EQ(-1, read(events, buf, sizeof(buf)));
+	EXPECT_EQ(EAGAIN, errno);
 	/* For watch_events.py, which checks the page-resident event. */
 	printf("# smoke-target {\"vm_id\":%u,\"target_id\":%u,\"gva\":%lu,\"gpa\":%lu}\n",
 	       id, tid, gva, (unsigned long)addr_gva2gpa(vm, gva));
 	close(pfi);
+	/* Closing the attaching file detached the VM: removal, detach. */
+	ASSERT_EQ(1, poll(&pfd, 1, 5000));
+	EXPECT_EQ(-1, read(events, buf, sizeof(ev) - 1));
+	EXPECT_EQ(EINVAL, errno);
+	ASSERT_EQ(2 * sizeof(ev), read(events, buf, sizeof(buf)));
+	memcpy(&ev, buf, sizeof(ev));
+	EXPECT_EQ(KVM_PFI_CMD_TARGET_REMOVED, ev.type);
+	memcpy(&ev, buf + sizeof(ev), sizeof(ev));
+	EXPECT_EQ(KVM_PFI_CMD_VM_DETACHED, ev.type);
+	EXPECT_EQ(KVM_PFI_DETACH_REASON_FILE_CLOSED, ev.detach_reason);
+	close(events);
 	kvm_vm_free(vm);
+}
+
+TEST(event_readers_are_limited)
+{
+	int pfi = pfi_open(), fds[KVM_PFI_MAX_EVENT_READERS];
+
+	ASSERT_LE(0, pfi);
+	for (int i = 0; i < KVM_PFI_MAX_EVENT_READERS; i++) {
+		fds[i] = ioctl(pfi, KVM_PFI_EVENTS, 0);
+		ASSERT_LE(0, fds[i]);
+		/* Close-on-exec, read-only. */
+		EXPECT_EQ(FD_CLOEXEC, fcntl(fds[i], F_GETFD) & FD_CLOEXEC);
+		EXPECT_EQ(O_RDONLY, fcntl(fds[i], F_GETFL) & O_ACCMODE);
+	}
+	EXPECT_EQ(-1, ioctl(pfi, KVM_PFI_EVENTS, 0));
+	EXPECT_EQ(ENOSPC, errno);
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_EVENTS, (void *)1));
+	close(fds[0]);
+	fds[0] = ioctl(pfi, KVM_PFI_EVENTS, 0);
+	EXPECT_LE(0, fds[0]);
+	for (int i = 0; i < KVM_PFI_MAX_EVENT_READERS; i++)
+		close(fds[i]);
+	close(pfi);
 }
 
 TEST_HARNESS_MAIN

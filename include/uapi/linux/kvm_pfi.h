@@ -170,6 +170,47 @@ struct kvm_pfi_target_pages {
 	__u64 pages;		/* in: user pointer to struct kvm_pfi_page_info[nr_pages] */
 };
 
+/*
+ * The event stream: KVM_PFI_EVENTS returns a new read-only descriptor
+ * (O_CLOEXEC) on which read() returns whole struct kvm_pfi_event records,
+ * the same events the netlink group carries, and poll() reports POLLIN when
+ * one is queued. A read whose buffer cannot hold the next record fails with
+ * EINVAL; an empty queue blocks, or fails with EAGAIN under O_NONBLOCK.
+ * Each descriptor queues up to KVM_PFI_EVENT_QUEUE records; more are dropped
+ * and counted in the next record's "lost". At most KVM_PFI_MAX_EVENT_READERS
+ * descriptors exist at once (ENOSPC).
+ */
+#define KVM_PFI_EVENT_VERSION		1
+#define KVM_PFI_EVENT_QUEUE		256
+#define KVM_PFI_MAX_EVENT_READERS	8
+#define KVM_PFI_EVENT_DATA_LEN		4096
+
+struct kvm_pfi_event {
+	__u16 version;		/* KVM_PFI_EVENT_VERSION */
+	__u16 type;		/* the netlink command: KVM_PFI_CMD_VM_ATTACHED, ... */
+	__u32 size;		/* bytes of this record, data included */
+	__u64 time_ns;		/* CLOCK_REALTIME when the event was made */
+	__u32 vm_id;
+	__u32 target_id;	/* target events */
+	__u64 cr3;		/* target and page events */
+	__u64 gva;
+	__u64 gpa;		/* page-resident */
+	__u64 len;		/* target-added */
+	__u32 page_size;	/* page-resident */
+	__u32 how;		/* page-resident: enum kvm_pfi_how */
+	__u32 injections;	/* page events */
+	__u32 reinjections;	/* page-resident */
+	__u32 fail_reason;	/* page-failed: enum kvm_pfi_fail_reason */
+	__u32 detach_reason;	/* vm-detached: enum kvm_pfi_detach_reason */
+	__u32 flags;		/* vm-attached: attach flags; target-added: target flags */
+	__s32 vmm_pid;		/* VM events */
+	__u64 entries;		/* vm-detached */
+	__u64 exits;		/* vm-detached */
+	__u32 lost;		/* records this reader lost before this one */
+	__u32 data_len;		/* 0, or KVM_PFI_EVENT_DATA_LEN for KVM_PFI_TARGET_READ pages */
+	/* followed by data_len bytes: the page contents */
+};
+
 #define KVM_PFI_GET_VERSION	_IOR(KVM_PFI_IOC_MAGIC, 0x00, struct kvm_pfi_version)
 #define KVM_PFI_ATTACH		_IOWR(KVM_PFI_IOC_MAGIC, 0x01, struct kvm_pfi_attach)
 #define KVM_PFI_DETACH		_IOW(KVM_PFI_IOC_MAGIC, 0x02, struct kvm_pfi_detach)
@@ -178,5 +219,6 @@ struct kvm_pfi_target_pages {
 #define KVM_PFI_TARGET_ADD	_IOWR(KVM_PFI_IOC_MAGIC, 0x10, struct kvm_pfi_target)
 #define KVM_PFI_TARGET_REMOVE	_IOW(KVM_PFI_IOC_MAGIC, 0x11, struct kvm_pfi_target_remove)
 #define KVM_PFI_TARGET_PAGES	_IOWR(KVM_PFI_IOC_MAGIC, 0x12, struct kvm_pfi_target_pages)
+#define KVM_PFI_EVENTS		_IO(KVM_PFI_IOC_MAGIC, 0x20)
 
 #endif /* _UAPI_LINUX_KVM_PFI_H */
