@@ -28,10 +28,7 @@ use kernel::uaccess::{
     UserSlice, //
 };
 
-use crate::bindings::{
-    glue,
-    uapi, //
-};
+use crate::bindings::uapi;
 use crate::netlink;
 use crate::pfi_core::inject::InjectConfig;
 use crate::targets::{
@@ -69,12 +66,11 @@ fn write_array<T: AsBytes>(addr: u64, items: &[T]) -> Result {
     Ok(())
 }
 
-fn vendor() -> u32 {
-    // SAFETY: reads CPU feature bits.
-    match unsafe { glue::kvm_pfi_host_vendor() } {
-        glue::KVM_PFI_GLUE_VENDOR_SVM => uapi::KVM_PFI_VENDOR_SVM,
-        glue::KVM_PFI_GLUE_VENDOR_VMX => uapi::KVM_PFI_VENDOR_VMX,
-        _ => uapi::KVM_PFI_VENDOR_UNKNOWN,
+fn vendor_code() -> u32 {
+    match vendor::host() {
+        vendor::Vendor::Svm => uapi::KVM_PFI_VENDOR_SVM,
+        vendor::Vendor::Vmx => uapi::KVM_PFI_VENDOR_VMX,
+        vendor::Vendor::Unknown => uapi::KVM_PFI_VENDOR_UNKNOWN,
     }
 }
 
@@ -84,7 +80,7 @@ impl PfiFile {
             abi_version: uapi::KVM_PFI_ABI_VERSION,
             max_vms: uapi::KVM_PFI_MAX_VMS,
             max_vcpus: uapi::KVM_PFI_MAX_VCPUS,
-            vendor: vendor(),
+            vendor: vendor_code(),
         };
         write_arg(arg, &v)?;
         Ok(0)
@@ -186,9 +182,7 @@ impl PfiFile {
     fn target_add(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_target = read_arg(arg)?;
         let spec = TargetSpec::validate(&req, default_config())?;
-        if !vendor::is_svm() {
-            return Err(EOPNOTSUPP);
-        }
+        vendor::injection_allowed()?;
         let id = vm::with_id(req.vm_id, |vm| -> Result<u32> {
             let id = vm.next_target_id.fetch_add(1, Ordering::Relaxed);
             let target = spec.build(id)?;

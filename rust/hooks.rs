@@ -14,6 +14,7 @@ use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 use crate::bindings::glue;
+use crate::vendor;
 use crate::vm;
 
 /// `void probe(void *data, struct kvm_vcpu *vcpu, bool force_immediate_exit)`
@@ -56,15 +57,10 @@ unsafe fn handle(vcpu: *mut glue::kvm_vcpu, exit: bool) {
 /// As for [`handle`].
 #[inline(never)]
 unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize, exit: bool) {
-    if !crate::vendor::is_svm() {
+    // SAFETY: a probe for the running `vcpu`.
+    let Some(st) = (unsafe { vendor::read(vcpu) }) else {
         return;
-    }
-    let mut st = glue::kvm_pfi_cpu_state::default();
-    // SAFETY: `vcpu` is the running vCPU; in a probe the VMCB is current.
-    unsafe { glue::kvm_pfi_svm_read_state(vcpu, &mut st) };
-    if st.valid == 0 {
-        return;
-    }
+    };
     let mut targets = vm.targets.lock();
     if exit {
         if targets.on_exit(vm.kvm, vcpu, idx, &st) {
@@ -74,9 +70,9 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
             vm.kick_report();
         }
     } else if let Some((cr2, error_code)) = targets.on_entry(idx, &st) {
-        // SAFETY: in the kvm_entry probe, before the VMCB's event is used;
-        // `on_entry` saw no event in it.
-        unsafe { glue::kvm_pfi_svm_inject_pf(vcpu, cr2, error_code) };
+        // SAFETY: the kvm_entry probe, and `on_entry` saw no event in this
+        // entry's injection field.
+        unsafe { vendor::inject_page_fault(vcpu, cr2, error_code) };
     }
 }
 

@@ -8,6 +8,7 @@
 #include <linux/tracepoint.h>
 #include <asm/cpufeature.h>
 #include <asm/svm.h>
+#include <asm/vmx.h>
 #include <asm/kvm_page_track.h>
 #include <linux/slab.h>
 #include <linux/anon_inodes.h>
@@ -178,16 +179,16 @@ void kvm_pfi_svm_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_stat
 	st->cr4 = vmcb->save.cr4;
 	st->efer = vmcb->save.efer;
 	st->rflags = vmcb->save.rflags;
-	st->cpl = vmcb->save.cpl;
-	st->event_inj = vmcb->control.event_inj;
+	st->cpl_field = vmcb->save.cpl;
+	st->event_field = vmcb->control.event_inj;
 	st->exit_int_info = vmcb->control.exit_int_info;
-	st->interrupt_shadow = !!(vmcb->control.int_state & SVM_INTERRUPT_SHADOW_MASK);
+	st->shadow_field = vmcb->control.int_state;
 	read_kvm_events(vcpu, st);
 	st->valid = 1;
 }
 
-void kvm_pfi_svm_inject_pf(struct kvm_vcpu *vcpu, unsigned long long cr2,
-			   unsigned int error_code)
+void kvm_pfi_svm_inject(struct kvm_vcpu *vcpu, unsigned long long cr2, unsigned int event,
+			unsigned int error_code)
 {
 	struct vmcb *vmcb = svm_current_vmcb(vcpu);
 
@@ -196,8 +197,74 @@ void kvm_pfi_svm_inject_pf(struct kvm_vcpu *vcpu, unsigned long long cr2,
 	/* svm_vcpu_run() copies arch.cr2 into the VMCB after kvm_entry. */
 	vcpu->arch.cr2 = cr2;
 	vmcb->control.event_inj_err = error_code;
-	vmcb->control.event_inj = PF_VECTOR | SVM_EVTINJ_TYPE_EXEPT |
-				  SVM_EVTINJ_VALID | SVM_EVTINJ_VALID_ERR;
+	vmcb->control.event_inj = event;
+}
+
+/*
+ * VMREAD/VMWRITE of the current VMCS (SDM vol. 3C, 31.3). KVM's accessors
+ * are private to kvm-intel. Failure (CF or ZF set: no current VMCS, or a bad
+ * field) reads as @fail / reports false.
+ */
+static bool vmcs_read(unsigned long field, unsigned long *value)
+{
+	bool fail;
+
+	asm volatile("vmread %[field], %[value]"
+		     : [value] "=rm"(*value), "=@ccbe"(fail)
+		     : [field] "r"(field)
+		     : "cc");
+	return !fail;
+}
+
+static bool vmcs_write(unsigned long field, unsigned long value)
+{
+	bool fail;
+
+	asm volatile("vmwrite %[value], %[field]"
+		     : "=@ccbe"(fail)
+		     : [field] "r"(field), [value] "rm"(value)
+		     : "cc");
+	return !fail;
+}
+
+void kvm_pfi_vmx_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st)
+{
+	unsigned long cr0, cr3, cr4, rflags, ss_ar, intr_state, entry_info, idt_info;
+
+	memset(st, 0, sizeof(*st));
+	if (!vmcs_read(GUEST_CR0, &cr0) || !vmcs_read(GUEST_CR3, &cr3) ||
+	    !vmcs_read(GUEST_CR4, &cr4) || !vmcs_read(GUEST_RFLAGS, &rflags) ||
+	    !vmcs_read(GUEST_SS_AR_BYTES, &ss_ar) ||
+	    !vmcs_read(GUEST_INTERRUPTIBILITY_INFO, &intr_state) ||
+	    !vmcs_read(VM_ENTRY_INTR_INFO_FIELD, &entry_info) ||
+	    !vmcs_read(IDT_VECTORING_INFO_FIELD, &idt_info))
+		return;
+	st->cr0 = cr0;
+	st->cr3 = cr3;
+	st->cr4 = cr4;
+	/* The VMCS holds EFER only with the "load IA32_EFER" controls. */
+	st->efer = vcpu->arch.efer;
+	st->rflags = rflags;
+	st->cpl_field = ss_ar;
+	st->event_field = entry_info;
+	st->shadow_field = intr_state;
+	st->exit_int_info = idt_info;
+	read_kvm_events(vcpu, st);
+	st->valid = 1;
+}
+
+void kvm_pfi_vmx_inject(struct kvm_vcpu *vcpu, unsigned long long cr2, unsigned int event,
+			unsigned int error_code)
+{
+	unsigned long entry_info;
+
+	if (WARN_ON_ONCE(!vmcs_read(VM_ENTRY_INTR_INFO_FIELD, &entry_info) ||
+			 (entry_info & INTR_INFO_VALID_MASK)))
+		return;
+	/* vmx_vcpu_enter_exit() loads arch.cr2 into CR2 after kvm_entry. */
+	vcpu->arch.cr2 = cr2;
+	if (vmcs_write(VM_ENTRY_EXCEPTION_ERROR_CODE, error_code))
+		vmcs_write(VM_ENTRY_INTR_INFO_FIELD, event);
 }
 
 unsigned int kvm_pfi_vcpu_maxphyaddr(const struct kvm_vcpu *vcpu)

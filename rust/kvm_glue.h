@@ -33,27 +33,38 @@ struct kvm *kvm_pfi_vcpu_vm(const struct kvm_vcpu *vcpu);
 int kvm_pfi_vcpu_index(const struct kvm_vcpu *vcpu);
 
 /*
- * Guest CPU state at a VM entry or exit, as the hardware will load it (SVM:
- * the VMCB save area; VMX: the current VMCS) plus KVM's event bookkeeping.
+ * Guest CPU state at a VM entry or exit: raw vendor fields as the hardware
+ * will load them (SVM: the VMCB; VMX: the current VMCS, readable only in the
+ * probes, where KVM has it loaded on this CPU) plus KVM's event bookkeeping.
+ * rust/pfi_core/vendor.rs decodes the vendor fields.
  */
 struct kvm_pfi_cpu_state {
 	unsigned long long cr0, cr3, cr4, efer, rflags;
-	unsigned int cpl;
-	unsigned int event_inj;		/* event this entry injects (bit 31: valid) */
-	unsigned int exit_int_info;	/* event whose delivery an exit interrupted (bit 31: valid) */
-	unsigned char interrupt_shadow;	/* STI / MOV SS shadow */
+	unsigned int cpl_field;		/* SVM: VMCB CPL; VMX: GUEST_SS_AR_BYTES */
+	unsigned int event_field;	/* SVM: EVENTINJ; VMX: VM_ENTRY_INTR_INFO_FIELD */
+	unsigned int shadow_field;	/* SVM: INTERRUPT_SHADOW; VMX: GUEST_INTERRUPTIBILITY_INFO */
+	unsigned int exit_int_info;	/* SVM: EXITINTINFO; VMX: IDT_VECTORING_INFO_FIELD */
 	unsigned char exception_pending; /* KVM: exception pending or injected */
 	unsigned char interrupt_pending; /* KVM: interrupt injected */
 	unsigned char nmi_pending;	/* KVM: NMI queued, pending or injected */
 	unsigned char guest_mode;	/* running a nested guest */
 	unsigned char smm;		/* in system-management mode */
-	unsigned char valid;		/* the vendor state could be found */
+	unsigned char valid;		/* the vendor state could be read */
 };
 
-/* SVM: read the state; inject a #PF on this entry (call from kvm_entry only). */
+/*
+ * Read the state, or inject a #PF on this entry: @event is the encoded
+ * event (pfi_core::vendor::page_fault_event) for EVENTINJ or the VM-entry
+ * interruption-information field, @error_code its error code. Call from the
+ * kvm_entry / kvm_exit probes only.
+ */
 void kvm_pfi_svm_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st);
-void kvm_pfi_svm_inject_pf(struct kvm_vcpu *vcpu, unsigned long long cr2,
-			   unsigned int error_code);
+void kvm_pfi_svm_inject(struct kvm_vcpu *vcpu, unsigned long long cr2, unsigned int event,
+			unsigned int error_code);
+/* Intel: written from the SDM, not exercised by this project's CI (no VMX under TCG). */
+void kvm_pfi_vmx_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st);
+void kvm_pfi_vmx_inject(struct kvm_vcpu *vcpu, unsigned long long cr2, unsigned int event,
+			unsigned int error_code);
 
 /* Guest CPU features the page walk needs. */
 unsigned int kvm_pfi_vcpu_maxphyaddr(const struct kvm_vcpu *vcpu);

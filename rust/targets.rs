@@ -34,6 +34,7 @@ use crate::pfi_core::pte::{
     LinuxSwapLayout,
     PagingFeatures, //
 };
+use crate::vendor::GuestState;
 use crate::pfi_core::walk::{
     self,
     AddressSpace,
@@ -348,7 +349,8 @@ impl Targets {
 
     /// At a VM entry: the #PF to inject now (`(cr2, error code)`), if a
     /// page may have one.
-    pub(crate) fn on_entry(&mut self, vcpu_idx: usize, st: &glue::kvm_pfi_cpu_state) -> Option<(u64, u32)> {
+    pub(crate) fn on_entry(&mut self, vcpu_idx: usize, gs: &GuestState) -> Option<(u64, u32)> {
+        let (st, v) = (&gs.raw, &gs.view);
         let slot = self.slots.get_mut(vcpu_idx)?;
         if slot.in_flight().is_some() {
             return None;
@@ -357,15 +359,15 @@ impl Targets {
             vcpu: vcpu_idx as u32,
             // SAFETY: reads the clock.
             now_ns: unsafe { glue::kvm_pfi_now_ns() },
-            cr3: st.cr3,
-            cpl: st.cpl as u8,
-            rflags: st.rflags,
-            cr4_smap: st.cr4 & CR4_SMAP != 0,
-            event_inj_valid: st.event_inj & (1 << 31) != 0,
+            cr3: v.cr3,
+            cpl: v.cpl,
+            rflags: v.rflags,
+            cr4_smap: v.cr4 & CR4_SMAP != 0,
+            event_inj_valid: v.event_inj_valid,
             exception_pending: st.exception_pending != 0,
             interrupt_pending: st.interrupt_pending != 0,
             nmi_pending: st.nmi_pending != 0,
-            interrupt_shadow: st.interrupt_shadow != 0,
+            interrupt_shadow: v.interrupt_shadow,
             guest_mode: st.guest_mode != 0,
             smm: st.smm != 0,
         };
@@ -383,7 +385,7 @@ impl Targets {
         }
         for t in self.targets.iter_mut().flatten() {
             // All pages of a target share its address space and mode.
-            if !t.space.matches_cr3(st.cr3)
+            if !t.space.matches_cr3(v.cr3)
                 || (ctx.cpl == 0 && t.flags & uapi::KVM_PFI_TARGET_KERNEL == 0)
             {
                 continue;
@@ -405,7 +407,8 @@ impl Targets {
     /// At a VM exit: settle the vCPU's delivery, time out, walk what is due.
     /// Returns whether the report work has something to do (a page settled,
     /// or write tracking must follow a walk).
-    pub(crate) fn on_exit(&mut self, kvm: *mut glue::kvm, vcpu: *mut glue::kvm_vcpu, vcpu_idx: usize, st: &glue::kvm_pfi_cpu_state) -> bool {
+    pub(crate) fn on_exit(&mut self, kvm: *mut glue::kvm, vcpu: *mut glue::kvm_vcpu, vcpu_idx: usize, gs: &GuestState) -> bool {
+        let st = &gs.view;
         // SAFETY: reads the clock.
         let now = unsafe { glue::kvm_pfi_now_ns() };
         if let Some(slot) = self.slots.get_mut(vcpu_idx) {
@@ -431,7 +434,7 @@ impl Targets {
                 maxphyaddr: unsafe { glue::kvm_pfi_vcpu_maxphyaddr(vcpu) } as u8,
                 nx: true,
                 gbpages: true,
-                amd: true,
+                amd: crate::vendor::host() == crate::vendor::Vendor::Svm,
             },
             swap_layout: LinuxSwapLayout::distro_default(),
         };

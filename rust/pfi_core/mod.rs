@@ -37,3 +37,8 @@ pub mod walk;
 // The pure state machine deciding when to inject a #PF into a vCPU so that
 // the guest swaps a target page back in, and following it to the end.
 pub mod inject;
+
+// What the vendor's state fields (AMD VMCB, Intel VMCS) mean for injection:
+// decoding raw fields into one vendor-neutral view, and encoding the #PF
+// into each vendor's event-injection field.
+pub mod vendor;
