@@ -69,10 +69,17 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
             drop(targets);
             vm.kick_report();
         }
-    } else if let Some((cr2, error_code)) = targets.on_entry(idx, &st) {
-        // SAFETY: the kvm_entry probe, and `on_entry` saw no event in this
-        // entry's injection field.
-        unsafe { vendor::inject_page_fault(vcpu, cr2, error_code) };
+    } else {
+        let (inject, settled) = targets.on_entry(vm.kvm, vcpu, idx, &st);
+        if let Some((cr2, error_code)) = inject {
+            // SAFETY: the kvm_entry probe, and `on_entry` saw no event in
+            // this entry's injection field.
+            unsafe { vendor::inject_page_fault(vcpu, cr2, error_code) };
+        }
+        if settled {
+            drop(targets);
+            vm.kick_report();
+        }
     }
 }
 

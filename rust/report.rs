@@ -55,10 +55,8 @@ fn send(vm: &AttachedVm, s: &Settled, buf: &mut Option<KVVec<u8>>) {
             *buf = KVVec::from_elem(0u8, PAGE, GFP_KERNEL).ok();
         }
         if let Some(b) = buf.as_mut() {
-            // The 4 KiB page at gva: its base plus gva's offset in a larger
-            // guest page.
-            let in_page = s.info.gva & (u64::from(s.info.page_size.max(PAGE as u32)) - 1);
-            let gpa = s.info.gpa + (in_page & !(PAGE as u64 - 1));
+            // `gpa` is the GVA's own 4 KiB page, also in a larger mapping.
+            let gpa = s.info.gpa;
             // SAFETY: the VM is referenced (we hold an `Arc` of its
             // attachment), we run in a kworker, `b` has PAGE bytes.
             let r = unsafe { glue::kvm_pfi_read_guest_remote(vm.kvm, gpa, b.as_mut_ptr().cast(), PAGE as u32) };

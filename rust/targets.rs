@@ -34,6 +34,7 @@ use crate::pfi_core::pte::{
     LinuxSwapLayout,
     PagingFeatures, //
 };
+use crate::pfi_core::vendor::CpuView;
 use crate::vendor::GuestState;
 use crate::pfi_core::walk::{
     self,
@@ -348,12 +349,19 @@ impl Targets {
     }
 
     /// At a VM entry: the #PF to inject now (`(cr2, error code)`), if a
-    /// page may have one.
-    pub(crate) fn on_entry(&mut self, vcpu_idx: usize, gs: &GuestState) -> Option<(u64, u32)> {
+    /// page may have one; and whether a page settled (found resident by the
+    /// walk made just before injecting).
+    pub(crate) fn on_entry(
+        &mut self,
+        kvm: *mut glue::kvm,
+        vcpu: *mut glue::kvm_vcpu,
+        vcpu_idx: usize,
+        gs: &GuestState,
+    ) -> (Option<(u64, u32)>, bool) {
         let (st, v) = (&gs.raw, &gs.view);
-        let slot = self.slots.get_mut(vcpu_idx)?;
+        let Some(slot) = self.slots.get_mut(vcpu_idx) else { return (None, false) };
         if slot.in_flight().is_some() {
-            return None;
+            return (None, false);
         }
         let ctx = EntryContext {
             vcpu: vcpu_idx as u32,
@@ -381,8 +389,11 @@ impl Targets {
             || ctx.smm
             || (ctx.cpl != 3 && ctx.cpl != 0);
         if blocked {
-            return None;
+            return (None, false);
         }
+        // SAFETY: `vcpu` is the running vCPU (a probe).
+        let paging = unsafe { guest_paging(vcpu, v) };
+        let mut mem = ProbeMemory { kvm };
         for t in self.targets.iter_mut().flatten() {
             // All pages of a target share its address space and mode.
             if !t.space.matches_cr3(v.cr3)
@@ -394,14 +405,25 @@ impl Targets {
                 if p.inj.state() != State::WaitingForContext || !p.inj.is_armed() {
                     continue;
                 }
-                if let EntryDecision::Inject(pf) = p.inj.on_entry(slot, &ctx) {
+                // The last walk may be a second old: the guest may have
+                // brought the page in since. Walk again right before
+                // injecting, so a present page never gets a fault.
+                walk_page(p, &mut mem, &paging, ctx.now_ns);
+                if !p.inj.is_armed() {
+                    self.next_scan_ns = 0;
+                    return (None, settle(p));
+                }
+                let decision = p.inj.on_entry(slot, &ctx);
+                if let EntryDecision::Inject(pf) = decision {
                     p.injected = true;
                     self.next_scan_ns = 0;
-                    return Some((pf.cr2, pf.error_code));
+                    return (Some((pf.cr2, pf.error_code)), false);
                 }
+                // One walk per entry at most: the other pages wait.
+                return (None, false);
             }
         }
-        None
+        (None, false)
     }
 
     /// At a VM exit: settle the vCPU's delivery, time out, walk what is due.
@@ -427,17 +449,8 @@ impl Targets {
         if now < self.next_scan_ns {
             return false;
         }
-        let paging = GuestPaging {
-            la57: st.cr4 & CR4_LA57 != 0,
-            features: PagingFeatures {
-                // SAFETY: `vcpu` is the running vCPU.
-                maxphyaddr: unsafe { glue::kvm_pfi_vcpu_maxphyaddr(vcpu) } as u8,
-                nx: true,
-                gbpages: true,
-                amd: crate::vendor::host() == crate::vendor::Vendor::Svm,
-            },
-            swap_layout: LinuxSwapLayout::distro_default(),
-        };
+        // SAFETY: `vcpu` is the running vCPU.
+        let paging = unsafe { guest_paging(vcpu, st) };
         let long_mode = st.efer & EFER_LMA != 0 && st.cr0 & CR0_PG != 0;
         let mut mem = ProbeMemory { kvm };
         let mut budget = WALKS_PER_EXIT;
@@ -448,8 +461,10 @@ impl Targets {
         let mut next_scan = u64::MAX;
         for t in self.targets.iter_mut().flatten() {
             let n = t.pages.len();
+            let start = t.cursor;
+            let mut last_walked = None;
             for k in 0..n {
-                let i = (t.cursor + k) % n;
+                let i = (start + k) % n;
                 let p = &mut t.pages[i];
                 if let State::Injected { .. } | State::AwaitingUpdate { .. } = p.inj.state() {
                     let a = p.inj.on_tick(now);
@@ -473,32 +488,14 @@ impl Targets {
                 if periodic {
                     periodic_budget -= 1;
                 }
-                p.walk_due = false;
-                p.next_walk_ns = now + REWALK_WAITING_NS;
-                let root = p.inj.target().space.root_gpa();
-                let w = walk::walk(&mut mem, &paging, root, p.inj.target().gva);
-                p.walked = true;
-                match w.outcome {
-                    WalkOutcome::Resident { page_base_gpa, page_size, .. } => {
-                        p.gpa = page_base_gpa;
-                        p.page_size = page_size.bytes() as u32;
-                        p.how = if p.injected {
-                            uapi::KVM_PFI_HOW_INJECTED
-                        } else if p.seen_swapped {
-                            uapi::KVM_PFI_HOW_GUEST
-                        } else {
-                            uapi::KVM_PFI_HOW_ALREADY_RESIDENT
-                        };
-                    }
-                    WalkOutcome::NotPresent { .. } => p.seen_swapped = true,
-                    WalkOutcome::Invalid(_) => {}
-                }
-                let a = p.inj.on_walk(&w.outcome);
-                apply(p, a);
-                p.tables_wanted = if p.inj.state().is_live() { Gfns::from_tables(&w.tables) } else { Gfns::default() };
+                walk_page(p, &mut mem, &paging, now);
                 settled |= settle(p);
                 stale |= p.tables_wanted != p.tables_tracked;
                 next_scan = next_scan.min(page_needs_exit_at(p, now));
+                last_walked = Some(i);
+            }
+            // The next exit's walks start after the last page walked.
+            if let Some(i) = last_walked {
                 t.cursor = (i + 1) % n;
             }
         }
@@ -595,6 +592,54 @@ impl Targets {
         }
         n
     }
+}
+
+/// How the running vCPU translates addresses.
+///
+/// # Safety
+///
+/// `vcpu` is the vCPU being run (a probe).
+unsafe fn guest_paging(vcpu: *mut glue::kvm_vcpu, v: &CpuView) -> GuestPaging {
+    GuestPaging {
+        la57: v.cr4 & CR4_LA57 != 0,
+        features: PagingFeatures {
+            // SAFETY: the caller's contract.
+            maxphyaddr: unsafe { glue::kvm_pfi_vcpu_maxphyaddr(vcpu) } as u8,
+            nx: true,
+            gbpages: true,
+            amd: crate::vendor::host() == crate::vendor::Vendor::Svm,
+        },
+        swap_layout: LinuxSwapLayout::distro_default(),
+    }
+}
+
+/// Walks the page now and feeds the result to its state machine.
+fn walk_page(p: &mut Page, mem: &mut ProbeMemory, paging: &GuestPaging, now: u64) {
+    p.walk_due = false;
+    p.next_walk_ns = now + REWALK_WAITING_NS;
+    let root = p.inj.target().space.root_gpa();
+    let w = walk::walk(mem, paging, root, p.inj.target().gva);
+    p.walked = true;
+    match w.outcome {
+        WalkOutcome::Resident { gpa, page_size, .. } => {
+            // The GVA is 4 KiB aligned: `gpa` is its own 4 KiB page, also
+            // inside a larger guest mapping.
+            p.gpa = gpa & !(PAGE_SIZE - 1);
+            p.page_size = page_size.bytes() as u32;
+            p.how = if p.injected {
+                uapi::KVM_PFI_HOW_INJECTED
+            } else if p.seen_swapped {
+                uapi::KVM_PFI_HOW_GUEST
+            } else {
+                uapi::KVM_PFI_HOW_ALREADY_RESIDENT
+            };
+        }
+        WalkOutcome::NotPresent { .. } => p.seen_swapped = true,
+        WalkOutcome::Invalid(_) => {}
+    }
+    let a = p.inj.on_walk(&w.outcome);
+    apply(p, a);
+    p.tables_wanted = if p.inj.state().is_live() { Gfns::from_tables(&w.tables) } else { Gfns::default() };
 }
 
 /// Applies the machine's requested action to the page.

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Helpers shared by the kvm-pfi selftests: the device, the ioctls, and VMM
- * processes the tests control.
+ * Helpers shared by the kvm-pfi selftests: the device, the ioctls (targets
+ * included), and VMM processes the tests control.
  */
 #ifndef SELFTEST_KVM_PFI_UTIL_H
 #define SELFTEST_KVM_PFI_UTIL_H
@@ -62,6 +62,53 @@ static inline int pfi_stats(int pfi, uint32_t vm_id, struct kvm_pfi_vm_stats *st
 		.vm_id = vm_id, .nr_vcpus = nr, .vcpus = (uintptr_t)vcpus,
 	};
 	return pfi_ioctl(pfi, KVM_PFI_VM_STATS, st);
+}
+
+/* Targets (KVM_PFI_TARGET_*): every helper returns 0 or -errno. */
+
+/* Whether the loaded module knows TARGET_ADD: an unknown ioctl is ENOTTY,
+ * a known one with vm_id 0 fails with something else. */
+static inline bool pfi_has_targets(int pfi)
+{
+	struct kvm_pfi_target t = { 0 };
+
+	return pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t) != -ENOTTY;
+}
+
+static inline int pfi_target_add(int pfi, uint32_t vm_id, uint32_t flags, uint64_t cr3,
+				 uint64_t gva, uint64_t len, uint32_t *target_id)
+{
+	struct kvm_pfi_target t = {
+		.vm_id = vm_id, .flags = flags, .cr3 = cr3, .gva = gva, .len = len,
+	};
+	int r = pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t);
+
+	if (!r && target_id)
+		*target_id = t.target_id;
+	return r;
+}
+
+static inline int pfi_target_remove(int pfi, uint32_t vm_id, uint32_t target_id)
+{
+	struct kvm_pfi_target_remove t = { .vm_id = vm_id, .target_id = target_id };
+
+	return pfi_ioctl(pfi, KVM_PFI_TARGET_REMOVE, &t);
+}
+
+/* Fills up to nr pages; *total (may be NULL) gets the target's page count. */
+static inline int pfi_target_pages(int pfi, uint32_t vm_id, uint32_t target_id,
+				   struct kvm_pfi_page_info *pages, uint32_t nr,
+				   uint32_t *total)
+{
+	struct kvm_pfi_target_pages t = {
+		.vm_id = vm_id, .target_id = target_id, .nr_pages = nr,
+		.pages = (uintptr_t)pages,
+	};
+	int r = pfi_ioctl(pfi, KVM_PFI_TARGET_PAGES, &t);
+
+	if (!r && total)
+		*total = t.nr_pages;
+	return r;
 }
 
 static inline int sys_pidfd_open(pid_t pid)

@@ -69,6 +69,7 @@ insmod "$KVM_PFI_KO" || { echo "Bail out! kvm_pfi does not load"; exit 1; }
 
 run_harness kvm_pfi_test "$KVM_PFI_TESTS/kvm_pfi_test"
 run_python watch_events "$KVM_PFI_ROOT/selftests/watch_events.py"
+run_harness kvm_pfi_inject_test "$KVM_PFI_TESTS/kvm_pfi_inject_test"
 # Unloads and reloads the module: last, so a failure cannot disturb others.
 run_harness kvm_pfi_unload_test "$KVM_PFI_TESTS/kvm_pfi_unload_test"
 

@@ -30,30 +30,50 @@ def run_tool(*args):
     return subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=60)
 
 
-def page_events():
-    """A swapped-out page brought back by injection, seen through `watch`:
-    target-added, page-resident (with the page's bytes), target-removed."""
+def start_watch(count, timeout):
+    """`kvm-pfi watch` for `count` events, returned once it joined the group."""
     ready = os.path.join(tempfile.mkdtemp(), "ready")
-    watch = subprocess.Popen([TOOL, "watch", "--count", "5", "--timeout", "120",
+    watch = subprocess.Popen([TOOL, "watch", "--count", str(count), "--timeout", str(timeout),
                               "--ready-file", ready],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(300):
         if os.path.exists(ready) or watch.poll() is not None:
             break
         time.sleep(0.1)
+    return watch, os.path.exists(ready)
+
+
+def finish(proc, timeout):
+    """Output of `proc` once it ends (killed after `timeout` seconds)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
+def run_injection_test():
+    """The kernel-mode injection selftest; returns (passed, its ground truth)."""
     smoke = subprocess.run([f"{TESTS}/kvm_pfi_test", "-r",
                             "global.injects_pf_for_swapped_page_kernel_mode"],
                            capture_output=True, text=True, timeout=300)
-    check("smoke_test_passed", smoke.returncode == 0, smoke.stdout[-2000:])
     truth = None
     for line in smoke.stdout.splitlines():
         if line.startswith("# smoke-target "):
             truth = json.loads(line[len("# smoke-target "):])
-    try:
-        out, err = watch.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        watch.kill()
-        out, err = watch.communicate()
+    if smoke.returncode != 0:
+        print("# " + smoke.stdout[-2000:].replace("\n", "\n# "))
+    return smoke.returncode == 0, truth
+
+
+def page_events():
+    """A swapped-out page brought back by injection, seen through `watch`:
+    target-added, page-resident (with the page's bytes), target-removed."""
+    watch, joined = start_watch(5, 120)
+    check("page_watch_subscribed", joined, "watch never joined the group")
+    passed, truth = run_injection_test()
+    check("smoke_test_passed", passed)
+    out, _ = finish(watch, 120)
     events = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     by_name = {}
     for e in events:
@@ -91,11 +111,9 @@ def ynl_events():
                            stderr=subprocess.PIPE, text=True)
     # YNL has no readiness signal: give it time to join the group.
     time.sleep(8)
-    smoke = subprocess.run([f"{TESTS}/kvm_pfi_test", "-r",
-                            "global.injects_pf_for_swapped_page_kernel_mode"],
-                           capture_output=True, text=True, timeout=300)
-    check("ynl_smoke_passed", smoke.returncode == 0, smoke.stdout[-1000:])
-    out, err = ynl.communicate(timeout=120)
+    passed, _ = run_injection_test()
+    check("ynl_smoke_passed", passed)
+    out, err = finish(ynl, 120)
     msgs = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     names = [m.get("name") for m in msgs]
     print("# ynl events: " + json.dumps(names))
@@ -115,15 +133,8 @@ def main():
     while line and not line.startswith("{"):
         line = vmm.stdout.readline()
     hello = json.loads(line)
-    ready = os.path.join(tempfile.mkdtemp(), "ready")
-    watch = subprocess.Popen([TOOL, "watch", "--count", "2", "--timeout", "60",
-                              "--ready-file", ready],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(300):
-        if os.path.exists(ready) or watch.poll() is not None:
-            break
-        time.sleep(0.1)
-    check("watch_subscribed", os.path.exists(ready), "watch never joined the group")
+    watch, joined = start_watch(2, 60)
+    check("watch_subscribed", joined, "watch never joined the group")
 
     att = run_tool("attach", "--pid", str(hello["pid"]), "--persistent", "--json")
     check("tool_attach", att.returncode == 0, att.stderr.strip())
@@ -131,11 +142,7 @@ def main():
     det = run_tool("detach", "--vm", str(vm_id))
     check("tool_detach", det.returncode == 0, det.stderr.strip())
 
-    try:
-        out, err = watch.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        watch.kill()
-        out, err = watch.communicate()
+    out, err = finish(watch, 60)
     events = []
     for line in out.splitlines():
         try:

@@ -150,7 +150,7 @@ enum kvm_pfi_page_state {
 
 struct kvm_pfi_page_info {
 	__u64 gva;
-	__u64 gpa;		/* valid when resident */
+	__u64 gpa;		/* when resident: the GVA's own 4 KiB page, also inside a 2 MiB / 1 GiB mapping */
 	__u32 state;		/* enum kvm_pfi_page_state */
 	__u32 how;		/* enum kvm_pfi_how (kvm_pfi_netlink.h), when resident */
 	__u32 injections;	/* #PFs injected for this page */
