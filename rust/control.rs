@@ -191,6 +191,8 @@ impl PfiFile {
             match r {
                 Ok(()) => {
                     vm.busy.store(true, Ordering::Relaxed);
+                    // Walk the new pages at once, not only at the next exit.
+                    vm.kick_report();
                     Ok(id)
                 }
                 Err((e, target)) => {

@@ -43,7 +43,9 @@ unsafe fn handle(vcpu: *mut glue::kvm_vcpu, exit: bool) {
             // SAFETY: `vcpu` is valid (caller).
             let idx = glue::kvm_pfi_vcpu_index(vcpu) as usize;
             vm.count(idx, exit);
-            if vm.busy.load(Ordering::Relaxed) {
+            // Also once after attach, to learn the guest's paging mode for
+            // walks made outside the probes.
+            if vm.busy.load(Ordering::Relaxed) || (exit && !vm.paging_known()) {
                 introspect(vm, vcpu, idx, exit);
             }
         })
@@ -61,6 +63,14 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
     let Some(st) = (unsafe { vendor::read(vcpu) }) else {
         return;
     };
+    const EFER_LMA: u64 = 1 << 10;
+    if exit && st.view.efer & EFER_LMA != 0 {
+        // SAFETY: a probe for the running `vcpu`.
+        vm.record_paging(&unsafe { crate::targets::guest_paging(vcpu, &st.view) });
+    }
+    if !vm.busy.load(Ordering::Relaxed) {
+        return;
+    }
     let mut targets = vm.targets.lock();
     if exit {
         if targets.on_exit(vm.kvm, vcpu, idx, &st) {

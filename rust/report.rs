@@ -15,6 +15,11 @@ use crate::bindings::{
     uapi, //
 };
 use crate::netlink;
+use crate::pfi_core::walk::{
+    self,
+    GuestPhysRead,
+    ReadError, //
+};
 use crate::targets::{
     Settled,
     Target, //
@@ -27,6 +32,7 @@ const PAGE: usize = 4096;
 /// The report work: follows walks with write tracking, and sends an event
 /// for every settled, unreported page of `vm`.
 pub(crate) fn settled_pages(vm: &AttachedVm) {
+    walk_new_pages(vm);
     sync_tracking(vm);
     let mut buf: Option<KVVec<u8>> = None;
     loop {
@@ -66,6 +72,48 @@ fn send(vm: &AttachedVm, s: &Settled, buf: &mut Option<KVVec<u8>>) {
         }
     }
     netlink::page_resident(vm.id, s, data);
+}
+
+/// Guest memory read from the report work, through the VMM's mm.
+struct RemoteMemory {
+    kvm: *mut glue::kvm,
+}
+
+impl GuestPhysRead for RemoteMemory {
+    fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, ReadError> {
+        let mut v = 0u64;
+        // SAFETY: the VM is referenced; we run in a kworker; `v` has 8 bytes.
+        match unsafe { glue::kvm_pfi_read_guest_remote(self.kvm, gpa, (&raw mut v).cast(), 8) } {
+            0 => Ok(u64::from_le(v)),
+            r if r == -(kernel::bindings::ENOENT as i32) => Err(ReadError::OutsideGuestMemory),
+            _ => Err(ReadError::Retry),
+        }
+    }
+}
+
+/// Walks pages no probe has walked yet, so a target added to an idle VM is
+/// classified (and a resident page reported) at once rather than at the
+/// VM's next exit. Needs the guest's paging mode, which the probes record;
+/// before any vCPU ran, the probes' first walks do it.
+fn walk_new_pages(vm: &AttachedVm) {
+    let Some(paging) = vm.paging() else { return };
+    let mut mem = RemoteMemory { kvm: vm.kvm };
+    loop {
+        let mut todo = [(0u32, 0usize, 0u64, 0u64); 32];
+        let n = vm.targets.lock().unwalked(&mut todo);
+        for &(target_id, index, root, gva) in &todo[..n] {
+            if vm.detached.load(Ordering::Relaxed) {
+                return;
+            }
+            let w = walk::walk(&mut mem, &paging, root, gva);
+            // SAFETY: reads the clock.
+            let now = unsafe { glue::kvm_pfi_now_ns() };
+            vm.targets.lock().apply_remote_walk(target_id, index, &w, now);
+        }
+        if n < todo.len() {
+            return;
+        }
+    }
 }
 
 /// Called by KVM after it emulated a guest write to a tracked page.

@@ -565,6 +565,38 @@ impl Targets {
         (na, nr, false)
     }
 
+    /// Pages not walked yet, for the walk at once after `KVM_PFI_TARGET_ADD`:
+    /// fills `out` with (target id, page index, root GPA, GVA); returns how
+    /// many.
+    pub(crate) fn unwalked(&self, out: &mut [(u32, usize, u64, u64)]) -> usize {
+        let mut n = 0;
+        for t in self.targets.iter().flatten() {
+            for (i, p) in t.pages.iter().enumerate().filter(|(_, p)| !p.walked) {
+                if n == out.len() {
+                    return n;
+                }
+                out[n] = (t.id, i, p.inj.target().space.root_gpa(), p.inj.target().gva);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Applies a walk made outside the lock, unless a probe walked the page
+    /// meanwhile (its walk is as fresh).
+    pub(crate) fn apply_remote_walk(&mut self, target_id: u32, index: usize, w: &walk::Walk, now: u64) {
+        let Some(t) = self.targets.iter_mut().flatten().find(|t| t.id == target_id) else { return };
+        let Some(p) = t.pages.get_mut(index) else { return };
+        if !p.walked {
+            apply_walk(p, w, now);
+            settle(p);
+            if p.tables_wanted != p.tables_tracked {
+                self.tracking_stale = true;
+            }
+            self.next_scan_ns = 0;
+        }
+    }
+
     /// Takes every target out (the VM is going away).
     pub(crate) fn take_all(&mut self, out: &mut [Option<KBox<Target>>; MAX_TARGETS]) {
         for (slot, o) in self.targets.iter_mut().zip(out.iter_mut()) {
@@ -599,7 +631,7 @@ impl Targets {
 /// # Safety
 ///
 /// `vcpu` is the vCPU being run (a probe).
-unsafe fn guest_paging(vcpu: *mut glue::kvm_vcpu, v: &CpuView) -> GuestPaging {
+pub(crate) unsafe fn guest_paging(vcpu: *mut glue::kvm_vcpu, v: &CpuView) -> GuestPaging {
     GuestPaging {
         la57: v.cr4 & CR4_LA57 != 0,
         features: PagingFeatures {
@@ -615,10 +647,15 @@ unsafe fn guest_paging(vcpu: *mut glue::kvm_vcpu, v: &CpuView) -> GuestPaging {
 
 /// Walks the page now and feeds the result to its state machine.
 fn walk_page(p: &mut Page, mem: &mut ProbeMemory, paging: &GuestPaging, now: u64) {
-    p.walk_due = false;
-    p.next_walk_ns = now + REWALK_WAITING_NS;
     let root = p.inj.target().space.root_gpa();
     let w = walk::walk(mem, paging, root, p.inj.target().gva);
+    apply_walk(p, &w, now);
+}
+
+/// Feeds a finished walk of the page to its state machine.
+fn apply_walk(p: &mut Page, w: &walk::Walk, now: u64) {
+    p.walk_due = false;
+    p.next_walk_ns = now + REWALK_WAITING_NS;
     p.walked = true;
     match w.outcome {
         WalkOutcome::Resident { gpa, page_size, .. } => {

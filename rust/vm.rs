@@ -39,6 +39,11 @@ use kernel::workqueue::{
 use crate::bindings::glue;
 use crate::bindings::uapi;
 use crate::netlink;
+use crate::pfi_core::pte::{
+    LinuxSwapLayout,
+    PagingFeatures, //
+};
+use crate::pfi_core::walk::GuestPaging;
 use crate::targets::Targets;
 
 /// Attached VMs at once, over all files (`KVM_PFI_MAX_VMS`).
@@ -118,6 +123,9 @@ pub(crate) struct AttachedVm {
     pub(crate) next_target_id: AtomicU32,
     /// Set once the VM left the table: reports stop.
     pub(crate) detached: AtomicBool,
+    /// The guest's paging as the probes last saw it in long mode (see
+    /// `paging`), for walks outside the probes; 0 before.
+    paging_seen: AtomicU32,
     /// KVM page-track notifier, created by the report work on first use.
     pub(crate) tracker: AtomicPtr<glue::kvm_pfi_tracker>,
     /// Reports settled pages (netlink, page contents) outside the probes.
@@ -225,6 +233,37 @@ impl AttachedVm {
         let queue = unsafe { workqueue::Queue::from_raw(bindings::system_dfl_wq) };
         // Already queued: the queued run will see this page too.
         let _ = queue.enqueue(this);
+    }
+
+    /// Records the guest's paging mode (a probe, long mode only).
+    pub(crate) fn record_paging(&self, p: &GuestPaging) {
+        let v = 1 << 16 | u32::from(p.la57) << 8 | u32::from(p.features.maxphyaddr);
+        if self.paging_seen.load(Ordering::Relaxed) != v {
+            self.paging_seen.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a probe has seen the guest in long mode.
+    pub(crate) fn paging_known(&self) -> bool {
+        self.paging_seen.load(Ordering::Relaxed) != 0
+    }
+
+    /// The guest's paging mode, once a probe has seen it in long mode.
+    pub(crate) fn paging(&self) -> Option<GuestPaging> {
+        let v = self.paging_seen.load(Ordering::Relaxed);
+        if v == 0 {
+            return None;
+        }
+        Some(GuestPaging {
+            la57: v & (1 << 8) != 0,
+            features: PagingFeatures {
+                maxphyaddr: v as u8,
+                nx: true,
+                gbpages: true,
+                amd: crate::vendor::host() == crate::vendor::Vendor::Svm,
+            },
+            swap_layout: LinuxSwapLayout::distro_default(),
+        })
     }
 
     /// Waits until no report of this VM runs or is queued.
@@ -375,6 +414,7 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner) -> Result<u32> {
             busy: AtomicBool::new(false),
             next_target_id: AtomicU32::new(1),
             detached: AtomicBool::new(false),
+            paging_seen: AtomicU32::new(0),
             tracker: AtomicPtr::new(ptr::null_mut()),
             work <- new_work!("kvm_pfi::report"),
         }),

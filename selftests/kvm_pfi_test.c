@@ -549,6 +549,78 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
 	kvm_vm_free(vm);
 }
 
+/* A resident page of an idle VM (no vCPU runs after TARGET_ADD) is still
+ * walked and reported at once, with its bytes. */
+TEST(resident_page_reported_without_exits)
+{
+	struct kvm_pfi_page_info info = { 0 };
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm = vm_create_with_one_vcpu(&vcpu, smoke_guest);
+	int pfi = pfi_open(), events, i;
+	uint32_t id;
+	uint64_t gva;
+	struct ucall uc;
+
+	ASSERT_LE(0, pfi);
+	gva = vm_alloc_page(vm);
+	memset(addr_gva2hva(vm, gva), 0xa5, 4096);
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	/* One run in long mode lets the module learn the guest's paging mode. */
+	vcpu_run(vcpu);
+	ASSERT_EQ(UCALL_SYNC, get_ucall(vcpu, &uc));
+	events = ioctl(pfi, KVM_PFI_EVENTS, 0);
+	ASSERT_LE(0, events);
+	struct kvm_pfi_target t = {
+		.vm_id = id, .flags = KVM_PFI_TARGET_KERNEL | KVM_PFI_TARGET_READ,
+		.cr3 = vm->mmu.pgd, .gva = gva, .len = 4096,
+	};
+	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t));
+	for (i = 0; i < 100; i++) {
+		struct kvm_pfi_target_pages tp = {
+			.vm_id = id, .target_id = t.target_id, .nr_pages = 1,
+			.pages = (uintptr_t)&info,
+		};
+
+		ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_PAGES, &tp));
+		if (info.state == KVM_PFI_PAGE_RESIDENT)
+			break;
+		usleep(20 * 1000);
+	}
+	ASSERT_EQ(KVM_PFI_PAGE_RESIDENT, info.state);
+	EXPECT_EQ(KVM_PFI_HOW_ALREADY_RESIDENT, info.how);
+	EXPECT_EQ(0, info.injections);
+	EXPECT_EQ(addr_gva2gpa(vm, gva), info.gpa);
+
+	/* target-added, then page-resident with the bytes. */
+	static char buf[2 * (sizeof(struct kvm_pfi_event) + 4096)];
+	struct pollfd pfd = { .fd = events, .events = POLLIN };
+	struct kvm_pfi_event ev = { 0 };
+	int seen = 0;
+
+	for (i = 0; i < 50 && !seen; i++) {
+		ssize_t n;
+
+		if (poll(&pfd, 1, 100) != 1)
+			continue;
+		n = read(events, buf, sizeof(buf));
+		for (ssize_t off = 0; off < n; off += ev.size) {
+			memcpy(&ev, buf + off, sizeof(ev));
+			if (ev.type != KVM_PFI_CMD_PAGE_RESIDENT)
+				continue;
+			const unsigned char *d = (const unsigned char *)buf + off + sizeof(ev);
+
+			ASSERT_EQ(4096, ev.data_len);
+			EXPECT_EQ(0xa5, d[0]);
+			EXPECT_EQ(0, memcmp(d, d + 1, 4095));
+			seen = 1;
+		}
+	}
+	EXPECT_TRUE(seen);
+	close(events);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
 TEST(event_readers_are_limited)
 {
 	int pfi = pfi_open(), fds[KVM_PFI_MAX_EVENT_READERS];
