@@ -15,8 +15,10 @@ RUSTC ?= $(if $(wildcard /usr/bin/rustc),/usr/bin/rustc,rustc)
 LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 BINDGEN ?= $(firstword $(wildcard $(KVM_PFI_CACHE)/tools/bin/bindgen) bindgen)
 export CARGO_TARGET_DIR ?= $(KVM_PFI_CACHE)/target
-# Selftest binaries, per kernel build (they link that tree's KVM library).
-export KVM_PFI_TESTS ?= $(KVM_PFI_CACHE)/selftests/$(notdir $(realpath $(KDIR)))
+# Selftest binaries: per kernel build (they link that tree's KVM library,
+# built once in kvm-lib/) and per checkout (two clones must not share them).
+KVM_PFI_SELFTESTS_DIR = $(KVM_PFI_CACHE)/selftests/$(notdir $(realpath $(KDIR)))
+export KVM_PFI_TESTS ?= $(KVM_PFI_SELFTESTS_DIR)/$(shell echo $(CURDIR) | sha1sum | cut -c1-8)
 CARGO ?= cargo
 
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) BINDGEN=$(BINDGEN) \
@@ -50,7 +52,7 @@ tool:
 	$(CARGO) build --release --locked -p kvm-pfi
 
 selftests:
-	$(MAKE) -C selftests KDIR=$(KDIR) OUT=$(KVM_PFI_TESTS)
+	$(MAKE) -C selftests KDIR=$(KDIR) OUT=$(KVM_PFI_TESTS) KVM_ST_OUT=$(KVM_PFI_SELFTESTS_DIR)/kvm-lib
 
 unit-test:
 	$(CARGO) test --locked --workspace

@@ -38,6 +38,11 @@ kernel_key() {
 }
 kernel_src_dir() { echo "$KVM_PFI_CACHE/src"; }
 kernel_build_dir() { echo "$KVM_PFI_CACHE/build-$(kernel_key)"; }
+# Where `make selftests` puts this checkout's test programs for kernel build
+# $1 (the Makefile's KVM_PFI_TESTS; keep the two in step).
+selftests_dir() {
+	echo "$KVM_PFI_CACHE/selftests/$(basename "$(readlink -f "$1")")/$(echo "$KVM_PFI_ROOT" | sha1sum | cut -c1-8)"
+}
 
 # Boot $1 (a kernel build dir) under virtme-ng and run the command $2 in it.
 # TCG only (no nested hardware virtualisation here), single-threaded TCG for

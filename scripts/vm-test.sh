@@ -6,7 +6,7 @@ source "$(dirname "$0")/common.sh"
 
 KDIR="${KDIR:-$KVM_PFI_CACHE/build}"
 export KVM_PFI_KO="$KVM_PFI_ROOT/kvm_pfi.ko"
-export KVM_PFI_TESTS="${KVM_PFI_TESTS:-$KVM_PFI_CACHE/selftests/$(basename "$(readlink -f "$KDIR")")}"
+export KVM_PFI_TESTS="${KVM_PFI_TESTS:-$(selftests_dir "$KDIR")}"
 export KVM_PFI_TOOL="${CARGO_TARGET_DIR:-$KVM_PFI_CACHE/target}/release/kvm-pfi"
 export KVM_PFI_ROOT
 for f in "$KVM_PFI_KO" "$KVM_PFI_TESTS/kvm_pfi_test" "$KVM_PFI_TOOL"; do
