@@ -698,12 +698,6 @@ impl Injection {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::super::pte::{Inaccessible, Level, PageSize};
     use super::*;

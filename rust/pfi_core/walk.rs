@@ -410,12 +410,6 @@ fn resident(entry: Entry, size: PageSize, rights: Rights, va: u64) -> WalkOutcom
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::super::pte::{
         Inaccessible, SoftLeafKind, PTE_GLOBAL, PTE_NX, PTE_PRESENT, PTE_PS, PTE_RW, PTE_USER,
