@@ -41,6 +41,7 @@ pub(crate) mod uapi {
         kvm_pfi_page_info,
         kvm_pfi_target_pages,
         kvm_pfi_event,
+        kvm_pfi_target_list,
     );
 }
 

@@ -223,6 +223,19 @@ impl PfiFile {
         removed.map(|_| 0).ok_or(ENOENT)
     }
 
+    fn target_list(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_target_list = read_arg(arg)?;
+        let cap = (req.nr_targets as usize).min(targets::MAX_TARGETS);
+        let mut out = KVVec::with_capacity(cap, GFP_KERNEL)?;
+        let total = vm::with_id(req.vm_id, |vm| vm.targets.lock().list(&mut out, vm.id))?;
+        if !out.is_empty() {
+            write_array(req.targets, &out)?;
+        }
+        req.nr_targets = total as u32;
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
     fn target_pages(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_target_pages = read_arg(arg)?;
         if req.reserved != 0 {
@@ -277,6 +290,7 @@ impl MiscDevice for PfiFile {
             uapi::KVM_PFI_IOCTL_TARGET_ADD => me.target_add(arg),
             uapi::KVM_PFI_IOCTL_TARGET_REMOVE => me.target_remove(arg),
             uapi::KVM_PFI_IOCTL_TARGET_PAGES => me.target_pages(arg),
+            uapi::KVM_PFI_IOCTL_TARGET_LIST => me.target_list(arg),
             uapi::KVM_PFI_IOCTL_EVENTS if arg == 0 => crate::stream::open_reader(),
             uapi::KVM_PFI_IOCTL_EVENTS => Err(EINVAL),
             _ => Err(ENOTTY),

@@ -565,6 +565,33 @@ impl Targets {
         (na, nr, false)
     }
 
+    /// Fills `out` with the targets as added; returns how many there are.
+    pub(crate) fn list(&self, out: &mut KVVec<uapi::kvm_pfi_target>, vm_id: u32) -> usize {
+        let mut total = 0;
+        for t in self.targets.iter().flatten() {
+            total += 1;
+            if out.len() < out.capacity() {
+                let cfg = t.pages.first().map(|p| p.inj.config());
+                // Capacity checked: no allocation under the lock.
+                let _ = out.push(
+                    uapi::kvm_pfi_target {
+                        vm_id,
+                        flags: t.flags,
+                        cr3: t.cr3,
+                        gva: t.gva,
+                        len: t.len,
+                        target_id: t.id,
+                        timeout_ms: cfg.map_or(0, |c| (c.timeout_ns / 1_000_000) as u32),
+                        max_tries: cfg.map_or(0, |c| c.max_tries),
+                        reserved: 0,
+                    },
+                    GFP_ATOMIC,
+                );
+            }
+        }
+        total
+    }
+
     /// Pages not walked yet, for the walk at once after `KVM_PFI_TARGET_ADD`:
     /// fills `out` with (target id, page index, root GPA, GVA); returns how
     /// many.

@@ -621,6 +621,50 @@ TEST(resident_page_reported_without_exits)
 	kvm_vm_free(vm);
 }
 
+TEST(target_list)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_pfi_target list[3], t;
+	struct kvm_pfi_target_list l;
+	int pfi = pfi_open();
+	uint32_t id, ids[2];
+
+	ASSERT_LE(0, pfi);
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	l = (struct kvm_pfi_target_list){ .vm_id = id + 100 };
+	EXPECT_EQ(-ENOENT, pfi_ioctl(pfi, KVM_PFI_TARGET_LIST, &l));
+	for (int i = 0; i < 2; i++) {
+		t = (struct kvm_pfi_target){
+			.vm_id = id, .flags = KVM_PFI_TARGET_READ, .cr3 = 0x1000,
+			.gva = 0x400000 + i * 0x10000, .len = 8192, .timeout_ms = 250 * (i + 1),
+		};
+		ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t));
+		ids[i] = t.target_id;
+	}
+	/* A short buffer gets the first and the total. */
+	l = (struct kvm_pfi_target_list){ .vm_id = id, .nr_targets = 1, .targets = (uintptr_t)list };
+	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_LIST, &l));
+	EXPECT_EQ(2, l.nr_targets);
+	l = (struct kvm_pfi_target_list){ .vm_id = id, .nr_targets = 3, .targets = (uintptr_t)list };
+	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_LIST, &l));
+	ASSERT_EQ(2, l.nr_targets);
+	for (int i = 0; i < 2; i++) {
+		EXPECT_EQ(ids[i], list[i].target_id);
+		EXPECT_EQ(0x400000 + i * 0x10000, list[i].gva);
+		EXPECT_EQ(8192, list[i].len);
+		EXPECT_EQ(KVM_PFI_TARGET_READ, list[i].flags);
+		EXPECT_EQ(250 * (i + 1), list[i].timeout_ms);
+		EXPECT_EQ(3, list[i].max_tries);
+	}
+	struct kvm_pfi_target_remove r = { .vm_id = id, .target_id = ids[0] };
+	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_REMOVE, &r));
+	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_LIST, &l));
+	ASSERT_EQ(1, l.nr_targets);
+	EXPECT_EQ(ids[1], list[0].target_id);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
 TEST(event_readers_are_limited)
 {
 	int pfi = pfi_open(), fds[KVM_PFI_MAX_EVENT_READERS];

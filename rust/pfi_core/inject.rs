@@ -449,6 +449,11 @@ impl Injection {
         &self.target
     }
 
+    /// Its limits.
+    pub const fn config(&self) -> &InjectConfig {
+        &self.config
+    }
+
     /// The current state.
     pub const fn state(&self) -> State {
         self.state

@@ -139,6 +139,17 @@ struct kvm_pfi_target_remove {
 	__u32 target_id;
 };
 
+/*
+ * The targets of a VM: up to nr_targets struct kvm_pfi_target (as added,
+ * with target_id) at the user pointer targets; nr_targets returns how many
+ * the VM has. ENOENT: vm_id.
+ */
+struct kvm_pfi_target_list {
+	__u32 vm_id;		/* in */
+	__u32 nr_targets;	/* in: capacity of targets[]; out: targets of the VM */
+	__u64 targets;		/* in: user pointer to struct kvm_pfi_target[nr_targets] */
+};
+
 /* State of one page of a target. */
 enum kvm_pfi_page_state {
 	KVM_PFI_PAGE_WAITING = 0,	/* swapped out; waiting for a safe entry in its address space */
@@ -219,6 +230,7 @@ struct kvm_pfi_event {
 #define KVM_PFI_TARGET_ADD	_IOWR(KVM_PFI_IOC_MAGIC, 0x10, struct kvm_pfi_target)
 #define KVM_PFI_TARGET_REMOVE	_IOW(KVM_PFI_IOC_MAGIC, 0x11, struct kvm_pfi_target_remove)
 #define KVM_PFI_TARGET_PAGES	_IOWR(KVM_PFI_IOC_MAGIC, 0x12, struct kvm_pfi_target_pages)
+#define KVM_PFI_TARGET_LIST	_IOWR(KVM_PFI_IOC_MAGIC, 0x13, struct kvm_pfi_target_list)
 #define KVM_PFI_EVENTS		_IO(KVM_PFI_IOC_MAGIC, 0x20)
 
 #endif /* _UAPI_LINUX_KVM_PFI_H */
