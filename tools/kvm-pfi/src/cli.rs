@@ -24,7 +24,8 @@ event group needs CAP_SYS_ADMIN.";
     version,
     about = "Attach the kvm-pfi introspection module to KVM VMs and observe them",
     long_about = "Attach the kvm-pfi introspection module to KVM virtual machines, \
-        list and detach them, read their vCPU entry/exit counters, and follow \
+        list and detach them, read their vCPU entry/exit counters, manage the \
+        guest memory targets whose pages the module brings in, and follow \
         the module's events.\n\n\
         Control goes through the ioctls of /dev/kvm_pfi; events come from the \
         \"kvm_pfi\" generic netlink family.",
@@ -134,6 +135,17 @@ pub enum Command {
         dev: Device,
     },
 
+    /// Add, remove and inspect the targets (guest virtual ranges) of a VM
+    #[command(
+        subcommand_required = true,
+        arg_required_else_help = true,
+        long_about = TARGET_ABOUT
+    )]
+    Target {
+        #[command(subcommand)]
+        cmd: TargetCommand,
+    },
+
     /// Print the module's events as they happen, one JSON object per line
     #[command(
         long_about = "Print the module's events as they happen: one JSON object \
@@ -162,6 +174,161 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         ready_file: Option<PathBuf>,
     },
+}
+
+const TARGET_ABOUT: &str = "\
+Add, remove and inspect the targets of an attached VM: guest virtual ranges \
+in one guest address space (CR3) whose pages the module reports when resident \
+and brings back by injecting #PFs when swapped out.\n\n\
+Targets belong to the VM's attachment. A VM attached without --persistent is \
+detached, and its targets removed, when that `kvm-pfi attach` process exits; \
+to use targets from the command line, attach with `kvm-pfi attach --persistent` \
+(then `kvm-pfi detach` ends the attachment and its targets).";
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Add a target and print its target id
+    #[command(long_about = TARGET_ADD_ABOUT)]
+    Add {
+        #[command(flatten)]
+        spec: TargetSpec,
+
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
+    },
+
+    /// Remove a target
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// vm id, as printed by attach or list
+        #[arg(long, value_name = "ID")]
+        vm: u32,
+
+        /// target id, as printed by target add or target ls
+        #[arg(long, value_name = "ID")]
+        target: u32,
+
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
+    },
+
+    /// List the targets of a VM
+    #[command(visible_alias = "list")]
+    Ls {
+        /// vm id, as printed by attach or list
+        #[arg(long, value_name = "ID")]
+        vm: u32,
+
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
+    },
+
+    /// Show the state of each page of a target
+    Pages {
+        /// vm id, as printed by attach or list
+        #[arg(long, value_name = "ID")]
+        vm: u32,
+
+        /// target id, as printed by target add or target ls
+        #[arg(long, value_name = "ID")]
+        target: u32,
+
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
+    },
+}
+
+const TARGET_ADD_ABOUT: &str = "\
+Add a target to an attached VM and print its target id.\n\n\
+--gva and --len must be multiples of 4096 (1 to 512 pages); numbers are \
+decimal or hex with a 0x prefix. The module checks the range and the limits \
+(EINVAL, E2BIG, ENOSPC, ...).\n\n\
+The VM must stay attached for the target to live: attach it with \
+`kvm-pfi attach --persistent`. A target added to a VM attached without \
+--persistent disappears when that `kvm-pfi attach` process exits.";
+
+/// KVM_PFI_TARGET_ADD's input.
+#[derive(Debug, Clone, Args)]
+pub struct TargetSpec {
+    /// vm id, as printed by attach or list
+    #[arg(long, value_name = "ID")]
+    pub vm: u32,
+
+    /// Guest CR3 of the address space (PCID and flag bits are ignored)
+    #[arg(long, value_name = "HEX", value_parser = parse_u64)]
+    pub cr3: u64,
+
+    /// First guest virtual address, page aligned
+    #[arg(long, value_name = "HEX", value_parser = parse_u64)]
+    pub gva: u64,
+
+    /// Length in bytes, a multiple of 4096
+    #[arg(long, value_name = "BYTES", value_parser = parse_u64)]
+    pub len: u64,
+
+    /// May inject at CPL 0 too (needed for kernel-half ranges)
+    #[arg(long)]
+    pub kernel: bool,
+
+    /// Send the page contents with each page-resident event
+    #[arg(long)]
+    pub read: bool,
+
+    /// Inject write faults (e.g. to break copy-on-write)
+    #[arg(long)]
+    pub write: bool,
+
+    /// The guest uses Linux PTI: cr3 and cr3 ^ 4 KiB are one address space
+    #[arg(long)]
+    pub kpti: bool,
+
+    /// Re-inject after this many ms without the page (default: module parameter)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub timeout_ms: Option<u32>,
+
+    /// #PFs per page before it fails (default: module parameter)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tries: Option<u32>,
+}
+
+impl TargetSpec {
+    /// KVM_PFI_TARGET_* bits of the flag options.
+    pub fn flags(&self) -> u32 {
+        [
+            (self.kernel, abi::KVM_PFI_TARGET_KERNEL),
+            (self.read, abi::KVM_PFI_TARGET_READ),
+            (self.write, abi::KVM_PFI_TARGET_WRITE),
+            (self.kpti, abi::KVM_PFI_TARGET_KPTI),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |acc, (_, bit)| acc | bit)
+    }
+}
+
+/// An unsigned 64-bit number: decimal, or hex with a 0x/0X prefix.
+pub fn parse_u64(s: &str) -> Result<u64, String> {
+    let (digits, radix) = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None => (s, 10),
+    };
+    // Checked here because from_str_radix would accept a sign ("0x+1").
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err(format!("`{s}` is not a decimal or 0x-prefixed hex number"));
+    }
+    u64::from_str_radix(digits, radix).map_err(|_| format!("`{s}` does not fit in 64 bits"))
 }
 
 /// Positive, finite seconds, fractions allowed ("0.5").
@@ -352,12 +519,208 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_hex_or_decimal() {
+        assert_eq!(parse_u64("0"), Ok(0));
+        assert_eq!(parse_u64("4096"), Ok(4096));
+        assert_eq!(parse_u64("0x1000"), Ok(4096));
+        assert_eq!(parse_u64("0X7fFF0000"), Ok(0x7fff_0000));
+        assert_eq!(parse_u64("0xffffffffffffffff"), Ok(u64::MAX));
+        assert_eq!(parse_u64("18446744073709551615"), Ok(u64::MAX));
+        for bad in [
+            "", "0x", "x10", "1000h", "0x10g", "12a", "-1", "+1", "0x+1", "0x-1", " 1", "1 ",
+            "1_000", "0b101", "4k", "0x 1",
+        ] {
+            let err = parse_u64(bad).unwrap_err();
+            assert!(err.contains("not a decimal"), "{bad:?}: {err}");
+        }
+        assert!(parse_u64("0x10000000000000000")
+            .unwrap_err()
+            .contains("64 bits"));
+        assert!(parse_u64("18446744073709551616")
+            .unwrap_err()
+            .contains("64 bits"));
+    }
+
+    #[test]
+    fn target_add_options() {
+        let cli = parse(&[
+            "target",
+            "add",
+            "--vm",
+            "3",
+            "--cr3",
+            "0x1234000",
+            "--gva",
+            "0x7f0000000000",
+            "--len",
+            "8192",
+            "--kernel",
+            "--kpti",
+            "--timeout-ms",
+            "500",
+            "--max-tries",
+            "7",
+            "--json",
+            "--device",
+            "/tmp/d",
+        ])
+        .unwrap();
+        let Command::Target {
+            cmd: TargetCommand::Add { spec, out, dev },
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (spec.vm, spec.cr3, spec.gva, spec.len),
+            (3, 0x1234000, 0x7f00_0000_0000, 8192)
+        );
+        assert_eq!((spec.timeout_ms, spec.max_tries), (Some(500), Some(7)));
+        assert_eq!(
+            spec.flags(),
+            abi::KVM_PFI_TARGET_KERNEL | abi::KVM_PFI_TARGET_KPTI
+        );
+        assert!(out.json);
+        assert_eq!(dev.device, "/tmp/d");
+
+        let cli = parse(&[
+            "target", "add", "--vm", "1", "--cr3", "4096", "--gva", "0", "--len", "0x1000",
+            "--read", "--write",
+        ])
+        .unwrap();
+        let Command::Target {
+            cmd: TargetCommand::Add { spec, out, dev },
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!((spec.cr3, spec.gva, spec.len), (4096, 0, 4096));
+        assert_eq!((spec.timeout_ms, spec.max_tries), (None, None));
+        assert_eq!(
+            spec.flags(),
+            abi::KVM_PFI_TARGET_READ | abi::KVM_PFI_TARGET_WRITE
+        );
+        assert!(!out.json);
+        assert_eq!(dev.device, "/dev/kvm_pfi");
+
+        let base = [
+            "target", "add", "--vm", "1", "--cr3", "0x1000", "--gva", "0x1000",
+        ];
+        let with = |extra: &[&'static str]| -> Vec<&'static str> {
+            base.iter().chain(extra).copied().collect()
+        };
+        assert_eq!(usage_error(&with(&[])), ErrorKind::MissingRequiredArgument);
+        for garbage in ["4k", "0x", "ten", "1.5", "0x1g"] {
+            assert_eq!(
+                usage_error(&with(&["--len", garbage])),
+                ErrorKind::ValueValidation,
+                "{garbage}"
+            );
+        }
+        assert_eq!(
+            usage_error(&with(&["--len", "-4096"])),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            usage_error(&with(&["--len", "4096", "--timeout-ms", "0"])),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            usage_error(&with(&["--len", "4096", "--max-tries", "x"])),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            usage_error(&with(&["--len", "4096", "--user"])),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            usage_error(&[
+                "target", "add", "--vm", "0x1", "--cr3", "1", "--gva", "0", "--len", "1"
+            ]),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn target_rm_ls_pages_options() {
+        assert!(matches!(
+            parse(&["target", "rm", "--vm", "2", "--target", "5"])
+                .unwrap()
+                .command,
+            Command::Target {
+                cmd: TargetCommand::Rm {
+                    vm: 2,
+                    target: 5,
+                    ..
+                }
+            }
+        ));
+        assert!(matches!(
+            parse(&["target", "ls", "--vm", "2", "--json"])
+                .unwrap()
+                .command,
+            Command::Target {
+                cmd: TargetCommand::Ls {
+                    vm: 2,
+                    out: Output { json: true },
+                    ..
+                }
+            }
+        ));
+        assert!(matches!(
+            parse(&["target", "pages", "--vm", "2", "--target", "9"])
+                .unwrap()
+                .command,
+            Command::Target {
+                cmd: TargetCommand::Pages {
+                    vm: 2,
+                    target: 9,
+                    out: Output { json: false },
+                    ..
+                }
+            }
+        ));
+        assert_eq!(
+            usage_error(&["target", "rm", "--vm", "2"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            usage_error(&["target", "pages", "--target", "1"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            usage_error(&["target", "ls", "--vm", "x"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            usage_error(&["target", "frob"]),
+            ErrorKind::InvalidSubcommand
+        );
+        assert_eq!(
+            usage_error(&["target"]),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+    }
+
+    #[test]
+    fn target_help_points_at_persistent_attach() {
+        let mut cmd = Cli::command();
+        let target = cmd.find_subcommand_mut("target").unwrap();
+        let help = target.render_long_help().to_string();
+        assert!(help.contains("attach --persistent"), "{help}");
+        let add = target.find_subcommand_mut("add").unwrap();
+        let help = add.render_long_help().to_string();
+        assert!(help.contains("attach --persistent"), "{help}");
+    }
+
+    #[test]
     fn help_and_version_exit_zero() {
         for args in [
             &["--help"][..],
             &["--version"],
             &["watch", "--help"],
             &["attach", "-h"],
+            &["target", "add", "--help"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 0, "{args:?}");

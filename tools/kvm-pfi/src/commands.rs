@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::abi;
-use crate::cli::{Cli, Command, Output};
+use crate::cli::{Cli, Command, Output, TargetCommand};
 use crate::dev::{Device, VmInfo};
 use crate::error::{Error, Result};
+use crate::targets;
 use crate::vmfd;
 use crate::watch;
 
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             dev,
         } => attach(&dev.device, pid, fd, vm_fd, persistent, out),
+        Command::Target { cmd } => target(cmd),
         Command::Watch {
             pretty,
             count,
@@ -251,6 +253,61 @@ fn detach(path: &str, vm: u32, out: Output) -> Result<()> {
         json(&VmIdJson { vm_id: vm })
     } else {
         say(&format!("vm {vm} detached"))
+    }
+}
+
+fn target(cmd: TargetCommand) -> Result<()> {
+    match cmd {
+        TargetCommand::Add { spec, out, dev } => {
+            let t = targets::target_from_spec(&spec);
+            let target_id = Device::open(&dev.device)?.target_add(&t)?;
+            if out.json {
+                json(&targets::NewTargetJson { target_id })
+            } else {
+                say(&target_id.to_string())
+            }
+        }
+        TargetCommand::Rm {
+            vm,
+            target,
+            out,
+            dev,
+        } => {
+            Device::open(&dev.device)?.target_remove(vm, target)?;
+            if out.json {
+                json(&targets::TargetIdJson {
+                    vm_id: vm,
+                    target_id: target,
+                })
+            } else {
+                say(&format!("vm {vm} target {target} removed"))
+            }
+        }
+        TargetCommand::Ls { vm, out, dev } => {
+            let list = Device::open(&dev.device)?.target_list(vm, abi::KVM_PFI_MAX_TARGETS)?;
+            if out.json {
+                json(&targets::targets_json(vm, &list))
+            } else {
+                say(&targets::targets_text(vm, &list))
+            }
+        }
+        TargetCommand::Pages {
+            vm,
+            target,
+            out,
+            dev,
+        } => {
+            let pages = Device::open(&dev.device)?.target_pages(
+                vm,
+                target,
+                abi::KVM_PFI_MAX_TARGET_PAGES,
+            )?;
+            if out.json {
+                json(&targets::pages_json(vm, target, &pages))
+            } else {
+                say(&targets::pages_text(&pages))
+            }
+        }
     }
 }
 

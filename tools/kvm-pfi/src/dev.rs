@@ -34,6 +34,9 @@ pub struct VmStats {
     pub nr_vcpus: u32,
 }
 
+/// How many times a list ioctl is retried with a larger buffer before giving up.
+const GROW_TRIES: usize = 4;
+
 /// vcpu_idx marking a VM_STATS entry the module did not fill.
 const UNWRITTEN: u32 = u32::MAX;
 
@@ -44,6 +47,10 @@ fn ioctl_name(request: abi::kvm_pfi_ioctl) -> &'static str {
         abi::KVM_PFI_IOCTL_DETACH => "KVM_PFI_DETACH",
         abi::KVM_PFI_IOCTL_LIST_VMS => "KVM_PFI_LIST_VMS",
         abi::KVM_PFI_IOCTL_VM_STATS => "KVM_PFI_VM_STATS",
+        abi::KVM_PFI_IOCTL_TARGET_ADD => "KVM_PFI_TARGET_ADD",
+        abi::KVM_PFI_IOCTL_TARGET_REMOVE => "KVM_PFI_TARGET_REMOVE",
+        abi::KVM_PFI_IOCTL_TARGET_LIST => "KVM_PFI_TARGET_LIST",
+        abi::KVM_PFI_IOCTL_TARGET_PAGES => "KVM_PFI_TARGET_PAGES",
         _ => "ioctl",
     }
 }
@@ -111,7 +118,7 @@ impl Device {
     /// if the module reports more VMs than that, ask again with room for all.
     pub fn list_vms(&self, capacity: u32) -> Result<Vec<VmInfo>> {
         let mut cap = capacity.max(1);
-        for _ in 0..4 {
+        for _ in 0..GROW_TRIES {
             let mut buf = vec![abi::kvm_pfi_vm_info::default(); cap as usize];
             let mut l = abi::kvm_pfi_vm_list {
                 nr_vms: cap,
@@ -179,5 +186,85 @@ impl Device {
                 nr_vcpus: s.nr_vcpus,
             });
         }
+    }
+
+    /// Adds a target (`t.target_id` must be 0) and returns its target id.
+    pub fn target_add(&self, t: &abi::kvm_pfi_target) -> Result<u32> {
+        let mut t = *t;
+        let ctx = format!("vm {}", t.vm_id);
+        // SAFETY: TARGET_ADD takes a struct kvm_pfi_target, no pointers.
+        unsafe { self.ioctl(abi::KVM_PFI_IOCTL_TARGET_ADD, &mut t, &ctx)? };
+        Ok(t.target_id)
+    }
+
+    pub fn target_remove(&self, vm_id: u32, target_id: u32) -> Result<()> {
+        let mut r = abi::kvm_pfi_target_remove { vm_id, target_id };
+        let ctx = format!("vm {vm_id} target {target_id}");
+        // SAFETY: TARGET_REMOVE takes a struct kvm_pfi_target_remove, no pointers.
+        unsafe { self.ioctl(abi::KVM_PFI_IOCTL_TARGET_REMOVE, &mut r, &ctx) }
+    }
+
+    /// The targets of a VM. `capacity` is a first guess; if the module
+    /// reports more targets, ask again with room for all.
+    pub fn target_list(&self, vm_id: u32, capacity: u32) -> Result<Vec<abi::kvm_pfi_target>> {
+        let mut cap = capacity.max(1);
+        for _ in 0..GROW_TRIES {
+            let mut buf = vec![abi::kvm_pfi_target::default(); cap as usize];
+            let mut l = abi::kvm_pfi_target_list {
+                vm_id,
+                nr_targets: cap,
+                targets: buf.as_mut_ptr() as u64,
+            };
+            // SAFETY: l.targets points at `cap` writable kvm_pfi_target entries.
+            unsafe {
+                self.ioctl(
+                    abi::KVM_PFI_IOCTL_TARGET_LIST,
+                    &mut l,
+                    &format!("vm {vm_id}"),
+                )?
+            };
+            if l.nr_targets > cap {
+                cap = l.nr_targets;
+                continue;
+            }
+            buf.truncate(l.nr_targets as usize);
+            return Ok(buf);
+        }
+        Err(Error::Msg(format!(
+            "KVM_PFI_TARGET_LIST vm {vm_id}: the number of targets keeps growing"
+        )))
+    }
+
+    /// The pages of a target. `capacity` is a first guess; the buffer grows
+    /// to the number of pages the module reports.
+    pub fn target_pages(
+        &self,
+        vm_id: u32,
+        target_id: u32,
+        capacity: u32,
+    ) -> Result<Vec<abi::kvm_pfi_page_info>> {
+        let mut cap = capacity.max(1);
+        let ctx = format!("vm {vm_id} target {target_id}");
+        for _ in 0..GROW_TRIES {
+            let mut buf = vec![abi::kvm_pfi_page_info::default(); cap as usize];
+            let mut p = abi::kvm_pfi_target_pages {
+                vm_id,
+                target_id,
+                nr_pages: cap,
+                pages: buf.as_mut_ptr() as u64,
+                ..Default::default()
+            };
+            // SAFETY: p.pages points at `cap` writable kvm_pfi_page_info entries.
+            unsafe { self.ioctl(abi::KVM_PFI_IOCTL_TARGET_PAGES, &mut p, &ctx)? };
+            if p.nr_pages > cap {
+                cap = p.nr_pages;
+                continue;
+            }
+            buf.truncate(p.nr_pages as usize);
+            return Ok(buf);
+        }
+        Err(Error::Msg(format!(
+            "KVM_PFI_TARGET_PAGES {ctx}: the number of pages keeps growing"
+        )))
     }
 }

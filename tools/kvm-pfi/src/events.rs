@@ -55,7 +55,10 @@ pub const HOWS: &[(u32, &str)] = &[
 /// Entries of the spec's `fail-reason` enum.
 pub const FAIL_REASONS: &[(u32, &str)] = &[
     (abi::KVM_PFI_FAIL_REASON_TIMEOUT, "timeout"),
-    (abi::KVM_PFI_FAIL_REASON_ADDRESS_SPACE_GONE, "address-space-gone"),
+    (
+        abi::KVM_PFI_FAIL_REASON_ADDRESS_SPACE_GONE,
+        "address-space-gone",
+    ),
     (abi::KVM_PFI_FAIL_REASON_INVALID_TABLES, "invalid-tables"),
     (abi::KVM_PFI_FAIL_REASON_UNMAPPED, "unmapped"),
     (abi::KVM_PFI_FAIL_REASON_NOT_SWAPPED, "not-swapped"),
@@ -257,6 +260,23 @@ fn uint(value: &[u8], net_order: bool) -> Option<u64> {
     })
 }
 
+/// The name of `v` in an enum table (`HOWS`, ...), or the number itself if
+/// the table does not know it (a value from a newer spec).
+pub fn enum_value(names: &[(u32, &str)], v: u32) -> Value {
+    match names.iter().find(|(n, _)| *n == v) {
+        Some((_, name)) => Value::Str((*name).to_string()),
+        None => Value::Uint(v as u64),
+    }
+}
+
+/// The plain-text form of a decoded value (strings unquoted).
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::Str(s) => s.clone(),
+        other => pretty_value(other),
+    }
+}
+
 /// Decodes one attribute with `desc`; None if the payload does not fit its
 /// type (the caller then shows it raw) or if it carries nothing (pad).
 fn decode_value(desc: &AttrDesc, nla: &NlaBuffer<&[u8]>) -> Option<Option<Value>> {
@@ -271,14 +291,7 @@ fn decode_value(desc: &AttrDesc, nla: &NlaBuffer<&[u8]>) -> Option<Option<Value>
             let s = value.split(|&b| b == 0).next().unwrap_or(&[]);
             Value::Str(String::from_utf8_lossy(s).into_owned())
         }
-        Kind::Enum(names) if value.len() == 4 => {
-            let v = uint(value, net)? as u32;
-            match names.iter().find(|(n, _)| *n == v) {
-                Some((_, name)) => Value::Str((*name).to_string()),
-                // A value from a newer spec: the number rather than nothing.
-                None => Value::Uint(v as u64),
-            }
-        }
+        Kind::Enum(names) if value.len() == 4 => enum_value(names, uint(value, net)? as u32),
         Kind::Binary => Value::Hex(hex(value)),
         Kind::U32 | Kind::Enum(_) => return None,
     }))

@@ -11,6 +11,7 @@ mod dev;
 mod error;
 mod events;
 mod genl;
+mod targets;
 mod vmfd;
 mod watch;
 

@@ -1,0 +1,404 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Targets of a VM: turning KVM_PFI_TARGET_* results into text and JSON.
+//!
+//! Enum names: the page state is an ioctl-only enum (kvm_pfi.h) and is named
+//! here; `how` and `fail_reason` are the netlink spec's enums and are named by
+//! the tables of events.rs, so that `watch` and `target pages` agree.
+
+use serde::Serialize;
+
+use crate::abi;
+use crate::cli::TargetSpec;
+use crate::events::{self, Value};
+
+/// Entries of `enum kvm_pfi_page_state`.
+pub const PAGE_STATES: &[(u32, &str)] = &[
+    (abi::KVM_PFI_PAGE_UNKNOWN, "unknown"),
+    (abi::KVM_PFI_PAGE_WAITING, "waiting"),
+    (abi::KVM_PFI_PAGE_INJECTED, "injected"),
+    (abi::KVM_PFI_PAGE_RESIDENT, "resident"),
+    (abi::KVM_PFI_PAGE_FAILED, "failed"),
+];
+
+/// KVM_PFI_TARGET_* flags by name, in bit order.
+const TARGET_FLAGS: &[(u32, &str)] = &[
+    (abi::KVM_PFI_TARGET_KERNEL, "kernel"),
+    (abi::KVM_PFI_TARGET_READ, "read"),
+    (abi::KVM_PFI_TARGET_WRITE, "write"),
+    (abi::KVM_PFI_TARGET_KPTI, "kpti"),
+];
+
+/// Human form of KVM_PFI_TARGET_* flags ("-" for none); unknown bits in hex.
+pub fn target_flags_text(flags: u32) -> String {
+    let mut parts: Vec<String> = TARGET_FLAGS
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| (*name).to_string())
+        .collect();
+    let unknown = flags & !abi::KVM_PFI_TARGET_FLAGS_ALL;
+    if unknown != 0 {
+        parts.push(format!("{unknown:#x}"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// KVM_PFI_TARGET_ADD's argument for the command line's options.
+pub fn target_from_spec(spec: &TargetSpec) -> abi::kvm_pfi_target {
+    abi::kvm_pfi_target {
+        vm_id: spec.vm,
+        flags: spec.flags(),
+        cr3: spec.cr3,
+        gva: spec.gva,
+        len: spec.len,
+        // 0 selects the module parameter.
+        timeout_ms: spec.timeout_ms.unwrap_or(0),
+        max_tries: spec.max_tries.unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+/// `target add --json`.
+#[derive(Debug, Serialize)]
+pub struct NewTargetJson {
+    pub target_id: u32,
+}
+
+/// `target rm --json`.
+#[derive(Debug, Serialize)]
+pub struct TargetIdJson {
+    pub vm_id: u32,
+    pub target_id: u32,
+}
+
+/// One target of `target ls --json`; keys as in the target-added event.
+#[derive(Debug, Serialize)]
+pub struct TargetJson {
+    pub target_id: u32,
+    pub target_flags: u32,
+    pub cr3: u64,
+    pub gva: u64,
+    pub len: u64,
+    pub timeout_ms: u32,
+    pub max_tries: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetsJson {
+    pub vm_id: u32,
+    pub targets: Vec<TargetJson>,
+}
+
+pub fn targets_json(vm_id: u32, targets: &[abi::kvm_pfi_target]) -> TargetsJson {
+    TargetsJson {
+        vm_id,
+        targets: targets
+            .iter()
+            .map(|t| TargetJson {
+                target_id: t.target_id,
+                target_flags: t.flags,
+                cr3: t.cr3,
+                gva: t.gva,
+                len: t.len,
+                timeout_ms: t.timeout_ms,
+                max_tries: t.max_tries,
+            })
+            .collect(),
+    }
+}
+
+pub fn targets_text(vm_id: u32, targets: &[abi::kvm_pfi_target]) -> String {
+    if targets.is_empty() {
+        return format!("vm {vm_id} has no targets");
+    }
+    let mut text = format!(
+        "{:<7} {:<18} {:<18} {:<10} {:<20} {:<10} {}",
+        "TARGET", "CR3", "GVA", "LEN", "FLAGS", "TIMEOUT-MS", "MAX-TRIES"
+    );
+    for t in targets {
+        text.push_str(&format!(
+            "\n{:<7} {:<#18x} {:<#18x} {:<10} {:<20} {:<10} {}",
+            t.target_id,
+            t.cr3,
+            t.gva,
+            t.len,
+            target_flags_text(t.flags),
+            t.timeout_ms,
+            t.max_tries
+        ));
+    }
+    text
+}
+
+/// One page of `target pages --json`. `how` is null unless the page is
+/// resident, `fail_reason` null unless it failed; enums are named as in the
+/// netlink spec (`page_state` as in kvm_pfi.h), unknown values as numbers.
+#[derive(Debug, Serialize)]
+pub struct PageJson {
+    pub gva: u64,
+    pub gpa: u64,
+    pub state: Value,
+    pub how: Option<Value>,
+    pub injections: u32,
+    pub reinjections: u32,
+    pub page_size: u32,
+    pub fail_reason: Option<Value>,
+    pub entries_to_delivery: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PagesJson {
+    pub vm_id: u32,
+    pub target_id: u32,
+    pub pages: Vec<PageJson>,
+}
+
+pub fn page_json(p: &abi::kvm_pfi_page_info) -> PageJson {
+    PageJson {
+        gva: p.gva,
+        gpa: p.gpa,
+        state: events::enum_value(PAGE_STATES, p.state),
+        how: (p.state == abi::KVM_PFI_PAGE_RESIDENT)
+            .then(|| events::enum_value(events::HOWS, p.how)),
+        injections: p.injections,
+        reinjections: p.reinjections,
+        page_size: p.page_size,
+        fail_reason: (p.state == abi::KVM_PFI_PAGE_FAILED)
+            .then(|| events::enum_value(events::FAIL_REASONS, p.fail_reason)),
+        entries_to_delivery: p.entries_to_delivery,
+    }
+}
+
+pub fn pages_json(vm_id: u32, target_id: u32, pages: &[abi::kvm_pfi_page_info]) -> PagesJson {
+    PagesJson {
+        vm_id,
+        target_id,
+        pages: pages.iter().map(page_json).collect(),
+    }
+}
+
+fn opt_text(v: &Option<Value>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), events::value_text)
+}
+
+pub fn pages_text(pages: &[abi::kvm_pfi_page_info]) -> String {
+    let mut text = format!(
+        "{:<18} {:<8} {:<16} {:<18} {:<10} {:<10} {:<12} {}",
+        "GVA", "STATE", "HOW", "GPA", "PAGE-SIZE", "INJECTIONS", "REINJECTIONS", "FAIL-REASON"
+    );
+    for p in pages {
+        let j = page_json(p);
+        let resident = p.state == abi::KVM_PFI_PAGE_RESIDENT;
+        let (gpa, size) = if resident {
+            (format!("{:#x}", p.gpa), p.page_size.to_string())
+        } else {
+            ("-".into(), "-".into())
+        };
+        text.push_str(&format!(
+            "\n{:<#18x} {:<8} {:<16} {:<18} {:<10} {:<10} {:<12} {}",
+            p.gva,
+            events::value_text(&j.state),
+            opt_text(&j.how),
+            gpa,
+            size,
+            p.injections,
+            p.reinjections,
+            opt_text(&j.fail_reason)
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(state: u32) -> abi::kvm_pfi_page_info {
+        abi::kvm_pfi_page_info {
+            gva: 0x7f00_0000_1000,
+            state,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn page_state_names() {
+        let name = |s| events::value_text(&events::enum_value(PAGE_STATES, s));
+        assert_eq!(name(abi::KVM_PFI_PAGE_UNKNOWN), "unknown");
+        assert_eq!(name(abi::KVM_PFI_PAGE_WAITING), "waiting");
+        assert_eq!(name(abi::KVM_PFI_PAGE_INJECTED), "injected");
+        assert_eq!(name(abi::KVM_PFI_PAGE_RESIDENT), "resident");
+        assert_eq!(name(abi::KVM_PFI_PAGE_FAILED), "failed");
+        assert_eq!(events::enum_value(PAGE_STATES, 77), Value::Uint(77));
+        let mut ids: Vec<u32> = PAGE_STATES.iter().map(|(v, _)| *v).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), PAGE_STATES.len(), "duplicate page states");
+    }
+
+    #[test]
+    fn how_and_fail_reason_names_come_from_the_event_tables() {
+        let how = |h| {
+            let p = abi::kvm_pfi_page_info {
+                how: h,
+                ..page(abi::KVM_PFI_PAGE_RESIDENT)
+            };
+            page_json(&p).how
+        };
+        assert_eq!(
+            how(abi::KVM_PFI_HOW_ALREADY_RESIDENT),
+            Some(Value::Str("already-resident".into()))
+        );
+        assert_eq!(
+            how(abi::KVM_PFI_HOW_INJECTED),
+            Some(Value::Str("injected".into()))
+        );
+        assert_eq!(
+            how(abi::KVM_PFI_HOW_GUEST),
+            Some(Value::Str("guest".into()))
+        );
+        assert_eq!(how(42), Some(Value::Uint(42)));
+
+        let fail = |r| {
+            let p = abi::kvm_pfi_page_info {
+                fail_reason: r,
+                ..page(abi::KVM_PFI_PAGE_FAILED)
+            };
+            page_json(&p).fail_reason
+        };
+        for (v, name) in [
+            (abi::KVM_PFI_FAIL_REASON_TIMEOUT, "timeout"),
+            (
+                abi::KVM_PFI_FAIL_REASON_ADDRESS_SPACE_GONE,
+                "address-space-gone",
+            ),
+            (abi::KVM_PFI_FAIL_REASON_INVALID_TABLES, "invalid-tables"),
+            (abi::KVM_PFI_FAIL_REASON_UNMAPPED, "unmapped"),
+            (abi::KVM_PFI_FAIL_REASON_NOT_SWAPPED, "not-swapped"),
+        ] {
+            assert_eq!(fail(v), Some(Value::Str(name.into())));
+        }
+        // how/fail_reason are meaningless (0) outside their states.
+        let waiting = page_json(&page(abi::KVM_PFI_PAGE_WAITING));
+        assert_eq!((waiting.how, waiting.fail_reason), (None, None));
+    }
+
+    #[test]
+    fn pages_json_shape() {
+        let resident = abi::kvm_pfi_page_info {
+            gva: 0x1000,
+            gpa: 0x2345000,
+            state: abi::KVM_PFI_PAGE_RESIDENT,
+            how: abi::KVM_PFI_HOW_INJECTED,
+            injections: 2,
+            reinjections: 1,
+            page_size: 4096,
+            entries_to_delivery: 3,
+            ..Default::default()
+        };
+        let failed = abi::kvm_pfi_page_info {
+            gva: 0x2000,
+            state: abi::KVM_PFI_PAGE_FAILED,
+            fail_reason: abi::KVM_PFI_FAIL_REASON_UNMAPPED,
+            injections: 5,
+            ..Default::default()
+        };
+        let j = serde_json::to_string(&pages_json(3, 7, &[resident, failed])).unwrap();
+        assert_eq!(
+            j,
+            concat!(
+                r#"{"vm_id":3,"target_id":7,"pages":["#,
+                r#"{"gva":4096,"gpa":36982784,"state":"resident","how":"injected","injections":2,"reinjections":1,"page_size":4096,"fail_reason":null,"entries_to_delivery":3},"#,
+                r#"{"gva":8192,"gpa":0,"state":"failed","how":null,"injections":5,"reinjections":0,"page_size":0,"fail_reason":"unmapped","entries_to_delivery":0}"#,
+                "]}"
+            )
+        );
+        assert!(!j.contains('\n'));
+        assert_eq!(
+            serde_json::to_string(&pages_json(1, 2, &[])).unwrap(),
+            r#"{"vm_id":1,"target_id":2,"pages":[]}"#
+        );
+    }
+
+    #[test]
+    fn pages_text_lines() {
+        let resident = abi::kvm_pfi_page_info {
+            gpa: 0x5000,
+            how: abi::KVM_PFI_HOW_GUEST,
+            page_size: 2 << 20,
+            ..page(abi::KVM_PFI_PAGE_RESIDENT)
+        };
+        let text = pages_text(&[resident, page(abi::KVM_PFI_PAGE_UNKNOWN)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let cols: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "0x7f0000001000",
+                "resident",
+                "guest",
+                "0x5000",
+                "2097152",
+                "0",
+                "0",
+                "-"
+            ]
+        );
+        let cols: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            ["0x7f0000001000", "unknown", "-", "-", "-", "0", "0", "-"]
+        );
+    }
+
+    #[test]
+    fn targets_rendering() {
+        let t = abi::kvm_pfi_target {
+            vm_id: 3,
+            flags: abi::KVM_PFI_TARGET_KERNEL | abi::KVM_PFI_TARGET_KPTI,
+            cr3: 0x1234000,
+            gva: 0xffff_8000_0000_0000,
+            len: 8192,
+            target_id: 5,
+            timeout_ms: 500,
+            max_tries: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&targets_json(3, &[t])).unwrap(),
+            r#"{"vm_id":3,"targets":[{"target_id":5,"target_flags":9,"cr3":19087360,"gva":18446603336221196288,"len":8192,"timeout_ms":500,"max_tries":3}]}"#
+        );
+        let text = targets_text(3, &[t]);
+        let cols: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "5",
+                "0x1234000",
+                "0xffff800000000000",
+                "8192",
+                "kernel,kpti",
+                "500",
+                "3"
+            ]
+        );
+        assert_eq!(targets_text(3, &[]), "vm 3 has no targets");
+    }
+
+    #[test]
+    fn target_flags() {
+        assert_eq!(target_flags_text(0), "-");
+        assert_eq!(
+            target_flags_text(abi::KVM_PFI_TARGET_FLAGS_ALL),
+            "kernel,read,write,kpti"
+        );
+        assert_eq!(
+            target_flags_text(abi::KVM_PFI_TARGET_READ | 0x100),
+            "read,0x100"
+        );
+    }
+}
