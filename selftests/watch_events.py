@@ -125,14 +125,50 @@ def ynl_events():
           {k: v for k, v in res.items() if k != "data"})
 
 
-def main():
-    vmm = subprocess.Popen([f"{TESTS}/kvm_pfi_vmm", "100"], stdin=subprocess.PIPE,
+def start_vmm(exits):
+    """kvm_pfi_vmm holding its guest until stdin closes; returns (proc, hello)."""
+    vmm = subprocess.Popen([f"{TESTS}/kvm_pfi_vmm", str(exits)], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True)
     # The KVM selftest library prints its random seed first.
     line = vmm.stdout.readline()
     while line and not line.startswith("{"):
         line = vmm.stdout.readline()
-    hello = json.loads(line)
+    return vmm, json.loads(line)
+
+
+def tool_targets():
+    """`kvm-pfi target add/ls/pages/rm` against the module."""
+    vmm, hello = start_vmm(10)
+    att = run_tool("attach", "--pid", str(hello["pid"]), "--persistent", "--json")
+    if not check("targets_attach", att.returncode == 0, att.stderr.strip()):
+        return
+    vm = str(json.loads(att.stdout.strip().splitlines()[-1])["vm_id"])
+    add = run_tool("target", "add", "--vm", vm, "--cr3", "0x1000", "--gva", "0x400000",
+                   "--len", "8192", "--read", "--json")
+    check("target_add", add.returncode == 0, add.stderr.strip())
+    tid = json.loads(add.stdout.strip().splitlines()[-1])["target_id"] if add.returncode == 0 else -1
+    ls = run_tool("target", "ls", "--vm", vm, "--json")
+    targets = json.loads(ls.stdout).get("targets", []) if ls.returncode == 0 else []
+    check("target_ls", len(targets) == 1 and targets[0].get("target_id") == tid
+          and targets[0].get("len") == 8192 and targets[0].get("gva") == 0x400000, ls.stdout)
+    pages = run_tool("target", "pages", "--vm", vm, "--target", str(tid), "--json")
+    plist = json.loads(pages.stdout).get("pages", []) if pages.returncode == 0 else []
+    check("target_pages", [p.get("gva") for p in plist] == [0x400000, 0x401000], pages.stdout)
+    bad = run_tool("target", "add", "--vm", vm, "--cr3", "0x1000", "--gva", "0x400000",
+                   "--len", "4095")
+    check("target_add_bad_len", bad.returncode == 1 and "Invalid argument" in bad.stderr,
+          f"exit {bad.returncode}: {bad.stderr.strip()}")
+    rm = run_tool("target", "rm", "--vm", vm, "--target", str(tid))
+    ls = run_tool("target", "ls", "--vm", vm, "--json")
+    check("target_rm", rm.returncode == 0 and ls.returncode == 0
+          and json.loads(ls.stdout).get("targets") == [], rm.stderr + ls.stdout)
+    run_tool("detach", "--vm", vm)
+    vmm.stdin.close()
+    check("targets_vmm_finished", vmm.wait(timeout=120) == 0, "VMM guest did not finish")
+
+
+def main():
+    vmm, hello = start_vmm(100)
     watch, joined = start_watch(2, 60)
     check("watch_subscribed", joined, "watch never joined the group")
 
@@ -166,6 +202,7 @@ def main():
 
     page_events()
     ynl_events()
+    tool_targets()
 
     print("KTAP version 1")
     print(f"1..{len(results)}")
