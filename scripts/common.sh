@@ -48,9 +48,13 @@ selftests_dir() {
 # TCG only (no nested hardware virtualisation here), single-threaded TCG for
 # determinism (multi-threaded TCG has shown stale code after cross-CPU
 # patching), two vCPUs, 2 GiB. vng has no timeout of its own.
+#
+# Output goes through a pipe: virtme-ng has QEMU reopen /proc/self/fd/1 as a
+# file chardev, which truncates a log file that stdout points to, erasing
+# everything printed before the VM booted.
 run_vng() {
 	local kdir=$1 cmd=$2
 	timeout "${KVM_PFI_VM_TIMEOUT:-1800}" vng --disable-kvm --force-9p -r "$kdir" \
 		-p 2 -m 2G --qemu-opts="-accel tcg,thread=single ${KVM_PFI_QEMU_OPTS:-}" \
-		-- "$cmd" </dev/null
+		-- "$cmd" </dev/null 2>&1 | cat
 }
