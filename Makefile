@@ -5,6 +5,9 @@
 # Everything built for the project (toolchain pieces, the test kernel, cargo
 # targets) lives in $(KVM_PFI_CACHE), outside the repository.
 
+# Keep the suite's closing "N passed, M failed" line last.
+MAKEFLAGS += --no-print-directory
+
 KVM_PFI_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/kvm-pfi
 export KVM_PFI_CACHE
 
