@@ -356,6 +356,8 @@ fn pretty_value(v: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         // Quoted so that spaces or '=' in a name cannot break the line apart.
         Value::Str(s) => format!("{s:?}"),
+        // Page contents would flood a terminal: the first 32 bytes and the size.
+        Value::Hex(h) if h.len() > 64 => format!("0x{}... ({} bytes)", &h[..64], h.len() / 2),
         Value::Hex(h) => format!("0x{h}"),
     }
 }
@@ -557,6 +559,21 @@ pub mod tests {
             "1970-01-01T00:00:00.000000000Z overrun: events were lost"
         );
         assert_eq!(render(&Record::Overrun, false, 0), r#"{"event":"overrun"}"#);
+    }
+
+    #[test]
+    fn pretty_page_contents_are_shortened() {
+        let page = vec![0x5au8; 4096];
+        let e = decode_event(
+            abi::KVM_PFI_CMD_PAGE_RESIDENT as u8,
+            &[nla(abi::KVM_PFI_A_EVENT_DATA as u16, &page)].concat(),
+            0,
+        );
+        let line = render(&Record::Event(e.clone()), true, 0);
+        assert!(line.ends_with(&format!("data=0x{}... (4096 bytes)", "5a".repeat(32))), "{line}");
+        // JSON keeps every byte.
+        let v: serde_json::Value = serde_json::from_str(&render(&Record::Event(e), false, 0)).unwrap();
+        assert_eq!(v["data"].as_str().unwrap().len(), 8192);
     }
 
     #[test]
