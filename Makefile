@@ -38,7 +38,7 @@ help:
 	@echo "make tool       build the kvm-pfi command-line tool"
 	@echo "make selftests  build the kselftest suite"
 	@echo "make test       everything above, host unit tests, then the suite in a VM"
-	@echo "make demo       boot the test VM, attach to a guest and show live events"
+	@echo "make demo       boot the test VM, attach to guests, show live events and an injected swap-in"
 	@echo "make bench      overhead figures of the probes (ratios)"
 	@echo "make clean      remove build products from the repository"
 
