@@ -13,7 +13,6 @@ use core::sync::atomic::{
 
 use kernel::bindings;
 use kernel::fs::File;
-use kernel::ioctl::_IOC_SIZE;
 use kernel::miscdevice::{
     MiscDevice,
     MiscDeviceRegistration, //
@@ -280,7 +279,6 @@ impl MiscDevice for PfiFile {
     fn ioctl(me: &PfiFile, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         // The ioctl numbers encode the argument size; a number from another
         // ABI version does not match any of these.
-        let _ = _IOC_SIZE(cmd);
         match cmd {
             uapi::KVM_PFI_IOCTL_GET_VERSION => me.get_version(arg),
             uapi::KVM_PFI_IOCTL_ATTACH => me.attach(arg),

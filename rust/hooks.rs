@@ -63,8 +63,7 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
     let Some(st) = (unsafe { vendor::read(vcpu) }) else {
         return;
     };
-    const EFER_LMA: u64 = 1 << 10;
-    if exit && st.view.efer & EFER_LMA != 0 {
+    if exit && st.view.long_mode() {
         // SAFETY: a probe for the running `vcpu`.
         vm.record_paging(&unsafe { crate::targets::guest_paging(vcpu, &st.view) });
     }

@@ -27,7 +27,8 @@ use crate::targets::{
 use crate::vm::AttachedVm;
 
 const BATCH: usize = 8;
-const PAGE: usize = 4096;
+/// Bytes of page contents an event carries.
+const DATA_LEN: usize = uapi::KVM_PFI_EVENT_DATA_LEN as usize;
 
 /// The report work: follows walks with write tracking, and sends an event
 /// for every settled, unreported page of `vm`.
@@ -58,14 +59,14 @@ fn send(vm: &AttachedVm, s: &Settled, buf: &mut Option<KVVec<u8>>) {
     let mut data = None;
     if s.flags & uapi::KVM_PFI_TARGET_READ != 0 {
         if buf.is_none() {
-            *buf = KVVec::from_elem(0u8, PAGE, GFP_KERNEL).ok();
+            *buf = KVVec::from_elem(0u8, DATA_LEN, GFP_KERNEL).ok();
         }
         if let Some(b) = buf.as_mut() {
             // `gpa` is the GVA's own 4 KiB page, also in a larger mapping.
             let gpa = s.info.gpa;
             // SAFETY: the VM is referenced (we hold an `Arc` of its
-            // attachment), we run in a kworker, `b` has PAGE bytes.
-            let r = unsafe { glue::kvm_pfi_read_guest_remote(vm.kvm, gpa, b.as_mut_ptr().cast(), PAGE as u32) };
+            // attachment), we run in a kworker, `b` has DATA_LEN bytes.
+            let r = unsafe { glue::kvm_pfi_read_guest_remote(vm.kvm, gpa, b.as_mut_ptr().cast(), DATA_LEN as u32) };
             if r == 0 {
                 data = Some(&b[..]);
             }

@@ -56,8 +56,6 @@ const PERIODIC_WALKS_PER_EXIT: usize = 2;
 /// guest bringing it back by itself.
 const REWALK_WAITING_NS: u64 = 1_000_000_000;
 
-const EFER_LMA: u64 = 1 << 10;
-const CR0_PG: u64 = 1 << 31;
 const CR4_LA57: u64 = 1 << 12;
 const CR4_SMAP: u64 = 1 << 21;
 
@@ -451,7 +449,7 @@ impl Targets {
         }
         // SAFETY: `vcpu` is the running vCPU.
         let paging = unsafe { guest_paging(vcpu, st) };
-        let long_mode = st.efer & EFER_LMA != 0 && st.cr0 & CR0_PG != 0;
+        let long_mode = st.long_mode();
         let mut mem = ProbeMemory { kvm };
         let mut budget = WALKS_PER_EXIT;
         let mut periodic_budget = PERIODIC_WALKS_PER_EXIT;
@@ -659,11 +657,18 @@ impl Targets {
 ///
 /// `vcpu` is the vCPU being run (a probe).
 pub(crate) unsafe fn guest_paging(vcpu: *mut glue::kvm_vcpu, v: &CpuView) -> GuestPaging {
+    // SAFETY: the caller's contract.
+    let maxphyaddr = unsafe { glue::kvm_pfi_vcpu_maxphyaddr(vcpu) } as u8;
+    paging(v.cr4 & CR4_LA57 != 0, maxphyaddr)
+}
+
+/// A Linux x86-64 guest's paging with 5-level paging on or off and the
+/// given MAXPHYADDR; the rest is what every such guest has.
+pub(crate) fn paging(la57: bool, maxphyaddr: u8) -> GuestPaging {
     GuestPaging {
-        la57: v.cr4 & CR4_LA57 != 0,
+        la57,
         features: PagingFeatures {
-            // SAFETY: the caller's contract.
-            maxphyaddr: unsafe { glue::kvm_pfi_vcpu_maxphyaddr(vcpu) } as u8,
+            maxphyaddr,
             nx: true,
             gbpages: true,
             amd: crate::vendor::host() == crate::vendor::Vendor::Svm,

@@ -39,10 +39,6 @@ use kernel::workqueue::{
 use crate::bindings::glue;
 use crate::bindings::uapi;
 use crate::netlink;
-use crate::pfi_core::pte::{
-    LinuxSwapLayout,
-    PagingFeatures, //
-};
 use crate::pfi_core::walk::GuestPaging;
 use crate::targets::Targets;
 
@@ -254,16 +250,7 @@ impl AttachedVm {
         if v == 0 {
             return None;
         }
-        Some(GuestPaging {
-            la57: v & (1 << 8) != 0,
-            features: PagingFeatures {
-                maxphyaddr: v as u8,
-                nx: true,
-                gbpages: true,
-                amd: crate::vendor::host() == crate::vendor::Vendor::Svm,
-            },
-            swap_layout: LinuxSwapLayout::distro_default(),
-        })
+        Some(crate::targets::paging(v & (1 << 8) != 0, v as u8))
     }
 
     /// Waits until no report of this VM runs or is queued.

@@ -47,6 +47,16 @@ pub struct CpuView {
     pub exit_int_info: u32,
 }
 
+impl CpuView {
+    /// IA-32e paging is on (EFER.LMA and CR0.PG): the only mode whose page
+    /// tables the walk understands.
+    pub const fn long_mode(&self) -> bool {
+        const EFER_LMA: u64 = 1 << 10;
+        const CR0_PG: u64 = 1 << 31;
+        self.efer & EFER_LMA != 0 && self.cr0 & CR0_PG != 0
+    }
+}
+
 /// Raw AMD VMCB fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SvmFields {
@@ -174,6 +184,16 @@ mod tests {
         assert!(v.event_inj_valid && v.interrupt_shadow);
         // A CPL byte with stray bits still yields a ring number.
         assert_eq!(SvmFields { cpl: 0xff, ..f }.view().cpl, 3);
+    }
+
+    #[test]
+    fn long_mode_needs_lma_and_paging() {
+        let v = |efer: u64, cr0: u64| CpuView { efer, cr0, ..Default::default() }.long_mode();
+        assert!(v(1 << 10, 1 << 31));
+        assert!(!v(1 << 10, 0));
+        assert!(!v(0, 1 << 31));
+        // LME without LMA: long mode enabled but not active yet.
+        assert!(!v(1 << 8, 1 << 31));
     }
 
     #[test]
