@@ -45,14 +45,17 @@ pub fn vendor_name(vendor: u32) -> String {
     }
 }
 
-/// Human form of KVM_PFI_ATTACH_* flags ("-" for none); bits this tool does
-/// not know are shown in hex rather than dropped.
-pub fn attach_flags_text(flags: u32) -> String {
-    let mut parts = Vec::new();
-    if flags & KVM_PFI_ATTACH_PERSISTENT != 0 {
-        parts.push("persistent".to_string());
-    }
-    let unknown = flags & !KVM_PFI_ATTACH_PERSISTENT;
+/// Human form of a flags word: the names of the bits in `names`, comma
+/// separated, "-" for none; bits not in `names` are shown in hex rather than
+/// dropped.
+pub fn flags_text(flags: u32, names: &[(u32, &str)]) -> String {
+    let mut parts: Vec<String> = names
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| (*name).to_string())
+        .collect();
+    let known = names.iter().fold(0, |m, (bit, _)| m | bit);
+    let unknown = flags & !known;
     if unknown != 0 {
         parts.push(format!("{unknown:#x}"));
     }
@@ -61,6 +64,11 @@ pub fn attach_flags_text(flags: u32) -> String {
     } else {
         parts.join(",")
     }
+}
+
+/// Human form of KVM_PFI_ATTACH_* flags.
+pub fn attach_flags_text(flags: u32) -> String {
+    flags_text(flags, &[(KVM_PFI_ATTACH_PERSISTENT, "persistent")])
 }
 
 /// `char stats_id[KVM_PFI_STATS_ID_LEN]` up to its NUL (or the whole array

@@ -28,22 +28,9 @@ const TARGET_FLAGS: &[(u32, &str)] = &[
     (abi::KVM_PFI_TARGET_KPTI, "kpti"),
 ];
 
-/// Human form of KVM_PFI_TARGET_* flags ("-" for none); unknown bits in hex.
+/// Human form of KVM_PFI_TARGET_* flags.
 pub fn target_flags_text(flags: u32) -> String {
-    let mut parts: Vec<String> = TARGET_FLAGS
-        .iter()
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, name)| (*name).to_string())
-        .collect();
-    let unknown = flags & !abi::KVM_PFI_TARGET_FLAGS_ALL;
-    if unknown != 0 {
-        parts.push(format!("{unknown:#x}"));
-    }
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(",")
-    }
+    abi::flags_text(flags, TARGET_FLAGS)
 }
 
 /// KVM_PFI_TARGET_ADD's argument for the command line's options.
