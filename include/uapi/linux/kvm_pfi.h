@@ -113,14 +113,20 @@ struct kvm_pfi_vm_stats {
 #define KVM_PFI_TARGET_READ	(1U << 1)	/* deliver the page contents with the page-resident event */
 #define KVM_PFI_TARGET_WRITE	(1U << 2)	/* inject write faults (W=1), e.g. to break copy-on-write */
 #define KVM_PFI_TARGET_KPTI	(1U << 3)	/* guest uses Linux PTI: cr3 and cr3 ^ 4 KiB are one address space */
+#define KVM_PFI_TARGET_PROTECT	(1U << 4)	/* write-track resident pages: guest writes give write-attempt events */
+#define KVM_PFI_TARGET_ENFORCE	(1U << 5)	/* with PROTECT: restore the page's bytes after each guest write */
 #define KVM_PFI_TARGET_FLAGS_ALL	(KVM_PFI_TARGET_KERNEL | KVM_PFI_TARGET_READ | \
-					 KVM_PFI_TARGET_WRITE | KVM_PFI_TARGET_KPTI)
+					 KVM_PFI_TARGET_WRITE | KVM_PFI_TARGET_KPTI | \
+					 KVM_PFI_TARGET_PROTECT | KVM_PFI_TARGET_ENFORCE)
+/* ENFORCE keeps a copy of each page: at most this many pages per target. */
+#define KVM_PFI_MAX_ENFORCE_PAGES	64
 
 /*
  * EINVAL: gva or len not page aligned, len 0, range not canonical or
  * wrapping, a kernel-half range without KVM_PFI_TARGET_KERNEL, unknown
- * flags, reserved or target_id set, timeout_ms above 60000 or max_tries above
- * 100. E2BIG: more than KVM_PFI_MAX_TARGET_PAGES pages. ENOSPC: KVM_PFI_MAX_TARGETS targets on the VM. ENOENT: vm_id.
+ * flags, ENFORCE without PROTECT, reserved or target_id set, timeout_ms above
+ * 60000 or max_tries above 100. E2BIG: more than KVM_PFI_MAX_TARGET_PAGES
+ * pages, or more than KVM_PFI_MAX_ENFORCE_PAGES with ENFORCE. ENOSPC: KVM_PFI_MAX_TARGETS targets on the VM. ENOENT: vm_id.
  */
 struct kvm_pfi_target {
 	__u32 vm_id;		/* in */
@@ -159,6 +165,11 @@ enum kvm_pfi_page_state {
 	KVM_PFI_PAGE_UNKNOWN = 4,	/* not walked yet */
 };
 
+/* kvm_pfi_page_info.flags */
+#define KVM_PFI_PAGE_PROTECTED	(1U << 0)	/* write-tracked now (KVM_PFI_TARGET_PROTECT) */
+#define KVM_PFI_PAGE_ENFORCED	(1U << 1)	/* and its bytes are kept to be restored */
+#define KVM_PFI_PAGE_SCANNED	(1U << 2)	/* scanned with the active signature set */
+
 struct kvm_pfi_page_info {
 	__u64 gva;
 	__u64 gpa;		/* when resident: the GVA's own 4 KiB page, also inside a 2 MiB / 1 GiB mapping */
@@ -169,7 +180,7 @@ struct kvm_pfi_page_info {
 	__u32 page_size;	/* bytes of the guest mapping, when resident */
 	__u32 fail_reason;	/* enum kvm_pfi_fail_reason (kvm_pfi_netlink.h), when failed */
 	__u32 entries_to_delivery; /* entries in the target's context until the last #PF was delivered */
-	__u32 reserved;
+	__u32 flags;		/* KVM_PFI_PAGE_* flags */
 };
 
 /* ENOENT: vm_id or target_id. A short buffer is filled; nr_pages returns the total. */
@@ -182,6 +193,96 @@ struct kvm_pfi_target_pages {
 };
 
 /*
+ * Signature sets. KVM_PFI_SIGS_LOAD replaces the active set with a compiled
+ * one, atomically: a set that fails validation is refused whole and the
+ * active set stays. Every resident page of every target is scanned with the
+ * active set (again after a load, and after a tracked write); a match is a
+ * "detection" event. The kvm-pfi tool compiles the text rule format
+ * (Documentation/uapi.rst) into this layout. All fields little-endian:
+ *
+ *   struct kvm_pfi_sigs_header  header
+ *   struct kvm_pfi_sig_rule     rules[nr_rules]
+ *   struct kvm_pfi_sig_pattern  patterns[nr_patterns]
+ *   struct kvm_pfi_sig_segment  segments[nr_segments]
+ *   __u8                        strings[strings_len]   (names, segment bytes)
+ *
+ * A rule matches when any of its patterns does. A pattern is a chain of
+ * segments: each matches len bytes, byte i matching when
+ * (b & mask[i]) == value[i]; then jump_min..jump_max bytes of anything
+ * separate it from the next. Chains only go forward (next greater than the
+ * segment's own index), so every pattern ends; segments may be shared.
+ */
+#define KVM_PFI_SIGS_MAGIC		0x5346504bU	/* "KPFS" */
+#define KVM_PFI_SIGS_VERSION		1
+#define KVM_PFI_SIGS_MAX_SIZE		(1U << 20)	/* bytes of a set */
+#define KVM_PFI_SIGS_MAX_RULES		1024
+#define KVM_PFI_SIGS_MAX_PATTERNS	1024	/* over all rules */
+#define KVM_PFI_SIGS_MAX_SEGMENTS	8192
+#define KVM_PFI_SIG_MAX_PATTERNS	16	/* per rule */
+#define KVM_PFI_SIG_MAX_SEGMENTS	32	/* per pattern (chain length) */
+#define KVM_PFI_SIG_MAX_JUMP		256	/* jump_max of one segment */
+#define KVM_PFI_SIG_MAX_SPAN		1024	/* longest match of a pattern, jumps at their maximum */
+#define KVM_PFI_SIG_NAME_MAX		63	/* [A-Za-z_][A-Za-z0-9_]*, not NUL-terminated in the set */
+#define KVM_PFI_SIG_END			0xffff	/* segment.next: the pattern ends */
+
+struct kvm_pfi_sigs_header {
+	__u32 magic;		/* KVM_PFI_SIGS_MAGIC */
+	__u32 version;		/* KVM_PFI_SIGS_VERSION */
+	__u32 size;		/* bytes of the whole set, this header included */
+	__u32 nr_rules;		/* at least 1 */
+	__u32 nr_patterns;
+	__u32 nr_segments;
+	__u32 strings_len;
+	__u32 reserved;		/* must be 0 */
+};
+
+struct kvm_pfi_sig_rule {
+	__u32 name_off;		/* into strings */
+	__u16 name_len;		/* 1..KVM_PFI_SIG_NAME_MAX */
+	__u16 nr_patterns;	/* 1..KVM_PFI_SIG_MAX_PATTERNS, following the previous rule's */
+};
+
+struct kvm_pfi_sig_pattern {
+	__u16 first_segment;
+	__u16 reserved;		/* must be 0 */
+};
+
+struct kvm_pfi_sig_segment {
+	__u32 bytes_off;	/* into strings: len (value, mask) byte pairs */
+	__u16 len;		/* at least 1 */
+	__u16 next;		/* following segment, or KVM_PFI_SIG_END */
+	__u16 jump_min;		/* bytes skipped before next: jump_min..jump_max */
+	__u16 jump_max;		/* at most KVM_PFI_SIG_MAX_JUMP; both 0 at the end */
+};
+
+/*
+ * EINVAL: flags set, size 0. EFAULT: data. E2BIG: size above
+ * KVM_PFI_SIGS_MAX_SIZE or a count above its limit. EPROTO: unknown
+ * version. ELOOP: a segment chain that goes backwards. EBADMSG: anything
+ * else malformed (magic, truncated, out-of-bounds offsets, empty segment, a
+ * pattern without one fully fixed byte, a bad name, value bits outside the
+ * mask). ENOMEM.
+ */
+struct kvm_pfi_sigs_load {
+	__u64 data;		/* in: user pointer to the set */
+	__u32 size;		/* in: its bytes */
+	__u32 flags;		/* in: must be 0 */
+	__u32 generation;	/* out (0 on input): the active set's, new */
+	__u32 nr_rules;		/* out (0 on input) */
+};
+
+struct kvm_pfi_sigs_info {
+	__u32 generation;	/* of the active set; bumped by every load and clear */
+	__u32 nr_rules;		/* 0: no set active */
+	__u32 nr_patterns;
+	__u32 size;		/* bytes of the active set */
+	__u64 pages_scanned;	/* since the module was loaded */
+	__u64 bytes_scanned;
+	__u64 detections;
+	__u64 reserved[2];
+};
+
+/*
  * The event stream: KVM_PFI_EVENTS returns a new read-only descriptor
  * (O_CLOEXEC) on which read() returns whole struct kvm_pfi_event records,
  * the same events the netlink group carries, and poll() reports POLLIN when
@@ -191,7 +292,7 @@ struct kvm_pfi_target_pages {
  * and counted in the next record's "lost". At most KVM_PFI_MAX_EVENT_READERS
  * descriptors exist at once (ENOSPC).
  */
-#define KVM_PFI_EVENT_VERSION		1
+#define KVM_PFI_EVENT_VERSION		2
 #define KVM_PFI_EVENT_QUEUE		256
 #define KVM_PFI_MAX_EVENT_READERS	8
 #define KVM_PFI_EVENT_DATA_LEN		4096
@@ -218,8 +319,15 @@ struct kvm_pfi_event {
 	__u64 entries;		/* vm-detached */
 	__u64 exits;		/* vm-detached */
 	__u32 lost;		/* records this reader lost before this one */
-	__u32 data_len;		/* 0, or KVM_PFI_EVENT_DATA_LEN for KVM_PFI_TARGET_READ pages */
-	/* followed by data_len bytes: the page contents */
+	__u32 data_len;		/* bytes that follow: page contents, or a write's new bytes */
+	__u32 rule_id;		/* detection: index of the rule in its set */
+	__u32 offset;		/* detection: of the match in its page; write-attempt: of the write */
+	__u32 length;		/* detection: bytes matched; write-attempt: bytes written */
+	__u32 generation;	/* detection, sigs-loaded: the signature set's */
+	__u32 restored;		/* write-attempt: 1 if the old bytes were put back */
+	__u32 nr_rules;		/* sigs-loaded */
+	char rule_name[KVM_PFI_SIG_NAME_MAX + 1];	/* detection, NUL-terminated */
+	/* followed by data_len bytes */
 };
 
 #define KVM_PFI_GET_VERSION	_IOR(KVM_PFI_IOC_MAGIC, 0x00, struct kvm_pfi_version)
@@ -232,5 +340,8 @@ struct kvm_pfi_event {
 #define KVM_PFI_TARGET_PAGES	_IOWR(KVM_PFI_IOC_MAGIC, 0x12, struct kvm_pfi_target_pages)
 #define KVM_PFI_TARGET_LIST	_IOWR(KVM_PFI_IOC_MAGIC, 0x13, struct kvm_pfi_target_list)
 #define KVM_PFI_EVENTS		_IO(KVM_PFI_IOC_MAGIC, 0x20)
+#define KVM_PFI_SIGS_LOAD	_IOWR(KVM_PFI_IOC_MAGIC, 0x30, struct kvm_pfi_sigs_load)
+#define KVM_PFI_SIGS_INFO	_IOR(KVM_PFI_IOC_MAGIC, 0x31, struct kvm_pfi_sigs_info)
+#define KVM_PFI_SIGS_CLEAR	_IO(KVM_PFI_IOC_MAGIC, 0x32)
 
 #endif /* _UAPI_LINUX_KVM_PFI_H */
