@@ -58,7 +58,7 @@ selftests:
 	$(MAKE) -C selftests KDIR=$(KDIR) OUT=$(KVM_PFI_TESTS) KVM_ST_OUT=$(KVM_PFI_SELFTESTS_DIR)/kvm-lib
 
 unit-test:
-	$(CARGO) test --locked --workspace
+	$(CARGO) test --release --locked --workspace
 
 vm-test: module tool selftests
 	scripts/vm-test.sh

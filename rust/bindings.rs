@@ -42,6 +42,8 @@ pub(crate) mod uapi {
         kvm_pfi_target_pages,
         kvm_pfi_event,
         kvm_pfi_target_list,
+        kvm_pfi_sigs_load,
+        kvm_pfi_sigs_info,
     );
 }
 

@@ -211,6 +211,7 @@ impl PfiFile {
     fn target_remove(&self, arg: usize) -> Result<isize> {
         let req: uapi::kvm_pfi_target_remove = read_arg(arg)?;
         let removed = vm::with_id(req.vm_id, |vm| {
+            let _serial = vm.tracking.lock();
             let t = vm.targets.lock().remove(req.target_id);
             if let Some(t) = &t {
                 crate::report::untrack(vm, t);
@@ -260,6 +261,30 @@ impl PfiFile {
     }
 }
 
+impl PfiFile {
+    fn sigs_load(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_sigs_load = read_arg(arg)?;
+        let (generation, nr_rules) = crate::sigs::load(&req)?;
+        sigs_changed(generation, nr_rules);
+        (req.generation, req.nr_rules) = (generation, nr_rules);
+        // The set is active already; a bad pointer only loses the answer.
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
+    fn sigs_clear(&self) -> isize {
+        sigs_changed(crate::sigs::clear(), 0);
+        0
+    }
+}
+
+/// A new set (or none) is active: announce it, and rescan every resident
+/// target page (a page records the generation it was scanned with).
+fn sigs_changed(generation: u32, nr_rules: u32) {
+    netlink::sigs_loaded(generation, nr_rules);
+    vm::for_each(|vm| vm.kick_report());
+}
+
 #[vtable]
 impl MiscDevice for PfiFile {
     type Ptr = KBox<Self>;
@@ -291,6 +316,10 @@ impl MiscDevice for PfiFile {
             uapi::KVM_PFI_IOCTL_TARGET_LIST => me.target_list(arg),
             uapi::KVM_PFI_IOCTL_EVENTS if arg == 0 => crate::stream::open_reader(),
             uapi::KVM_PFI_IOCTL_EVENTS => Err(EINVAL),
+            uapi::KVM_PFI_IOCTL_SIGS_LOAD => me.sigs_load(arg),
+            uapi::KVM_PFI_IOCTL_SIGS_INFO => write_arg(arg, &crate::sigs::info()).map(|()| 0),
+            uapi::KVM_PFI_IOCTL_SIGS_CLEAR if arg == 0 => Ok(me.sigs_clear()),
+            uapi::KVM_PFI_IOCTL_SIGS_CLEAR => Err(EINVAL),
             _ => Err(ENOTTY),
         }
     }

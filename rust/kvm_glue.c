@@ -353,7 +353,7 @@ static void tracker_write(gpa_t gpa, const u8 *new, int bytes,
 {
 	struct kvm_pfi_tracker *t = container_of(node, struct kvm_pfi_tracker, node);
 
-	t->write(t->owner, gpa, bytes);
+	t->write(t->owner, gpa, new, bytes);
 }
 
 static void tracker_remove_region(gfn_t gfn, unsigned long nr_pages,
@@ -416,6 +416,26 @@ void kvm_pfi_tracker_destroy(struct kvm *kvm, struct kvm_pfi_tracker *t)
 {
 	kvm_page_track_unregister_notifier(kvm, &t->node);
 	kfree(t);
+}
+
+int kvm_pfi_write_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, const void *buf,
+				    unsigned int len)
+{
+	unsigned long hva;
+	int idx, r;
+
+	/* Through the VMM's mapping of guest memory: only its threads. */
+	if (len > PAGE_SIZE - offset_in_page(gpa) || current->mm != kvm->mm)
+		return -EINVAL;
+	might_sleep();
+	idx = srcu_read_lock(&kvm->srcu);
+	r = gpa_to_hva(kvm, gpa, &hva);
+	/* KVM's mark_page_dirty() is internal to KVM; the guest write being
+	 * undone was emulated by KVM, which marked this page dirty already. */
+	if (!r)
+		r = copy_to_user((void __user *)hva, buf, len) ? -EFAULT : 0;
+	srcu_read_unlock(&kvm->srcu, idx);
+	return r;
 }
 
 int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add)

@@ -96,13 +96,20 @@ int kvm_pfi_read_guest_remote(struct kvm *kvm, unsigned long long gpa, void *buf
  * reference on the VM while registered.
  */
 struct kvm_pfi_tracker;
-typedef void (*kvm_pfi_track_write_fn)(void *owner, unsigned long long gpa, unsigned int bytes);
+typedef void (*kvm_pfi_track_write_fn)(void *owner, unsigned long long gpa,
+				       const unsigned char *new_bytes, unsigned int bytes);
 typedef void (*kvm_pfi_track_region_gone_fn)(void *owner, unsigned long long gfn,
 					     unsigned long nr_pages);
 struct kvm_pfi_tracker *kvm_pfi_tracker_create(struct kvm *kvm, kvm_pfi_track_write_fn write,
 					       kvm_pfi_track_region_gone_fn region_gone,
 					       void *owner, int *err);
 void kvm_pfi_tracker_destroy(struct kvm *kvm, struct kvm_pfi_tracker *t);
+/*
+ * Writes @len bytes at @gpa from the thread of one of the VM's vCPUs (the
+ * page-track notifier runs there, holding kvm->srcu). May sleep. 0 or -errno.
+ */
+int kvm_pfi_write_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, const void *buf,
+				    unsigned int len);
 /* Start (@add) or stop write-tracking guest frame @gfn; KVM counts per gfn. */
 int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add);
 

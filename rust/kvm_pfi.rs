@@ -22,8 +22,11 @@ mod netlink;
 #[path = "pfi_core/mod.rs"]
 #[allow(dead_code)]
 pub mod pfi_core;
+mod protect;
 mod reaper;
 mod report;
+mod scan;
+mod sigs;
 mod stream;
 mod targets;
 mod vendor;
@@ -62,6 +65,7 @@ struct KvmPfi {
     _reaper: reaper::ReaperHandle,
     _probes: hooks::Probes,
     _attachments: vm::Attachments,
+    _sigs: sigs::Sigs,
     _readers: stream::Readers,
     _netlink: netlink::Registration,
 }
@@ -72,10 +76,12 @@ impl kernel::InPlaceModule for KvmPfi {
         // a later step fails.
         let netlink = netlink::Registration::register();
         let readers = stream::Readers::new();
+        let sigs = sigs::Sigs::new();
         let attachments = vm::Attachments::new();
         try_pin_init!(Self {
             _netlink: netlink?,
             _readers: readers,
+            _sigs: sigs,
             _attachments: attachments,
             _probes: hooks::Probes::register()?,
             _reaper: reaper::ReaperHandle::start()?,

@@ -23,7 +23,8 @@ use crate::bindings::{
 use crate::stream;
 use crate::targets::{
     Settled,
-    Target, //
+    Target,
+    WriteRecord, //
 };
 use crate::vm::{
     AttachedVm,
@@ -305,5 +306,76 @@ pub(crate) fn page_failed(vm_id: u32, s: &Settled) {
     stream::publish(ev, None);
     send(uapi::KVM_PFI_CMD_PAGE_FAILED, |ev| {
         page_attrs(ev, vm_id, s)?.u32(uapi::KVM_PFI_A_EVENT_FAIL_REASON, s.info.fail_reason)
+    });
+}
+
+/// A signature match in a target page (see `scan.rs` for the fields).
+pub(crate) struct Detection<'a> {
+    pub(crate) vm_id: u32,
+    pub(crate) target_id: u32,
+    pub(crate) cr3: u64,
+    pub(crate) gva: u64,
+    pub(crate) gpa: u64,
+    pub(crate) offset: u32,
+    pub(crate) length: u32,
+    pub(crate) rule_id: u32,
+    pub(crate) rule_name: &'a [u8],
+    pub(crate) generation: u32,
+    pub(crate) how: u32,
+    pub(crate) injections: u32,
+}
+
+pub(crate) fn detection(d: &Detection<'_>) {
+    let mut ev = stream::record(uapi::KVM_PFI_CMD_DETECTION);
+    (ev.vm_id, ev.target_id, ev.cr3, ev.gva, ev.gpa) = (d.vm_id, d.target_id, d.cr3, d.gva, d.gpa);
+    (ev.offset, ev.length, ev.rule_id, ev.generation) = (d.offset, d.length, d.rule_id, d.generation);
+    (ev.how, ev.injections) = (d.how, d.injections);
+    // NUL-terminated: one byte of the array stays 0.
+    let room = ev.rule_name.len() - 1;
+    for (dst, &src) in ev.rule_name.iter_mut().zip(d.rule_name.iter().take(room)) {
+        *dst = src as _;
+    }
+    stream::publish(ev, None);
+    send(uapi::KVM_PFI_CMD_DETECTION, |ev| {
+        ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, d.vm_id)?
+            .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, d.target_id)?
+            .u64(uapi::KVM_PFI_A_EVENT_CR3, d.cr3)?
+            .u64(uapi::KVM_PFI_A_EVENT_GVA, d.gva)?
+            .u64(uapi::KVM_PFI_A_EVENT_GPA, d.gpa)?
+            .u32(uapi::KVM_PFI_A_EVENT_OFFSET, d.offset)?
+            .u32(uapi::KVM_PFI_A_EVENT_LENGTH, d.length)?
+            .u32(uapi::KVM_PFI_A_EVENT_RULE_ID, d.rule_id)?
+            .string(uapi::KVM_PFI_A_EVENT_RULE_NAME, d.rule_name)?
+            .u32(uapi::KVM_PFI_A_EVENT_GENERATION, d.generation)?
+            .u32(uapi::KVM_PFI_A_EVENT_HOW, d.how)?
+            .u32(uapi::KVM_PFI_A_EVENT_INJECTIONS, d.injections)
+    });
+}
+
+pub(crate) fn write_attempt(vm_id: u32, w: &WriteRecord) {
+    let mut ev = stream::record(uapi::KVM_PFI_CMD_WRITE_ATTEMPT);
+    (ev.vm_id, ev.target_id, ev.cr3, ev.gva, ev.gpa) = (vm_id, w.target_id, w.cr3, w.gva, w.gpa);
+    (ev.offset, ev.length, ev.restored) = ((w.gpa & 0xfff) as u32, w.len, u32::from(w.restored));
+    stream::publish(ev, Some(w.data()));
+    send(uapi::KVM_PFI_CMD_WRITE_ATTEMPT, |ev| {
+        ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm_id)?
+            .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, w.target_id)?
+            .u64(uapi::KVM_PFI_A_EVENT_CR3, w.cr3)?
+            .u64(uapi::KVM_PFI_A_EVENT_GVA, w.gva)?
+            .u64(uapi::KVM_PFI_A_EVENT_GPA, w.gpa)?
+            .u32(uapi::KVM_PFI_A_EVENT_OFFSET, (w.gpa & 0xfff) as u32)?
+            .u32(uapi::KVM_PFI_A_EVENT_LENGTH, w.len)?
+            .u32(uapi::KVM_PFI_A_EVENT_RESTORED, u32::from(w.restored))?
+            .put_raw(uapi::KVM_PFI_A_EVENT_DATA, w.data())
+    });
+}
+
+pub(crate) fn sigs_loaded(generation: u32, nr_rules: u32) {
+    let mut ev = stream::record(uapi::KVM_PFI_CMD_SIGS_LOADED);
+    (ev.generation, ev.nr_rules) = (generation, nr_rules);
+    stream::publish(ev, None);
+    send(uapi::KVM_PFI_CMD_SIGS_LOADED, |ev| {
+        ev.u32(uapi::KVM_PFI_A_EVENT_GENERATION, generation)?
+            .u32(uapi::KVM_PFI_A_EVENT_NR_RULES, nr_rules)
     });
 }

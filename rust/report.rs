@@ -3,7 +3,8 @@
 //! Reporting, out of the probes: a probe that sees a target page settle
 //! queues the VM's report work, which sends the events (and, for
 //! `KVM_PFI_TARGET_READ` targets, reads the page through the VMM's address
-//! space, which may sleep).
+//! space, which may sleep), then protects (`protect.rs`) and scans
+//! (`scan.rs`) what became resident.
 
 use core::ffi::c_void;
 use core::sync::atomic::Ordering;
@@ -30,11 +31,18 @@ const BATCH: usize = 8;
 /// Bytes of page contents an event carries.
 const DATA_LEN: usize = uapi::KVM_PFI_EVENT_DATA_LEN as usize;
 
-/// The report work: follows walks with write tracking, and sends an event
-/// for every settled, unreported page of `vm`.
-pub(crate) fn settled_pages(vm: &AttachedVm) {
+/// The report work: follows walks with write tracking, sends an event for
+/// every settled, unreported page of `vm`, then protects and scans them.
+pub(crate) fn run(vm: &AttachedVm) {
     walk_new_pages(vm);
     sync_tracking(vm);
+    settled_pages(vm);
+    crate::protect::sync(vm);
+    crate::protect::report_writes(vm);
+    crate::scan::scan_pages(vm);
+}
+
+fn settled_pages(vm: &AttachedVm) {
     let mut buf: Option<KVVec<u8>> = None;
     loop {
         if vm.detached.load(Ordering::Relaxed) {
@@ -76,7 +84,7 @@ fn send(vm: &AttachedVm, s: &Settled, buf: &mut Option<KVVec<u8>>) {
 }
 
 /// Guest memory read from the report work, through the VMM's mm.
-struct RemoteMemory {
+pub(crate) struct RemoteMemory {
     kvm: *mut glue::kvm,
 }
 
@@ -117,14 +125,28 @@ fn walk_new_pages(vm: &AttachedVm) {
     }
 }
 
-/// Called by KVM after it emulated a guest write to a tracked page.
-unsafe extern "C" fn on_track_write(owner: *mut c_void, gpa: u64, _bytes: u32) {
+/// Called by KVM, in the writing vCPU's thread, after it emulated a guest
+/// write of `bytes` bytes (`new`) at `gpa` to a tracked page.
+unsafe extern "C" fn on_track_write(owner: *mut c_void, gpa: u64, new: *const u8, bytes: u32) {
     // SAFETY: `owner` is the `AttachedVm` the tracker was created for; it
     // outlives the tracker (destroyed in `teardown`, before the VM's last
     // reference can go).
     let vm = unsafe { &*owner.cast::<AttachedVm>() };
-    if vm.targets.lock().on_page_table_write(gpa) {
+    let (table_write, protected) = {
+        let mut targets = vm.targets.lock();
+        (targets.on_page_table_write(gpa), targets.protected_page(gpa >> 12))
+    };
+    if table_write {
         vm.busy.store(true, Ordering::Relaxed);
+    }
+    if let Some(pw) = protected {
+        let new = if new.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: KVM passes the `bytes` bytes it wrote.
+            unsafe { core::slice::from_raw_parts(new, bytes as usize) }
+        };
+        crate::protect::on_guest_write(vm, &pw, gpa, new);
     }
 }
 
@@ -136,7 +158,8 @@ unsafe extern "C" fn on_region_gone(owner: *mut c_void, gfn: u64, nr_pages: usiz
     vm.busy.store(true, Ordering::Relaxed);
 }
 
-fn tracker(vm: &AttachedVm) -> Option<*mut glue::kvm_pfi_tracker> {
+/// The VM's page-track notifier, registered on first use (process context).
+pub(crate) fn tracker(vm: &AttachedVm) -> Option<*mut glue::kvm_pfi_tracker> {
     let t = vm.tracker.load(Ordering::Acquire);
     if !t.is_null() {
         return Some(t);
@@ -174,6 +197,7 @@ fn sync_tracking(vm: &AttachedVm) {
     if !vm.targets.lock().tracking_stale || vm.detached.load(Ordering::Relaxed) {
         return;
     }
+    let _serial = vm.tracking.lock();
     if tracker(vm).is_none() {
         return;
     }
@@ -195,10 +219,11 @@ fn sync_tracking(vm: &AttachedVm) {
     }
 }
 
-/// Stops write tracking of a removed target's pages.
+/// Stops write tracking of a removed target's pages. The caller holds
+/// `vm.tracking`, or the report work can no longer run.
 pub(crate) fn untrack(vm: &AttachedVm, t: &Target) {
     for p in t.pages.iter() {
-        for &g in p.tables_tracked.as_slice() {
+        for &g in Iterator::chain(p.tables_tracked.as_slice().iter(), p.data_tracked.as_slice()) {
             // SAFETY: the VM is referenced; process context; added before.
             unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
         }

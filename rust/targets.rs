@@ -122,6 +122,23 @@ pub(crate) struct Page {
     tables_wanted: Gfns,
     /// Table pages write-tracked for this page now.
     pub(crate) tables_tracked: Gfns,
+    /// Generation of the signature set it was last scanned with; 0 until
+    /// its first scan and again after a guest write.
+    scan_gen: u32,
+    /// Bytes `[lo, hi)` guest writes changed since a scan with set
+    /// generation `.0`: the next scan reports only matches touching them
+    /// (the others were reported already).
+    written: Option<(u32, u32, u32)>,
+    /// `KVM_PFI_TARGET_PROTECT`: its own frame, write-tracked now.
+    pub(crate) data_tracked: Option<u64>,
+    /// `KVM_PFI_TARGET_ENFORCE`: its bytes when protection began, restored
+    /// after every guest write.
+    shadow: Option<KVec<u8>>,
+    /// The page no longer maps `data_tracked`: the report work untracks it.
+    protect_stale: bool,
+    /// A write found the page moved to another frame: `gpa` is stale, so
+    /// it is neither scanned nor protected again.
+    moved: bool,
 }
 
 impl Page {
@@ -147,8 +164,27 @@ impl Page {
             page_size: self.page_size,
             fail_reason: self.fail_reason,
             entries_to_delivery: stats.entries_to_delivery.unwrap_or(0),
-            reserved: 0,
+            flags: self.flags(),
         }
+    }
+
+    fn flags(&self) -> u32 {
+        let mut f = 0;
+        if self.data_tracked.is_some() {
+            f |= uapi::KVM_PFI_PAGE_PROTECTED;
+        }
+        if self.shadow.is_some() {
+            f |= uapi::KVM_PFI_PAGE_ENFORCED;
+        }
+        let generation = crate::sigs::active_generation();
+        if generation != 0 && self.scan_gen == generation {
+            f |= uapi::KVM_PFI_PAGE_SCANNED;
+        }
+        f
+    }
+
+    fn is_resident(&self) -> bool {
+        !self.moved && matches!(self.inj.state(), State::Resident { .. } | State::Done)
     }
 }
 
@@ -194,7 +230,15 @@ impl TargetSpec {
         if req.gva % PAGE_SIZE != 0 || req.len % PAGE_SIZE != 0 || req.len == 0 {
             return Err(EINVAL);
         }
+        if req.flags & uapi::KVM_PFI_TARGET_ENFORCE != 0 && req.flags & uapi::KVM_PFI_TARGET_PROTECT == 0 {
+            return Err(EINVAL);
+        }
         if req.len / PAGE_SIZE > MAX_PAGES as u64 {
+            return Err(E2BIG);
+        }
+        if req.flags & uapi::KVM_PFI_TARGET_ENFORCE != 0
+            && req.len / PAGE_SIZE > u64::from(uapi::KVM_PFI_MAX_ENFORCE_PAGES)
+        {
             return Err(E2BIG);
         }
         if req.timeout_ms > 60_000 || req.max_tries > 100 {
@@ -251,6 +295,12 @@ impl TargetSpec {
                     reported: false,
                     tables_wanted: Gfns::default(),
                     tables_tracked: Gfns::default(),
+                    scan_gen: 0,
+                    written: None,
+                    data_tracked: None,
+                    shadow: None,
+                    protect_stale: false,
+                    moved: false,
                 },
                 GFP_KERNEL,
             )?;
@@ -271,6 +321,66 @@ pub(crate) struct Settled {
     pub(crate) info: uapi::kvm_pfi_page_info,
 }
 
+/// A resident page to scan, with the neighbours (in its target) that were
+/// scanned before it: a match straddling into one of them is reported by
+/// this scan, a match straddling into a later one by that one's scan, so
+/// each is reported once.
+#[derive(Clone, Copy)]
+pub(crate) struct ScanJob {
+    pub(crate) target_id: u32,
+    pub(crate) cr3: u64,
+    pub(crate) gva: u64,
+    pub(crate) gpa: u64,
+    pub(crate) how: u32,
+    pub(crate) injections: u32,
+    pub(crate) prev_gpa: Option<u64>,
+    pub(crate) next_gpa: Option<u64>,
+    /// Report only matches touching these bytes of the page (a rescan after
+    /// writes); `None`: all.
+    pub(crate) only: Option<(u32, u32)>,
+}
+
+/// A protected page to start or stop tracking.
+#[derive(Clone, Copy)]
+pub(crate) struct ProtectJob {
+    pub(crate) target_id: u32,
+    pub(crate) index: usize,
+    pub(crate) gfn: u64,
+    pub(crate) enforce: bool,
+}
+
+/// A guest write to a protected page, for the `write-attempt` event.
+#[derive(Clone, Copy)]
+pub(crate) struct WriteRecord {
+    pub(crate) target_id: u32,
+    pub(crate) cr3: u64,
+    pub(crate) gva: u64,
+    pub(crate) gpa: u64,
+    pub(crate) len: u32,
+    pub(crate) restored: bool,
+    /// The first bytes written (`WRITE_BYTES` at most).
+    pub(crate) bytes: [u8; WRITE_BYTES],
+}
+
+impl WriteRecord {
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.bytes[..(self.len as usize).min(WRITE_BYTES)]
+    }
+}
+
+/// Bytes of a guest write an event carries.
+pub(crate) const WRITE_BYTES: usize = 64;
+/// Writes queued for events between two report runs; more are counted.
+pub(crate) const WRITE_QUEUE: usize = 32;
+
+/// What a protected page's write means to the notifier.
+pub(crate) struct ProtectedWrite {
+    pub(crate) target_id: u32,
+    pub(crate) root: u64,
+    pub(crate) gva: u64,
+    pub(crate) enforce: bool,
+}
+
 /// The targets of one VM and the per-vCPU injection slots. Under the VM's
 /// spinlock: probes of several vCPUs of one VM and the ioctls share it.
 pub(crate) struct Targets {
@@ -281,11 +391,16 @@ pub(crate) struct Targets {
     /// No page needs an exit's attention before this time (0: the next
     /// exit scans). Keeps exits cheap while pages only wait for context.
     next_scan_ns: u64,
+    /// Guest writes to protected pages, not reported yet.
+    writes: [Option<WriteRecord>; WRITE_QUEUE],
+    /// Writes that found the queue full.
+    pub(crate) writes_lost: u32,
 }
 
-/// Guest memory as the walk sees it: 8-byte reads from a probe.
-struct ProbeMemory {
-    kvm: *mut glue::kvm,
+/// Guest memory as the walk sees it: 8-byte reads from a probe, or from
+/// another context in a thread of the VMM (nofault: never sleeps).
+pub(crate) struct ProbeMemory {
+    pub(crate) kvm: *mut glue::kvm,
 }
 
 impl GuestPhysRead for ProbeMemory {
@@ -308,7 +423,14 @@ impl Targets {
         for _ in 0..crate::vm::MAX_VCPUS {
             slots.push(VcpuSlot::new(), GFP_KERNEL)?;
         }
-        Ok(Targets { targets: [const { None }; MAX_TARGETS], slots, tracking_stale: false, next_scan_ns: 0 })
+        Ok(Targets {
+            targets: [const { None }; MAX_TARGETS],
+            slots,
+            tracking_stale: false,
+            next_scan_ns: 0,
+            writes: [None; WRITE_QUEUE],
+            writes_lost: 0,
+        })
     }
 
     /// Inserts a built target; `ENOSPC` when all slots are used. On error
@@ -645,6 +767,203 @@ impl Targets {
                     out[n] = Some(Settled { target_id: id, flags, cr3, info: p.info() });
                     n += 1;
                 }
+            }
+        }
+        n
+    }
+}
+
+impl Targets {
+    /// Collects up to `out.len()` resident, reported pages not scanned with
+    /// signature set `generation`, marking them scanned. Returns how many.
+    pub(crate) fn take_unscanned(&mut self, generation: u32, out: &mut [Option<ScanJob>]) -> usize {
+        let mut n = 0;
+        for t in self.targets.iter_mut().flatten() {
+            for i in 0..t.pages.len() {
+                if n == out.len() {
+                    return n;
+                }
+                let Some(p) = t.pages.get_mut(i) else { break };
+                if !p.is_resident() || !p.reported || p.scan_gen == generation {
+                    continue;
+                }
+                p.scan_gen = generation;
+                let only = p.written.take().filter(|w| w.0 == generation).map(|w| (w.1, w.2));
+                let (gva, gpa, how, injections) = (p.inj.target().gva, p.gpa, p.how, p.inj.stats().injections);
+                let context = |q: Option<&Page>| {
+                    q.filter(|q| q.is_resident() && q.scan_gen == generation).map(|q| q.gpa)
+                };
+                let prev = i.checked_sub(1).and_then(|j| t.pages.get(j));
+                out[n] = Some(ScanJob {
+                    target_id: t.id,
+                    cr3: t.cr3,
+                    gva,
+                    gpa,
+                    how,
+                    injections,
+                    prev_gpa: context(prev),
+                    next_gpa: context(t.pages.get(i + 1)),
+                    only,
+                });
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Protection work for the report: pages of `KVM_PFI_TARGET_PROTECT`
+    /// targets that are resident and not tracked (recorded as tracked now),
+    /// and tracked pages gone stale (recorded as untracked). Returns (to
+    /// track, to untrack, whether more remain).
+    pub(crate) fn take_protection_changes(
+        &mut self,
+        track: &mut [Option<ProtectJob>],
+        untrack: &mut [u64],
+    ) -> (usize, usize, bool) {
+        let (mut na, mut nr) = (0, 0);
+        for t in self.targets.iter_mut().flatten() {
+            if t.flags & uapi::KVM_PFI_TARGET_PROTECT == 0 {
+                continue;
+            }
+            let enforce = t.flags & uapi::KVM_PFI_TARGET_ENFORCE != 0;
+            let target_id = t.id;
+            for (index, p) in t.pages.iter_mut().enumerate() {
+                if p.protect_stale {
+                    if nr == untrack.len() {
+                        return (na, nr, true);
+                    }
+                    if let Some(g) = p.data_tracked.take() {
+                        untrack[nr] = g;
+                        nr += 1;
+                    }
+                    p.shadow = None;
+                    p.protect_stale = false;
+                    continue;
+                }
+                if p.data_tracked.is_none() && p.is_resident() && p.reported {
+                    if na == track.len() {
+                        return (na, nr, true);
+                    }
+                    let gfn = p.gpa >> 12;
+                    p.data_tracked = Some(gfn);
+                    track[na] = Some(ProtectJob { target_id, index, gfn, enforce });
+                    na += 1;
+                }
+            }
+        }
+        (na, nr, false)
+    }
+
+    /// Installs the copy of a page taken after its tracking began, unless
+    /// the page changed meanwhile.
+    pub(crate) fn set_shadow(&mut self, target_id: u32, index: usize, gfn: u64, shadow: KVec<u8>) -> Option<KVec<u8>> {
+        let p = self
+            .targets
+            .iter_mut()
+            .flatten()
+            .find(|t| t.id == target_id)
+            .and_then(|t| t.pages.get_mut(index));
+        match p {
+            Some(p) if p.data_tracked == Some(gfn) && p.shadow.is_none() => {
+                p.shadow = Some(shadow);
+                None
+            }
+            // Freed by the caller, outside the lock.
+            _ => Some(shadow),
+        }
+    }
+
+    /// The protected page whose frame `gfn` is, if any.
+    pub(crate) fn protected_page(&self, gfn: u64) -> Option<ProtectedWrite> {
+        for t in self.targets.iter().flatten() {
+            for p in t.pages.iter() {
+                if p.data_tracked == Some(gfn) && !p.protect_stale {
+                    return Some(ProtectedWrite {
+                        target_id: t.id,
+                        root: p.inj.target().space.root_gpa(),
+                        gva: p.inj.target().gva,
+                        enforce: p.shadow.is_some(),
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Copies the kept bytes `[offset, offset + out.len())` of the
+    /// protected page at `gfn` into `out`; false if there are none.
+    pub(crate) fn shadow_bytes(&self, gfn: u64, offset: usize, out: &mut [u8]) -> bool {
+        for t in self.targets.iter().flatten() {
+            for p in t.pages.iter().filter(|p| p.data_tracked == Some(gfn)) {
+                let src = p.shadow.as_ref().and_then(|s| s.get(offset..offset + out.len()));
+                if let Some(src) = src {
+                    out.copy_from_slice(src);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// After a guest write of `[lo, hi)` to the protected page at `gfn`:
+    /// if it no longer maps that frame (`moved`), stop protecting it; else
+    /// scan it again if its bytes changed (`rescan`).
+    pub(crate) fn on_protected_write(&mut self, gfn: u64, moved: bool, rescan: bool, lo: u32, hi: u32) {
+        for t in self.targets.iter_mut().flatten() {
+            for p in t.pages.iter_mut().filter(|p| p.data_tracked == Some(gfn)) {
+                if moved {
+                    p.protect_stale = true;
+                    p.moved = true;
+                } else if rescan {
+                    p.written = match (p.written, p.scan_gen) {
+                        // A rescan is pending already: widen it.
+                        (Some((g, a, b)), 0) => Some((g, a.min(lo), b.max(hi))),
+                        // Never scanned: the pending scan is a full one.
+                        (None, 0) => None,
+                        (_, g) => Some((g, lo, hi)),
+                    };
+                    p.scan_gen = 0;
+                }
+            }
+        }
+    }
+
+    /// Whether a target asks for protection.
+    pub(crate) fn wants_protection(&self) -> bool {
+        self.targets.iter().flatten().any(|t| t.flags & uapi::KVM_PFI_TARGET_PROTECT != 0)
+    }
+
+    /// KVM refused to track the page's frame: it is not protected (tried
+    /// again at the next report run).
+    pub(crate) fn protection_failed(&mut self, target_id: u32, index: usize) {
+        let p = self.targets.iter_mut().flatten().find(|t| t.id == target_id).and_then(|t| t.pages.get_mut(index));
+        if let Some(p) = p {
+            p.data_tracked = None;
+        }
+    }
+
+    /// Queues a write for its event; false if the queue was full.
+    pub(crate) fn queue_write(&mut self, w: WriteRecord) -> bool {
+        match self.writes.iter_mut().find(|w| w.is_none()) {
+            Some(slot) => {
+                *slot = Some(w);
+                true
+            }
+            None => {
+                self.writes_lost = self.writes_lost.saturating_add(1);
+                false
+            }
+        }
+    }
+
+    /// Moves the queued writes out, oldest first (the queue is emptied
+    /// whole, so it fills from its start). Returns how many.
+    pub(crate) fn take_writes(&mut self, out: &mut [Option<WriteRecord>; WRITE_QUEUE]) -> usize {
+        let mut n = 0;
+        for w in self.writes.iter_mut() {
+            if let Some(w) = w.take() {
+                out[n] = Some(w);
+                n += 1;
             }
         }
         n

@@ -26,6 +26,7 @@ use kernel::sync::{
     rcu,
     Arc,
     ArcBorrow,
+    Mutex,
     SpinLock, //
 };
 use kernel::workqueue::{
@@ -124,6 +125,11 @@ pub(crate) struct AttachedVm {
     paging_seen: AtomicU32,
     /// KVM page-track notifier, created by the report work on first use.
     pub(crate) tracker: AtomicPtr<glue::kvm_pfi_tracker>,
+    /// Serialises write-tracking changes (the report work's, and a target
+    /// removal's untracking) so that no gfn is tracked after its target
+    /// went: ordered before `targets`.
+    #[pin]
+    pub(crate) tracking: Mutex<()>,
     /// Reports settled pages (netlink, page contents) outside the probes.
     #[pin]
     work: Work<AttachedVm>,
@@ -137,7 +143,7 @@ impl WorkItem for AttachedVm {
     type Pointer = Arc<AttachedVm>;
 
     fn run(this: Arc<AttachedVm>) {
-        crate::report::settled_pages(&this);
+        crate::report::run(&this);
     }
 }
 
@@ -403,6 +409,7 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner) -> Result<u32> {
             detached: AtomicBool::new(false),
             paging_seen: AtomicU32::new(0),
             tracker: AtomicPtr::new(ptr::null_mut()),
+            tracking <- kernel::new_mutex!((), "kvm_pfi::tracking"),
             work <- new_work!("kvm_pfi::report"),
         }),
         GFP_KERNEL,

@@ -9,5 +9,5 @@ KDIR="${KDIR:-$KVM_PFI_CACHE/build}"
 TOOL="${CARGO_TARGET_DIR:-$KVM_PFI_CACHE/target}/release/kvm-pfi"
 TESTS="${KVM_PFI_TESTS:-$(selftests_dir "$KDIR")}"
 
-run_vng "$KDIR" "KVM_PFI_KO='$KVM_PFI_ROOT/kvm_pfi.ko' TOOL='$TOOL' TESTS='$TESTS' \
+run_vng "$KDIR" "KVM_PFI_ROOT='$KVM_PFI_ROOT' KVM_PFI_KO='$KVM_PFI_ROOT/kvm_pfi.ko' TOOL='$TOOL' TESTS='$TESTS' \
 bash $KVM_PFI_ROOT/scripts/demo-in-vm.sh"

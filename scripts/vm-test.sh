@@ -13,6 +13,6 @@ for f in "$KVM_PFI_KO" "$KVM_PFI_TESTS/kvm_pfi_test" "$KVM_PFI_TOOL"; do
 	[ -e "$f" ] || die "missing $f: run 'make module tool selftests'"
 done
 
-run_vng "$KDIR" "KVM_PFI_KO='$KVM_PFI_KO' KVM_PFI_TESTS='$KVM_PFI_TESTS' \
+run_vng "$KDIR" "KVM_PFI_ONLY='${KVM_PFI_ONLY:-}' KVM_PFI_KO='$KVM_PFI_KO' KVM_PFI_TESTS='$KVM_PFI_TESTS' \
 KVM_PFI_TOOL='$KVM_PFI_TOOL' KVM_PFI_ROOT='$KVM_PFI_ROOT' KVM_PFI_SRC='$(kernel_src_dir)' \
 $KVM_PFI_ROOT/selftests/run_in_vm.sh"

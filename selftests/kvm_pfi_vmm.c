@@ -8,11 +8,14 @@
  *
  *   kvm_pfi_vmm [exits] [pause_us] [swap]   (default 1000 exits, no pause)
  *
- * With "swap", one guest page holding a known text is "swapped out" before
+ * With "swap", one guest page holding a known text, with the EICAR
+ * anti-virus test string at offset EICAR_OFFSET, is "swapped out" before
  * the guest starts: its PTE becomes a Linux swap entry. The guest runs at
  * CPL 0 with interrupts on; its #PF handler tells the VMM, which maps the
- * page back, as a guest OS would. The hello line then also carries "cr3"
- * and "gva", for `kvm-pfi target add --kernel`.
+ * page back, as a guest OS would. After its last exit but one the guest
+ * writes WRITE_TEXT at WRITE_OFFSET of the page. The hello line then also
+ * carries "cr3", "gva", "eicar_offset" and "write_offset", for
+ * `kvm-pfi target add --kernel` and the checks of what it reports.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -28,8 +31,15 @@
 /* __swp_entry(type 0, offset 0x1234), offset inverted (L1TF), as Linux writes it. */
 #define LINUX_SWAP_PTE	0x07ffffffffdb9600ull
 #define DEMO_TEXT	"kvm-pfi brought this page back from swap. "
+/* The standard harmless test "virus" every scanner detects. */
+#define EICAR		"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+#define EICAR_OFFSET	1000
+#define WRITE_OFFSET	8
+#define WRITE_TEXT	"WRITTEN!"	/* 8 bytes, stored as one u64: */
+#define WRITE_VALUE	0x214e455454495257ull
 
 static uint64_t guest_exits;
+static uint64_t guest_write_gva;	/* 0: no write */
 
 static void guest_pf_handler(struct ex_regs *regs)
 {
@@ -41,6 +51,10 @@ static void guest_code(void)
 	asm volatile("sti; nop");
 	for (uint64_t i = 0; i < READ_ONCE(guest_exits); i++)
 		GUEST_SYNC(i);
+	if (READ_ONCE(guest_write_gva))
+		/* One 8-byte store, so the host sees one write. */
+		*(volatile uint64_t *)(guest_write_gva + WRITE_OFFSET) = WRITE_VALUE;
+	GUEST_SYNC(guest_exits);
 	GUEST_DONE();
 }
 
@@ -65,11 +79,16 @@ int main(int argc, char **argv)
 		page = addr_gva2hva(vm, gva);
 		for (size_t off = 0; off + sizeof(DEMO_TEXT) - 1 <= 4096; off += sizeof(DEMO_TEXT) - 1)
 			memcpy(page + off, DEMO_TEXT, sizeof(DEMO_TEXT) - 1);
+		memcpy(page + EICAR_OFFSET, EICAR, sizeof(EICAR) - 1);
 		pte = vm_get_pte(vm, gva);
 		saved_pte = *pte;
 		*pte = LINUX_SWAP_PTE;
-		printf("{\"pid\":%d,\"vm_fd\":%d,\"cr3\":%lu,\"gva\":%lu}\n",
-		       getpid(), vm->fd, (unsigned long)vm->mmu.pgd, (unsigned long)gva);
+		guest_write_gva = gva;
+		sync_global_to_guest(vm, guest_write_gva);
+		printf("{\"pid\":%d,\"vm_fd\":%d,\"cr3\":%lu,\"gva\":%lu,\"eicar_offset\":%d,"
+		       "\"write_offset\":%d,\"write_text\":\"%s\"}\n",
+		       getpid(), vm->fd, (unsigned long)vm->mmu.pgd, (unsigned long)gva,
+		       EICAR_OFFSET, WRITE_OFFSET, WRITE_TEXT);
 	} else {
 		printf("{\"pid\":%d,\"vm_fd\":%d}\n", getpid(), vm->fd);
 	}
@@ -95,7 +114,8 @@ int main(int argc, char **argv)
 			break;
 		case UCALL_DONE:
 			kvm_vm_free(vm);
-			return syncs == exits ? 0 : 1;
+			/* The loop's syncs and the one after the write. */
+			return syncs == exits + 1 ? 0 : 1;
 		default:
 			fprintf(stderr, "unexpected ucall %lu\n", uc.cmd);
 			return 2;

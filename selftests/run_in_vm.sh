@@ -67,11 +67,15 @@ echo "KTAP version 1"
 modprobe kvm_amd || { echo "Bail out! kvm_amd does not load"; exit 1; }
 insmod "$KVM_PFI_KO" || { echo "Bail out! kvm_pfi does not load"; exit 1; }
 
-run_harness kvm_pfi_test "$KVM_PFI_TESTS/kvm_pfi_test"
-run_python watch_events "$KVM_PFI_ROOT/selftests/watch_events.py"
-run_harness kvm_pfi_inject_test "$KVM_PFI_TESTS/kvm_pfi_inject_test"
+# KVM_PFI_ONLY="prog ...": run just these programs (a developer's shortcut;
+# the unload and dmesg checks always run).
+only() { [ -z "${KVM_PFI_ONLY:-}" ] || [[ " $KVM_PFI_ONLY " == *" $1 "* ]]; }
+only kvm_pfi_test && run_harness kvm_pfi_test "$KVM_PFI_TESTS/kvm_pfi_test"
+only watch_events && run_python watch_events "$KVM_PFI_ROOT/selftests/watch_events.py"
+only kvm_pfi_inject_test && run_harness kvm_pfi_inject_test "$KVM_PFI_TESTS/kvm_pfi_inject_test"
+only kvm_pfi_detect_test && run_harness kvm_pfi_detect_test "$KVM_PFI_TESTS/kvm_pfi_detect_test"
 # Unloads and reloads the module: last, so a failure cannot disturb others.
-run_harness kvm_pfi_unload_test "$KVM_PFI_TESTS/kvm_pfi_unload_test"
+only kvm_pfi_unload_test && run_harness kvm_pfi_unload_test "$KVM_PFI_TESTS/kvm_pfi_unload_test"
 
 # The module must unload cleanly, and the log must be clean.
 if rmmod kvm_pfi; then

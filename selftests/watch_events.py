@@ -1,11 +1,18 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0
-"""`kvm-pfi watch` against real events, checked against ground truth.
+"""The kvm-pfi tool and the kernel tree's YNL CLI against real events,
+checked against ground truth.
 
 A VMM we start (kvm_pfi_vmm) holds a VM; `kvm-pfi attach --pid` attaches
 it the way an operator would (pidfd_getfd), `kvm-pfi detach` detaches it.
 The watcher must print exactly those two events as JSON, with the VM id
-the attach returned, the VMM's PID and KVM's name of the VM. Prints KTAP.
+the attach returned, the VMM's PID and KVM's name of the VM. Then page
+events of an injection; the tool's target commands; and the operator's
+detection story end to end: `sigs load` of scripts/demo.yar, a swapped-out
+page holding the EICAR test string brought back and detected where the VMM
+put it, the guest's write into the protected page, `snapshot` and its
+yara-x rescan, and the same events decoded by YNL from the YAML spec.
+Prints KTAP.
 """
 import json
 import os
@@ -167,6 +174,169 @@ def tool_targets():
     check("targets_vmm_finished", vmm.wait(timeout=120) == 0, "VMM guest did not finish")
 
 
+EICAR_HEAD_LEN = 17      # X5O!P%@AP [1 byte] 4\PZX54: the rule's $head
+EICAR_NAME_AT = 28       # "EICAR-STANDARD-ANTIVIRUS-TEST-FILE" in the string
+EICAR_NAME_LEN = 34
+
+
+def start_ynl():
+    """The kernel tree's YNL CLI subscribed to the events group, or None."""
+    src = os.environ.get("KVM_PFI_SRC", "")
+    cli = os.path.join(src, "tools/net/ynl/pyynl/cli.py")
+    if not os.path.exists(cli):
+        return None
+    spec = os.path.join(os.environ["KVM_PFI_ROOT"], "Documentation/netlink/specs/kvm_pfi.yaml")
+    ynl = subprocess.Popen(["/usr/bin/python3", cli, "--no-schema", "--output-json",
+                            "--spec", spec, "--subscribe", "events", "--sleep", "45"],
+                           cwd=os.path.dirname(cli), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    # YNL has no readiness signal: give it time to join the group.
+    time.sleep(8)
+    return ynl
+
+
+def detection_story():
+    """scripts/demo.yar loaded with the tool; the EICAR page of a swap-mode
+    kvm_pfi_vmm brought back, detected, written to; seen by `watch`, by
+    `snapshot` (and yara-x), and by YNL."""
+    rules = os.path.join(os.environ["KVM_PFI_ROOT"], "scripts/demo.yar")
+    snapdir = tempfile.mkdtemp()
+    ynl = start_ynl()
+    check("det_ynl_available", ynl is not None, "no YNL CLI in the kernel tree")
+    ready = os.path.join(tempfile.mkdtemp(), "ready")
+    watch = subprocess.Popen([TOOL, "watch", "--timeout", "120", "--ready-file", ready],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    snap_ready = os.path.join(tempfile.mkdtemp(), "ready")
+    snap = subprocess.Popen([TOOL, "snapshot", "--out", snapdir, "--count", "1", "--timeout", "120",
+                             "--ready-file", snap_ready],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        if os.path.exists(ready) and os.path.exists(snap_ready):
+            break
+        time.sleep(0.1)
+    check("det_subscribed", os.path.exists(ready) and os.path.exists(snap_ready))
+
+    load = run_tool("sigs", "load", rules, "--json")
+    loaded = json.loads(load.stdout) if load.returncode == 0 else {}
+    check("det_sigs_load", load.returncode == 0 and loaded.get("nr_rules") == 1,
+          f"exit {load.returncode}: {load.stdout} {load.stderr}")
+    info = run_tool("sigs", "info", "--json")
+    info = json.loads(info.stdout) if info.returncode == 0 else {}
+    check("det_sigs_info", info.get("generation") == loaded.get("generation")
+          and info.get("nr_rules") == 1, info)
+
+    vmm = subprocess.Popen([f"{TESTS}/kvm_pfi_vmm", "2000", "500", "swap"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = vmm.stdout.readline()
+    while line and not line.startswith("{"):
+        line = vmm.stdout.readline()
+    hello = json.loads(line)
+    gva, eicar = hello["gva"], hello["gva"] + hello["eicar_offset"]
+    att = run_tool("attach", "--pid", str(hello["pid"]), "--persistent", "--json")
+    vm = json.loads(att.stdout.strip().splitlines()[-1])["vm_id"] if att.returncode == 0 else 0
+    add = run_tool("target", "add", "--vm", str(vm), "--cr3", str(hello["cr3"]), "--gva", str(gva),
+                   "--len", "4096", "--kernel", "--read", "--protect", "--json")
+    check("det_target_add", add.returncode == 0, add.stderr.strip())
+    vmm.stdin.close()
+    check("det_vmm_finished", vmm.wait(timeout=300) == 0, "VMM guest did not finish")
+    time.sleep(2)
+    run_tool("detach", "--vm", str(vm))
+    time.sleep(1)
+    watch.terminate()
+    out, _ = finish(watch, 30)
+    events = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    print("# detection story: " + json.dumps([{k: v for k, v in e.items() if k != "data"}
+                                             for e in events]))
+
+    sl = [e for e in events if e.get("event") == "sigs-loaded"]
+    check("det_sigs_loaded_event", len(sl) == 1 and sl[0].get("generation") == loaded.get("generation")
+          and sl[0].get("nr_rules") == 1, sl)
+    dets = sorted((e for e in events if e.get("event") == "detection"), key=lambda e: e["gva"])
+    want = [(eicar, hello["eicar_offset"], EICAR_HEAD_LEN),
+            (eicar + EICAR_NAME_AT, hello["eicar_offset"] + EICAR_NAME_AT, EICAR_NAME_LEN)]
+    check("det_detections", [(d["gva"], d["offset"], d["length"]) for d in dets] == want, dets)
+    res = next((e for e in events if e.get("event") == "page-resident"), {})
+    check("det_detection_fields", dets and all(
+        d["rule_name"] == "eicar_test_file" and d["rule_id"] == 0 and d["vm_id"] == vm
+        and d["how"] == "injected" and d["injections"] == 1 and d["cr3"] == hello["cr3"]
+        and d["generation"] == loaded.get("generation")
+        and d["gpa"] == res.get("gpa", -1) + d["offset"] for d in dets), dets)
+    wa = [e for e in events if e.get("event") == "write-attempt"]
+    written = hello["write_text"].encode().hex()
+    check("det_write_attempt", len(wa) == 1 and wa[0]["gva"] == gva + hello["write_offset"]
+          and wa[0]["offset"] == hello["write_offset"] and wa[0]["length"] == 8
+          and wa[0]["data"] == written and wa[0]["restored"] == 0
+          and wa[0]["gpa"] == res.get("gpa", -1) + hello["write_offset"], wa)
+    # The write touched no signature: no detection after it.
+    check("det_no_detection_after_write", len(dets) == 2, len(dets))
+
+    sout, serr = finish(snap, 60)
+    check("det_snapshot_exit", snap.returncode == 0, serr.strip())
+    index = [json.loads(l) for l in open(os.path.join(snapdir, "index.jsonl"))] \
+        if os.path.exists(os.path.join(snapdir, "index.jsonl")) else []
+    check("det_snapshot_index", len(index) == 1 and index[0].get("gva") == gva
+          and index[0].get("how") == "injected", index)
+    page = open(os.path.join(snapdir, index[0]["file"]), "rb").read() if index else b""
+    check("det_snapshot_page", len(page) == 4096 and b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE"
+          in page[hello["eicar_offset"]:], len(page))
+    rescan = run_tool("snapshot", "--from", snapdir, "--yara", rules)
+    matches = [json.loads(l) for l in rescan.stdout.splitlines() if l.startswith("{")]
+    check("det_yara_rescan", rescan.returncode == 0 and matches
+          and {m.get("gva") for m in matches} == {eicar, eicar + EICAR_NAME_AT}
+          and all(m.get("rule") == "eicar_test_file" for m in matches),
+          rescan.stdout + rescan.stderr)
+
+    if ynl is None:
+        return
+    yout, yerr = finish(ynl, 120)
+    msgs = [json.loads(l) for l in yout.splitlines() if l.startswith("{")]
+    names = [m.get("name") for m in msgs]
+    print("# ynl detection events: " + json.dumps(names))
+    ydet = sorted((m["msg"] for m in msgs if m.get("name") == "detection"), key=lambda m: m["gva"])
+    check("ynl_detection", [(d.get("gva"), d.get("offset"), d.get("length"), d.get("rule-name"),
+                             d.get("rule-id"), d.get("how"))
+                            for d in ydet] == [(g, o, n, "eicar_test_file", 0, "injected")
+                                               for g, o, n in want], (ydet, yerr[-300:]))
+    ywa = [m["msg"] for m in msgs if m.get("name") == "write-attempt"]
+    check("ynl_write_attempt", len(ywa) == 1 and ywa[0].get("data") == written
+          and ywa[0].get("restored") == 0 and ywa[0].get("offset") == hello["write_offset"], ywa)
+    ysl = [m["msg"] for m in msgs if m.get("name") == "sigs-loaded"]
+    check("ynl_sigs_loaded", len(ysl) == 1 and ysl[0].get("nr-rules") == 1
+          and ysl[0].get("generation") == loaded.get("generation"), ysl)
+
+
+def tool_sigs_errors():
+    """The tool's exit statuses and messages for bad rules and refused sets;
+    the active set is kept."""
+    d = tempfile.mkdtemp()
+    bad = os.path.join(d, "bad.yar")
+    with open(bad, "w") as f:
+        f.write("rule ok {\n  strings:\n    $a = { 4D 5A [2-] }\n  condition:\n    any of them\n}\n")
+    r = run_tool("sigs", "load", bad)
+    check("sigs_bad_rule_file", r.returncode == 65 and f"{bad}:3:" in r.stderr,
+          f"exit {r.returncode}: {r.stderr.strip()}")
+    before = json.loads(run_tool("sigs", "info", "--json").stdout or "{}")
+    blob = os.path.join(d, "set.bin")
+    c = run_tool("sigs", "compile", os.path.join(os.environ["KVM_PFI_ROOT"], "scripts/demo.yar"),
+                 "-o", blob)
+    data = open(blob, "rb").read() if c.returncode == 0 else b""
+    check("sigs_compile", len(data) > 32, c.stderr)
+    cut = os.path.join(d, "cut.bin")
+    with open(cut, "wb") as f:
+        f.write(data[:-1])
+    r = run_tool("sigs", "load", "--compiled", cut)
+    check("sigs_truncated_refused", r.returncode == 65 and "EBADMSG" in r.stderr,
+          f"exit {r.returncode}: {r.stderr.strip()}")
+    after = json.loads(run_tool("sigs", "info", "--json").stdout or "{}")
+    check("sigs_refused_keeps_set", after.get("generation") == before.get("generation")
+          and after.get("nr_rules") == before.get("nr_rules"), (before, after))
+    r = run_tool("sigs", "load", os.path.join(d, "missing.yar"))
+    check("sigs_missing_file", r.returncode == 66, f"exit {r.returncode}: {r.stderr.strip()}")
+    r = run_tool("sigs", "clear")
+    after = json.loads(run_tool("sigs", "info", "--json").stdout or "{}")
+    check("sigs_clear", r.returncode == 0 and after.get("nr_rules") == 0, after)
+
+
 def main():
     vmm, hello = start_vmm(100)
     watch, joined = start_watch(2, 60)
@@ -203,6 +373,8 @@ def main():
     page_events()
     ynl_events()
     tool_targets()
+    detection_story()
+    tool_sigs_errors()
 
     print("KTAP version 1")
     print(f"1..{len(results)}")

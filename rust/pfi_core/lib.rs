@@ -12,6 +12,12 @@
         clippy::arithmetic_side_effects
     )
 )]
+#[cfg(feature = "text")]
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 include!("mod.rs");
+
+// Host only (allocates): the text rule format, for the kvm-pfi tool.
+#[cfg(feature = "text")]
+pub mod sigs_text;

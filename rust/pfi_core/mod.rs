@@ -42,3 +42,7 @@ pub mod inject;
 // decoding raw fields into one vendor-neutral view, and encoding the #PF
 // into each vendor's event-injection field.
 pub mod vendor;
+
+// Signature sets: validation of the binary layout user space loads, the
+// automaton built from it, and the allocation-free scan of guest pages.
+pub mod sigs;

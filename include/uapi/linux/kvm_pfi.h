@@ -256,10 +256,12 @@ struct kvm_pfi_sig_segment {
 };
 
 /*
- * EINVAL: flags set, size 0. EFAULT: data. E2BIG: size above
- * KVM_PFI_SIGS_MAX_SIZE or a count above its limit. EPROTO: unknown
- * version. ELOOP: a segment chain that goes backwards. EBADMSG: anything
- * else malformed (magic, truncated, out-of-bounds offsets, empty segment, a
+ * EINVAL: flags set, size 0, no rules. EFAULT: data. E2BIG: size above
+ * KVM_PFI_SIGS_MAX_SIZE, a count above its limit, a chain longer than
+ * KVM_PFI_SIG_MAX_SEGMENTS or a span above KVM_PFI_SIG_MAX_SPAN. EPROTO:
+ * unknown version. ELOOP: a segment chain that goes backwards. EBADMSG:
+ * anything else malformed (magic, truncated, out-of-bounds offsets, empty
+ * segment, a jump above KVM_PFI_SIG_MAX_JUMP or not 0 on a last segment, a
  * pattern without one fully fixed byte, a bad name, value bits outside the
  * mask). ENOMEM.
  */

@@ -10,13 +10,23 @@ use crate::abi;
 
 const AFTER_HELP: &str = "\
 Exit status:
-  0  success
-  1  operational error, reported on stderr as `kvm-pfi: <what>: <reason>`
-  2  usage error
+  0   success (`snapshot --yara` too, whether or not rules matched)
+  1   operational error, reported on stderr as `kvm-pfi: <what>: <reason>`
+  2   usage error
+  3   `snapshot --yara --fail-on-match`: at least one rule matched
+  65  bad data: a rule file that does not compile (reported as
+      `kvm-pfi: FILE:LINE:COL: message`), a signature set the module refused,
+      a malformed snapshot
+  66  an input file (rules, compiled set, snapshot) does not exist or cannot
+      be read
+  69  the module is not loaded: no /dev/kvm_pfi (or --device)
+  77  permission denied (EPERM/EACCES): not root or no CAP_SYS_ADMIN, no
+      ptrace rights over the VMM, an unreadable file
 
 Most commands need root (or CAP_SYS_ADMIN): /dev/kvm_pfi is root-only, taking
 another process's VM descriptor needs ptrace rights over it, and joining the
-event group needs CAP_SYS_ADMIN.";
+event group needs CAP_SYS_ADMIN. `sigs compile` and `snapshot --from` need
+neither the module nor privileges.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,8 +35,9 @@ event group needs CAP_SYS_ADMIN.";
     about = "Attach the kvm-pfi introspection module to KVM VMs and observe them",
     long_about = "Attach the kvm-pfi introspection module to KVM virtual machines, \
         list and detach them, read their vCPU entry/exit counters, manage the \
-        guest memory targets whose pages the module brings in, and follow \
-        the module's events.\n\n\
+        guest memory targets whose pages the module brings in (and protects), \
+        load the signature sets it scans them with, follow the module's \
+        events, and save delivered pages to scan them with YARA rules.\n\n\
         Control goes through the ioctls of /dev/kvm_pfi; events come from the \
         \"kvm_pfi\" generic netlink family.",
     after_help = AFTER_HELP
@@ -146,33 +157,196 @@ pub enum Command {
         cmd: TargetCommand,
     },
 
+    /// Load, inspect and clear the signature set the module scans pages with
+    #[command(
+        subcommand_required = true,
+        arg_required_else_help = true,
+        long_about = SIGS_ABOUT
+    )]
+    Sigs {
+        #[command(subcommand)]
+        cmd: SigsCommand,
+    },
+
     /// Print the module's events as they happen, one JSON object per line
     #[command(
         long_about = "Print the module's events as they happen: one JSON object \
         per line on stdout, flushed at once, e.g.\n\n  \
-        {\"event\":\"vm-attached\",\"vm_id\":1,\"vmm_pid\":123,\"stats_id\":\"kvm-123\",\"attach_flags\":0,\"time_ns\":...}\n\n\
+        {\"event\":\"vm-attached\",\"vm_id\":1,\"vmm_pid\":123,\"stats_id\":\"kvm-123\",\"attach_flags\":0,\"time_ns\":...}\n  \
+        {\"event\":\"detection\",\"vm_id\":1,\"target_id\":2,\"cr3\":...,\"gva\":...,\"gpa\":...,\"offset\":52,\"length\":16,\"rule_id\":0,\"rule_name\":\"demo\",\"generation\":3,\"how\":\"injected\",\"injections\":1,\"time_ns\":...}\n\n\
         \"event\" is the netlink operation name, the other keys are its attributes \
-        (with '-' as '_'), time_ns is CLOCK_REALTIME at reception. \
-        {\"event\":\"overrun\"} means events were lost. If the module is not \
+        (with '-' as '_'), bytes (\"data\": page contents, the bytes of a write) \
+        in hex, time_ns is CLOCK_REALTIME at reception. \
+        {\"event\":\"overrun\"} means events were lost. With --pretty, one line \
+        per event for people: a detection shows the rule, vm, address, offset \
+        and whether kvm-pfi brought the page in. If the module is not \
         loaded, or is unloaded, watch waits for it to come back.\n\n\
-        Needs CAP_SYS_ADMIN."
+        Needs CAP_SYS_ADMIN.",
+        mut_arg("count", |a| a.help("Exit (status 0) after N events"))
     )]
     Watch {
         /// Print a human-readable line per event instead of JSON
         #[arg(long)]
         pretty: bool,
 
-        /// Exit (status 0) after N events
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-        count: Option<u64>,
+        #[command(flatten)]
+        follow: Follow,
+    },
 
-        /// Stop after SECS seconds: status 1 if --count was not reached, else 0
-        #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
-        timeout: Option<Duration>,
+    /// Save delivered page contents to a directory, and scan them with YARA rules
+    #[command(
+        long_about = SNAPSHOT_ABOUT,
+        mut_arg("count", |a| a.help("Stop (status 0) after saving N pages"))
+    )]
+    Snapshot {
+        /// Directory to save the pages and index.jsonl in (created if needed;
+        /// must not hold an index.jsonl yet)
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "from",
+            conflicts_with = "from"
+        )]
+        out: Option<PathBuf>,
 
-        /// Create this file once subscribed, so scripts know events will be seen
-        #[arg(long, value_name = "PATH")]
-        ready_file: Option<PathBuf>,
+        #[command(flatten)]
+        follow: Follow,
+
+        /// Rescan the snapshot saved in DIR instead of following events
+        /// (needs --yara; no module, no privileges)
+        #[arg(
+            long,
+            value_name = "DIR",
+            requires = "yara",
+            conflicts_with_all = ["count", "timeout", "ready_file"]
+        )]
+        from: Option<PathBuf>,
+
+        /// Scan each saved page, and each run of consecutive pages of a
+        /// target, with these YARA rules; one JSON line per match
+        #[arg(long, value_name = "RULES")]
+        yara: Option<PathBuf>,
+
+        /// Exit with status 3 if any rule matched (default: 0 either way)
+        #[arg(long, requires = "yara")]
+        fail_on_match: bool,
+    },
+}
+
+/// How long `watch` and `snapshot` follow the event group.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Follow {
+    /// Exit (status 0) after N events
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Stop after SECS seconds: status 1 if --count was not reached, else 0
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+
+    /// Create this file once subscribed, so scripts know events will be seen
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+const SIGS_ABOUT: &str = "\
+Load, inspect and clear the module's signature set. The module scans every \
+resident page of every target with the active set (again after each load, \
+and after a tracked write) and reports a match as a `detection` event (see \
+`kvm-pfi watch`).\n\n\
+Rules are written in a subset of YARA:\n\n  \
+rule demo {\n    strings:\n      $a = { 4D 5A ?? [2-4] 50 }\n      $b = \"text\"\n    condition:\n      any of them\n  }\n\n\
+`sigs load FILE` compiles such a file and loads it, replacing the active set \
+at once (a refused set leaves the active one in place); `sigs compile` writes \
+the binary set instead, and `sigs load --compiled` loads one as is.";
+
+const SNAPSHOT_ABOUT: &str = "\
+Follow the module's events like `watch` and save the contents of each \
+delivered page (page-resident events that carry data: targets added with \
+`target add --read`) into --out DIR: one file per page, named \
+vm<VM>-t<TARGET>-<GVA in 16 hex digits>.page (a page delivered again gets \
+a -2, -3, ... suffix), and one line per page in DIR/index.jsonl:\n\n  \
+{\"vm_id\":1,\"target_id\":2,\"cr3\":...,\"gva\":...,\"gpa\":...,\"how\":\"injected\",\"file\":\"vm1-t2-00007f0000001000.page\"}\n\n\
+(`file` relative to DIR). Stops after --count pages or --timeout seconds.\n\n\
+With --yara RULES, the rules are compiled with yara-x and each saved page is \
+scanned as it arrives; when following stops, each run of consecutive pages \
+of one target is scanned as one buffer, so that a match straddling two pages \
+is found too (the latest copy of a page delivered more than once). Each \
+match is one JSON line on stdout, reported once:\n\n  \
+{\"rule\":\"demo\",\"pattern\":\"$a\",\"vm_id\":1,\"target_id\":2,\"gva\":...,\"offset\":4090,\"length\":12,\"file\":\"DIR/vm1-t2-00007f0000001000.page\"}\n\n\
+gva is the address of the match's first byte, offset its offset in that page, \
+file that page's file (a rule matching without strings: pattern null, the \
+page's address, length 0). `snapshot --from DIR --yara RULES` rescans a \
+saved snapshot offline. Matches do not change the exit status unless \
+--fail-on-match is given (then 3).\n\n\
+Following the events needs CAP_SYS_ADMIN.";
+
+#[derive(Debug, Subcommand)]
+pub enum SigsCommand {
+    /// Compile a rule file (or take a compiled set) and make it the active set
+    #[command(
+        long_about = "Compile a rule file (or take a compiled set) and make it the \
+            module's active signature set. Prints the set's new generation and its \
+            rule count (\"signature set loaded: generation 7, 3 rules\"; with \
+            --json {\"generation\":7,\"nr_rules\":3}); the module announces it \
+            with a sigs-loaded event.\n\n\
+            A rule file that does not compile exits with status 65 and \
+            `kvm-pfi: FILE:LINE:COL: message`, before the module is asked. A set \
+            the module refuses exits with status 65 and the meaning of its errno, \
+            e.g. `kvm-pfi: signature set refused: segment chain loops (ELOOP)`; \
+            the active set stays as it was.",
+        group(ArgGroup::new("input").required(true).args(["file", "compiled"]))
+    )]
+    Load {
+        /// Rule file (YARA subset, see `kvm-pfi sigs --help`); - for stdin
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+
+        /// Load this binary set as is, without checking it first (as
+        /// written by `sigs compile`); - for stdin
+        #[arg(long, value_name = "BLOB")]
+        compiled: Option<PathBuf>,
+
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
+    },
+
+    /// Compile a rule file into the module's binary set format (no module needed)
+    #[command(long_about = "Compile a rule file into the module's binary signature \
+        set format (struct kvm_pfi_sigs_header and what follows it, \
+        include/uapi/linux/kvm_pfi.h), as `sigs load` would load it. Needs \
+        neither the module nor privileges. Prints \"OUT: N rules, M bytes\" \
+        unless OUT is - (stdout gets the set alone). A rule file that does not \
+        compile exits with status 65 and `kvm-pfi: FILE:LINE:COL: message`.")]
+    Compile {
+        /// Rule file (YARA subset, see `kvm-pfi sigs --help`); - for stdin
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+
+        /// Where to write the set; - for stdout
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+    },
+
+    /// Show the active set and the scanning counters
+    Info {
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
+    },
+
+    /// Deactivate the signature set (no more scanning)
+    Clear {
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
     },
 }
 
@@ -255,6 +429,11 @@ Add a target to an attached VM and print its target id.\n\n\
 --gva and --len must be multiples of 4096 (1 to 512 pages); numbers are \
 decimal or hex with a 0x prefix. The module checks the range and the limits \
 (EINVAL, E2BIG, ENOSPC, ...).\n\n\
+--protect write-tracks the target's resident pages: each guest write is \
+reported as a write-attempt event (offset, length, the bytes written). \
+--enforce implies --protect and also restores the page's old bytes after \
+each write (the event says `restored`); the module keeps a copy of each \
+page, so an enforced target has at most 64 pages (E2BIG beyond).\n\n\
 The VM must stay attached for the target to live: attach it with \
 `kvm-pfi attach --persistent`. A target added to a VM attached without \
 --persistent disappears when that `kvm-pfi attach` process exits.";
@@ -294,6 +473,15 @@ pub struct TargetSpec {
     #[arg(long)]
     pub kpti: bool,
 
+    /// Write-track the resident pages: each guest write to them is a
+    /// write-attempt event (with the bytes written)
+    #[arg(long)]
+    pub protect: bool,
+
+    // Help built at run time: it names KVM_PFI_MAX_ENFORCE_PAGES.
+    #[arg(long, help = enforce_help())]
+    pub enforce: bool,
+
     /// Re-inject after this many ms without the page (default: module parameter)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub timeout_ms: Option<u32>,
@@ -311,11 +499,25 @@ impl TargetSpec {
             (self.read, abi::KVM_PFI_TARGET_READ),
             (self.write, abi::KVM_PFI_TARGET_WRITE),
             (self.kpti, abi::KVM_PFI_TARGET_KPTI),
+            (self.protect, abi::KVM_PFI_TARGET_PROTECT),
+            // The module wants PROTECT with ENFORCE: --enforce implies it.
+            (
+                self.enforce,
+                abi::KVM_PFI_TARGET_PROTECT | abi::KVM_PFI_TARGET_ENFORCE,
+            ),
         ]
         .iter()
         .filter(|(on, _)| *on)
         .fold(0, |acc, (_, bit)| acc | bit)
     }
+}
+
+fn enforce_help() -> String {
+    format!(
+        "Like --protect, and put the page's old bytes back after each guest write \
+         (implies --protect; at most {} pages)",
+        abi::KVM_PFI_MAX_ENFORCE_PAGES
+    )
 }
 
 /// An unsigned 64-bit number: decimal, or hex with a 0x/0X prefix.
@@ -503,19 +705,13 @@ mod tests {
             "--pretty",
         ])
         .unwrap();
-        let Command::Watch {
-            pretty,
-            count,
-            timeout,
-            ready_file,
-        } = cli.command
-        else {
+        let Command::Watch { pretty, follow } = cli.command else {
             panic!()
         };
         assert!(pretty);
-        assert_eq!(count, Some(2));
-        assert_eq!(timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(ready_file, Some(PathBuf::from("/tmp/r")));
+        assert_eq!(follow.count, Some(2));
+        assert_eq!(follow.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(follow.ready_file, Some(PathBuf::from("/tmp/r")));
     }
 
     #[test]
@@ -721,11 +917,315 @@ mod tests {
             &["watch", "--help"],
             &["attach", "-h"],
             &["target", "add", "--help"],
+            &["sigs", "--help"],
+            &["sigs", "load", "--help"],
+            &["snapshot", "--help"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 0, "{args:?}");
         }
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("Exit status:"));
+    }
+
+    /// The table in --help is the one main() applies (error::exit).
+    #[test]
+    fn exit_status_table_in_help() {
+        use crate::error::exit;
+        let help = Cli::command().render_long_help().to_string();
+        let table = &help[help.find("Exit status:").unwrap()..];
+        for code in [
+            exit::OK,
+            exit::FAILURE,
+            exit::USAGE,
+            exit::MATCHED,
+            exit::DATAERR,
+            exit::NOINPUT,
+            exit::UNAVAILABLE,
+            exit::NOPERM,
+        ] {
+            assert!(
+                table
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{code} "))),
+                "status {code} missing from:\n{table}"
+            );
+        }
+        assert!(table.contains("FILE:LINE:COL"), "{table}");
+        // clap's own usage errors give the 2 of the table.
+        assert_eq!(
+            parse(&["sigs", "load"]).unwrap_err().exit_code(),
+            exit::USAGE as i32
+        );
+    }
+
+    #[test]
+    fn target_add_protect_and_enforce() {
+        let base = [
+            "target", "add", "--vm", "1", "--cr3", "0x1000", "--gva", "0x1000", "--len", "4096",
+        ];
+        let flags = |extra: &[&str]| -> u32 {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            let Command::Target {
+                cmd: TargetCommand::Add { spec, .. },
+            } = parse(&args).unwrap().command
+            else {
+                panic!()
+            };
+            spec.flags()
+        };
+        assert_eq!(flags(&[]), 0);
+        assert_eq!(flags(&["--protect"]), abi::KVM_PFI_TARGET_PROTECT);
+        // --enforce implies --protect: the module refuses ENFORCE alone.
+        let both = abi::KVM_PFI_TARGET_PROTECT | abi::KVM_PFI_TARGET_ENFORCE;
+        assert_eq!(flags(&["--enforce"]), both);
+        assert_eq!(flags(&["--protect", "--enforce"]), both);
+        assert_eq!(
+            flags(&["--read", "--enforce"]),
+            both | abi::KVM_PFI_TARGET_READ
+        );
+        // Every flag the ABI knows can be asked for.
+        assert_eq!(
+            flags(&["--kernel", "--read", "--write", "--kpti", "--enforce"]),
+            abi::KVM_PFI_TARGET_FLAGS_ALL
+        );
+
+        let mut cmd = Cli::command();
+        let add = cmd
+            .find_subcommand_mut("target")
+            .unwrap()
+            .find_subcommand_mut("add")
+            .unwrap();
+        let help = add.render_long_help().to_string();
+        let limit = format!("at most {} pages", abi::KVM_PFI_MAX_ENFORCE_PAGES);
+        assert!(help.contains("implies --protect"), "{help}");
+        assert!(help.contains(&limit), "{help}");
+        assert_eq!(help.matches(&limit).count(), 2, "{help}");
+    }
+
+    #[test]
+    fn sigs_options() {
+        let Command::Sigs {
+            cmd:
+                SigsCommand::Load {
+                    file,
+                    compiled,
+                    out,
+                    dev,
+                },
+        } = parse(&["sigs", "load", "rules.txt", "--json"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(file, Some(PathBuf::from("rules.txt")));
+        assert_eq!(compiled, None);
+        assert!(out.json);
+        assert_eq!(dev.device, "/dev/kvm_pfi");
+
+        let Command::Sigs {
+            cmd: SigsCommand::Load { file, compiled, .. },
+        } = parse(&[
+            "sigs",
+            "load",
+            "--compiled",
+            "set.bin",
+            "--device",
+            "/tmp/d",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!((file, compiled), (None, Some(PathBuf::from("set.bin"))));
+
+        assert_eq!(
+            usage_error(&["sigs", "load"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            usage_error(&["sigs", "load", "a.txt", "--compiled", "b.bin"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            usage_error(&["sigs", "load", "a.txt", "b.txt"]),
+            ErrorKind::UnknownArgument
+        );
+
+        let Command::Sigs {
+            cmd: SigsCommand::Compile { file, output },
+        } = parse(&["sigs", "compile", "r.txt", "-o", "-"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!((file, output), (PathBuf::from("r.txt"), PathBuf::from("-")));
+        assert!(matches!(
+            parse(&["sigs", "compile", "r.txt", "--output", "set.bin"])
+                .unwrap()
+                .command,
+            Command::Sigs {
+                cmd: SigsCommand::Compile { .. }
+            }
+        ));
+        assert_eq!(
+            usage_error(&["sigs", "compile", "r.txt"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        // compile needs no device: it has no --device.
+        assert_eq!(
+            usage_error(&["sigs", "compile", "r.txt", "-o", "x", "--device", "/d"]),
+            ErrorKind::UnknownArgument
+        );
+
+        assert!(matches!(
+            parse(&["sigs", "info", "--json"]).unwrap().command,
+            Command::Sigs {
+                cmd: SigsCommand::Info {
+                    out: Output { json: true },
+                    ..
+                }
+            }
+        ));
+        assert!(matches!(
+            parse(&["sigs", "clear"]).unwrap().command,
+            Command::Sigs {
+                cmd: SigsCommand::Clear {
+                    out: Output { json: false },
+                    ..
+                }
+            }
+        ));
+        assert_eq!(
+            usage_error(&["sigs"]),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        assert_eq!(usage_error(&["sigs", "frob"]), ErrorKind::InvalidSubcommand);
+    }
+
+    #[test]
+    fn snapshot_options() {
+        let Command::Snapshot {
+            out,
+            follow,
+            from,
+            yara,
+            fail_on_match,
+        } = parse(&[
+            "snapshot",
+            "--out",
+            "/tmp/snap",
+            "--count",
+            "3",
+            "--timeout",
+            "2",
+            "--ready-file",
+            "/tmp/r",
+            "--yara",
+            "r.yar",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(out, Some(PathBuf::from("/tmp/snap")));
+        assert_eq!(follow.count, Some(3));
+        assert_eq!(follow.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(follow.ready_file, Some(PathBuf::from("/tmp/r")));
+        assert_eq!(from, None);
+        assert_eq!(yara, Some(PathBuf::from("r.yar")));
+        assert!(!fail_on_match);
+
+        let Command::Snapshot {
+            out,
+            from,
+            yara,
+            fail_on_match,
+            ..
+        } = parse(&[
+            "snapshot",
+            "--from",
+            "/tmp/snap",
+            "--yara",
+            "r.yar",
+            "--fail-on-match",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (out, from, yara, fail_on_match),
+            (
+                None,
+                Some(PathBuf::from("/tmp/snap")),
+                Some(PathBuf::from("r.yar")),
+                true
+            )
+        );
+
+        // Without a yara scan there is nothing to do with --from.
+        assert_eq!(
+            usage_error(&["snapshot", "--from", "d"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            usage_error(&["snapshot"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            usage_error(&["snapshot", "--out", "a", "--from", "b", "--yara", "r"]),
+            ErrorKind::ArgumentConflict
+        );
+        for follow_opt in [
+            &["--count", "1"][..],
+            &["--timeout", "1"],
+            &["--ready-file", "x"],
+        ] {
+            let args: Vec<&str> = ["snapshot", "--from", "d", "--yara", "r"]
+                .iter()
+                .chain(follow_opt)
+                .copied()
+                .collect();
+            assert_eq!(usage_error(&args), ErrorKind::ArgumentConflict, "{args:?}");
+        }
+        assert_eq!(
+            usage_error(&["snapshot", "--out", "d", "--fail-on-match"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        // Same option parsing as watch.
+        assert_eq!(
+            usage_error(&["snapshot", "--out", "d", "--count", "0"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            usage_error(&["snapshot", "--out", "d", "--timeout", "inf"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            usage_error(&["snapshot", "--out", "d", "--pretty"]),
+            ErrorKind::UnknownArgument
+        );
+
+        // --count's help names what it counts.
+        let mut cmd = Cli::command();
+        let snap = cmd
+            .find_subcommand_mut("snapshot")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(snap.contains("after saving N pages"), "{snap}");
+        let mut cmd = Cli::command();
+        let watch = cmd
+            .find_subcommand_mut("watch")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(watch.contains("after N events"), "{watch}");
     }
 }

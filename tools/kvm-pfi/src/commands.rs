@@ -8,9 +8,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::abi;
-use crate::cli::{Cli, Command, Output, TargetCommand};
+use crate::cli::{Cli, Command, Output, SigsCommand, TargetCommand};
 use crate::dev::{Device, VmInfo};
 use crate::error::{Error, Result};
+use crate::sigs;
+use crate::snapshot;
 use crate::targets;
 use crate::vmfd;
 use crate::watch;
@@ -30,18 +32,8 @@ pub fn run(cli: Cli) -> Result<()> {
             dev,
         } => attach(&dev.device, pid, fd, vm_fd, persistent, out),
         Command::Target { cmd } => target(cmd),
-        Command::Watch {
-            pretty,
-            count,
-            timeout,
-            ready_file,
-        } => {
-            let opts = watch::WatchOpts {
-                pretty,
-                count,
-                timeout,
-                ready_file,
-            };
+        Command::Sigs { cmd } => sigs_command(cmd),
+        Command::Watch { pretty, follow } => {
             let mut transport = watch::NetlinkTransport::new()?;
             let stdout = io::stdout();
             let mut out = stdout.lock();
@@ -49,13 +41,122 @@ pub fn run(cli: Cli) -> Result<()> {
             let mut now = watch::realtime_ns;
             watch::run(
                 &mut transport,
-                &opts,
-                &mut watch::Io {
+                &follow.into(),
+                &mut watch::Printer {
                     out: &mut out,
+                    pretty,
+                },
+                &mut watch::Io {
                     note: &mut note,
                     now_ns: &mut now,
                 },
             )
+        }
+        Command::Snapshot {
+            out,
+            follow,
+            from,
+            yara,
+            fail_on_match,
+        } => {
+            let stdout = io::stdout();
+            let mut matches_out = stdout.lock();
+            let mut note = |s: &str| eprintln!("kvm-pfi: {s}");
+            let matches = match (from, out) {
+                (Some(dir), _) => {
+                    let rules = yara.as_deref().expect("clap: --from requires --yara");
+                    snapshot::rescan(&dir, rules, &mut matches_out)?
+                }
+                (None, Some(dir)) => {
+                    let mut transport = watch::NetlinkTransport::new()?;
+                    let mut now = watch::realtime_ns;
+                    snapshot::follow(
+                        &mut transport,
+                        &dir,
+                        yara.as_deref(),
+                        &follow.into(),
+                        &mut matches_out,
+                        &mut watch::Io {
+                            note: &mut note,
+                            now_ns: &mut now,
+                        },
+                    )?
+                }
+                (None, None) => unreachable!("clap requires --out or --from"),
+            };
+            if fail_on_match && matches > 0 {
+                return Err(Error::Matched(matches));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn sigs_command(cmd: SigsCommand) -> Result<()> {
+    match cmd {
+        SigsCommand::Load {
+            file,
+            compiled,
+            out,
+            dev,
+        } => {
+            // Compile (or read) first: a bad file needs no module.
+            let set = match (file, compiled) {
+                (Some(file), _) => sigs::compile_file(&file)?.blob,
+                (None, Some(blob)) => sigs::read_input(&blob)?,
+                (None, None) => unreachable!("clap requires FILE or --compiled"),
+            };
+            let l = Device::open(&dev.device)?
+                .sigs_load(&set)
+                .map_err(sigs::refused)?;
+            let j = sigs::LoadedJson {
+                generation: l.generation,
+                nr_rules: l.nr_rules,
+            };
+            if out.json {
+                json(&j)
+            } else {
+                say(&sigs::loaded_text(&j))
+            }
+        }
+        SigsCommand::Compile { file, output } => {
+            let c = sigs::compile_file(&file)?;
+            sigs::write_output(&output, &c.blob)?;
+            if output != std::path::Path::new("-") {
+                say(&format!(
+                    "{}: {} rule{}, {} bytes",
+                    output.display(),
+                    c.rules.len(),
+                    if c.rules.len() == 1 { "" } else { "s" },
+                    c.blob.len()
+                ))?;
+            }
+            Ok(())
+        }
+        SigsCommand::Info { out, dev } => {
+            let i = Device::open(&dev.device)?.sigs_info()?;
+            if out.json {
+                json(&sigs::info_json(&i))
+            } else {
+                say(&sigs::info_text(&i))
+            }
+        }
+        SigsCommand::Clear { out, dev } => {
+            let d = Device::open(&dev.device)?;
+            d.sigs_clear()?;
+            // The generation the clear made (unless another load raced it).
+            let i = d.sigs_info()?;
+            if out.json {
+                json(&sigs::LoadedJson {
+                    generation: i.generation,
+                    nr_rules: i.nr_rules,
+                })
+            } else {
+                say(&format!(
+                    "signature set cleared: generation {}",
+                    i.generation
+                ))
+            }
         }
     }
 }
@@ -260,7 +361,9 @@ fn target(cmd: TargetCommand) -> Result<()> {
     match cmd {
         TargetCommand::Add { spec, out, dev } => {
             let t = targets::target_from_spec(&spec);
-            let target_id = Device::open(&dev.device)?.target_add(&t)?;
+            let target_id = Device::open(&dev.device)?
+                .target_add(&t)
+                .map_err(|e| targets::add_error_hint(e, t.flags))?;
             if out.json {
                 json(&targets::NewTargetJson { target_id })
             } else {

@@ -51,6 +51,10 @@ fn ioctl_name(request: abi::kvm_pfi_ioctl) -> &'static str {
         abi::KVM_PFI_IOCTL_TARGET_REMOVE => "KVM_PFI_TARGET_REMOVE",
         abi::KVM_PFI_IOCTL_TARGET_LIST => "KVM_PFI_TARGET_LIST",
         abi::KVM_PFI_IOCTL_TARGET_PAGES => "KVM_PFI_TARGET_PAGES",
+        abi::KVM_PFI_IOCTL_EVENTS => "KVM_PFI_EVENTS",
+        abi::KVM_PFI_IOCTL_SIGS_LOAD => "KVM_PFI_SIGS_LOAD",
+        abi::KVM_PFI_IOCTL_SIGS_INFO => "KVM_PFI_SIGS_INFO",
+        abi::KVM_PFI_IOCTL_SIGS_CLEAR => "KVM_PFI_SIGS_CLEAR",
         _ => "ioctl",
     }
 }
@@ -62,8 +66,25 @@ impl Device {
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
-            .map_err(|e| Error::from_io(format!("open {path}"), e))?;
+            .map_err(|e| match e.raw_os_error() {
+                // No device node, or one whose driver is gone: not loaded.
+                Some(errno @ (libc::ENOENT | libc::ENODEV | libc::ENXIO)) => Error::NoDevice {
+                    path: path.to_string(),
+                    errno,
+                },
+                _ => Error::from_io(format!("open {path}"), e),
+            })?;
         Ok(Device { file })
+    }
+
+    fn fail(request: abi::kvm_pfi_ioctl, ctx: &str) -> Error {
+        let name = ioctl_name(request);
+        let what = if ctx.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} {ctx}")
+        };
+        Error::last_os(what)
     }
 
     /// # Safety
@@ -74,13 +95,7 @@ impl Device {
         // the request argument of ioctl(2) is unsigned long on glibc.
         let rc = libc::ioctl(self.file.as_raw_fd(), request as libc::Ioctl, arg as *mut T);
         if rc < 0 {
-            let name = ioctl_name(request);
-            let what = if ctx.is_empty() {
-                name.to_string()
-            } else {
-                format!("{name} {ctx}")
-            };
-            return Err(Error::last_os(what));
+            return Err(Self::fail(request, ctx));
         }
         Ok(())
     }
@@ -266,5 +281,89 @@ impl Device {
         Err(Error::Msg(format!(
             "KVM_PFI_TARGET_PAGES {ctx}: the number of pages keeps growing"
         )))
+    }
+
+    /// Makes `set` (a compiled signature set) the active one; returns the
+    /// module's answer (new generation, rule count). The module validates
+    /// the set: see `sigs::refused` for what its errnos mean.
+    pub fn sigs_load(&self, set: &[u8]) -> Result<abi::kvm_pfi_sigs_load> {
+        let size = u32::try_from(set.len()).map_err(|_| {
+            Error::Data(format!(
+                "signature set of {} bytes: the ABI's size is 32 bits",
+                set.len()
+            ))
+        })?;
+        let mut l = abi::kvm_pfi_sigs_load {
+            data: set.as_ptr() as u64,
+            size,
+            ..Default::default()
+        };
+        // SAFETY: l.data points at `size` readable bytes, alive for the call.
+        unsafe { self.ioctl(abi::KVM_PFI_IOCTL_SIGS_LOAD, &mut l, "")? };
+        Ok(l)
+    }
+
+    pub fn sigs_info(&self) -> Result<abi::kvm_pfi_sigs_info> {
+        let mut i = abi::kvm_pfi_sigs_info::default();
+        // SAFETY: SIGS_INFO takes a struct kvm_pfi_sigs_info, no pointers.
+        unsafe { self.ioctl(abi::KVM_PFI_IOCTL_SIGS_INFO, &mut i, "")? };
+        Ok(i)
+    }
+
+    pub fn sigs_clear(&self) -> Result<()> {
+        let request = abi::KVM_PFI_IOCTL_SIGS_CLEAR;
+        // SAFETY: SIGS_CLEAR takes no argument (_IO); 0 is passed for it.
+        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), request as libc::Ioctl, 0usize) };
+        if rc < 0 {
+            return Err(Self::fail(request, ""));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_device_means_module_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvm_pfi");
+        let err = Device::open(path.to_str().unwrap()).err().unwrap();
+        assert_eq!(err.exit_code(), crate::error::exit::UNAVAILABLE);
+        assert!(
+            err.to_string()
+                .ends_with("No such file or directory (is the kvm_pfi module loaded?)"),
+            "{err}"
+        );
+        // Something that is there but cannot be opened is not "not loaded".
+        let err = Device::open(dir.path().to_str().unwrap()).err().unwrap();
+        assert_eq!(err.exit_code(), crate::error::exit::FAILURE, "{err}");
+    }
+
+    #[test]
+    fn ioctl_names() {
+        assert_eq!(
+            ioctl_name(abi::KVM_PFI_IOCTL_SIGS_LOAD),
+            "KVM_PFI_SIGS_LOAD"
+        );
+        assert_eq!(
+            ioctl_name(abi::KVM_PFI_IOCTL_SIGS_INFO),
+            "KVM_PFI_SIGS_INFO"
+        );
+        assert_eq!(
+            ioctl_name(abi::KVM_PFI_IOCTL_SIGS_CLEAR),
+            "KVM_PFI_SIGS_CLEAR"
+        );
+        // A not-a-device file gets the ioctl's name in the error (ENOTTY).
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let dev = Device::open(f.path().to_str().unwrap()).unwrap();
+        let err = dev.sigs_clear().unwrap_err();
+        assert_eq!(err.errno(), Some(libc::ENOTTY));
+        assert!(err.to_string().starts_with("KVM_PFI_SIGS_CLEAR: "), "{err}");
+        let err = dev.sigs_info().unwrap_err();
+        assert!(err.to_string().starts_with("KVM_PFI_SIGS_INFO: "), "{err}");
+        let err = dev.sigs_load(b"x").unwrap_err();
+        assert!(err.to_string().starts_with("KVM_PFI_SIGS_LOAD: "), "{err}");
     }
 }

@@ -161,6 +161,41 @@ pub const EVENT_ATTRS: &[AttrDesc] = &[
         name: "data",
         kind: Kind::Binary,
     },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_RULE_ID as u16,
+        name: "rule-id",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_RULE_NAME as u16,
+        name: "rule-name",
+        kind: Kind::String,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_OFFSET as u16,
+        name: "offset",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_LENGTH as u16,
+        name: "length",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_GENERATION as u16,
+        name: "generation",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_RESTORED as u16,
+        name: "restored",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_NR_RULES as u16,
+        name: "nr-rules",
+        kind: Kind::U32,
+    },
     #[cfg(kvm_pfi_has_pad_attr)]
     AttrDesc {
         id: abi::KVM_PFI_A_EVENT_PAD as u16,
@@ -177,6 +212,9 @@ pub const COMMANDS: &[(u8, &str)] = &[
     (abi::KVM_PFI_CMD_TARGET_REMOVED as u8, "target-removed"),
     (abi::KVM_PFI_CMD_PAGE_RESIDENT as u8, "page-resident"),
     (abi::KVM_PFI_CMD_PAGE_FAILED as u8, "page-failed"),
+    (abi::KVM_PFI_CMD_DETECTION as u8, "detection"),
+    (abi::KVM_PFI_CMD_WRITE_ATTEMPT as u8, "write-attempt"),
+    (abi::KVM_PFI_CMD_SIGS_LOADED as u8, "sigs-loaded"),
 ];
 
 pub fn command_name(cmd: u8) -> String {
@@ -326,6 +364,64 @@ pub fn decode_event(cmd: u8, attrs: &[u8], time_ns: u64) -> Event {
     }
 }
 
+/// What `snapshot` keeps of a page-resident event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageResident {
+    pub vm_id: u32,
+    pub target_id: u32,
+    pub cr3: u64,
+    pub gva: u64,
+    pub gpa: u64,
+    /// The `how` enum's name (or number); None if the event had none.
+    pub how: Option<Value>,
+    /// The page contents, for targets with KVM_PFI_TARGET_READ.
+    pub data: Option<Vec<u8>>,
+}
+
+/// The attributes of a page-resident event, decoded with the same table
+/// as `watch`; None if vm-id, target-id or gva is missing or malformed.
+pub fn page_resident(attrs: &[u8]) -> Option<PageResident> {
+    let (mut vm_id, mut target_id, mut gva) = (None, None, None);
+    let mut p = PageResident {
+        vm_id: 0,
+        target_id: 0,
+        cr3: 0,
+        gva: 0,
+        gpa: 0,
+        how: None,
+        data: None,
+    };
+    for nla in NlasIterator::new(attrs) {
+        let nla = nla.ok()?;
+        let kind = nla.kind();
+        if kind == abi::KVM_PFI_A_EVENT_DATA as u16 {
+            p.data = Some(nla.value().to_vec());
+            continue;
+        }
+        let Some(desc) = EVENT_ATTRS.iter().find(|d| d.id == kind) else {
+            continue;
+        };
+        let value = decode_value(desc, &nla).flatten();
+        let num = match &value {
+            Some(Value::Uint(n)) => Some(*n),
+            _ => None,
+        };
+        match desc.name {
+            "vm-id" => vm_id = num.and_then(|n| u32::try_from(n).ok()),
+            "target-id" => target_id = num.and_then(|n| u32::try_from(n).ok()),
+            "gva" => gva = num,
+            "cr3" => p.cr3 = num.unwrap_or(0),
+            "gpa" => p.gpa = num.unwrap_or(0),
+            "how" => p.how = value,
+            _ => {}
+        }
+    }
+    p.vm_id = vm_id?;
+    p.target_id = target_id?;
+    p.gva = gva?;
+    Some(p)
+}
+
 /// `--pretty`'s UTC timestamp, RFC 3339 with nanoseconds.
 pub fn format_time(time_ns: u64) -> String {
     let secs = time_ns / 1_000_000_000;
@@ -372,11 +468,136 @@ pub fn render(record: &Record, pretty: bool, now_ns: u64) -> String {
         }
         (Record::Event(e), true) => {
             let mut line = format!("{} {}", format_time(e.time_ns), e.name);
-            for (k, v) in &e.fields {
+            let mut fields = Fields::new(e);
+            let said = match e.name.as_str() {
+                "detection" => detection_text(&mut fields),
+                "write-attempt" => write_attempt_text(&mut fields),
+                "sigs-loaded" => sigs_loaded_text(&mut fields),
+                _ => String::new(),
+            };
+            if !said.is_empty() {
+                line.push(' ');
+                line.push_str(&said);
+            }
+            // Whatever the sentence did not use, as key=value.
+            for (k, v) in fields.rest() {
                 let _ = write!(line, " {k}={}", pretty_value(v));
             }
             line
         }
+    }
+}
+
+/// The fields of an event for a `--pretty` sentence: taking one marks it
+/// used; the others are printed after the sentence as key=value.
+struct Fields<'a> {
+    event: &'a Event,
+    used: Vec<bool>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(event: &'a Event) -> Self {
+        Fields {
+            event,
+            used: vec![false; event.fields.len()],
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Option<&'a Value> {
+        let i = self.event.fields.iter().position(|(k, _)| k == key)?;
+        self.used[i] = true;
+        Some(&self.event.fields[i].1)
+    }
+
+    fn uint(&mut self, key: &str) -> Option<u64> {
+        match self.take(key) {
+            Some(Value::Uint(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// A number in decimal, "?" if absent.
+    fn dec(&mut self, key: &str) -> String {
+        self.uint(key).map_or_else(|| "?".into(), |n| n.to_string())
+    }
+
+    /// An address or offset in 0x hex, "?" if absent.
+    fn hex(&mut self, key: &str) -> String {
+        self.uint(key)
+            .map_or_else(|| "?".into(), |n| format!("{n:#x}"))
+    }
+
+    fn rest(&self) -> impl Iterator<Item = &'a (String, Value)> + '_ {
+        self.event
+            .fields
+            .iter()
+            .zip(&self.used)
+            .filter(|(_, used)| !**used)
+            .map(|(f, _)| f)
+    }
+}
+
+/// "vm 3 target 5 gva 0x... (offset 0x10, 8 bytes) gpa 0x..."
+fn where_text(f: &mut Fields<'_>) -> String {
+    format!(
+        "vm {} target {} gva {} (offset {}, {} bytes) gpa {} cr3 {}",
+        f.dec("vm_id"),
+        f.dec("target_id"),
+        f.hex("gva"),
+        f.hex("offset"),
+        f.dec("length"),
+        f.hex("gpa"),
+        f.hex("cr3")
+    )
+}
+
+/// `rule "NAME" vm 3 target 5 gva ... : page brought in by injection (1 #PF)`
+fn detection_text(f: &mut Fields<'_>) -> String {
+    let rule = match f.take("rule_name") {
+        Some(v) => pretty_value(v),
+        None => "?".into(),
+    };
+    let place = where_text(f);
+    let injections = f.uint("injections");
+    let origin = match f.take("how") {
+        Some(Value::Str(h)) if h == "injected" => format!(
+            "page brought in by injection ({} #PF{})",
+            injections.map_or_else(|| "?".into(), |n| n.to_string()),
+            if injections == Some(1) { "" } else { "s" }
+        ),
+        Some(Value::Str(h)) if h == "already-resident" => "page was already resident".into(),
+        Some(Value::Str(h)) if h == "guest" => "page brought in by the guest".into(),
+        Some(other) => format!("how={}", pretty_value(other)),
+        None => "how=?".into(),
+    };
+    format!(
+        "rule {rule} {place}: {origin}; set generation {} rule {}",
+        f.dec("generation"),
+        f.dec("rule_id")
+    )
+}
+
+/// `vm 3 target 5 gva ... (offset 0x10, 4 bytes) ...: restored, data 0x...`
+fn write_attempt_text(f: &mut Fields<'_>) -> String {
+    let place = where_text(f);
+    let outcome = match f.uint("restored") {
+        Some(0) => "not restored".to_string(),
+        Some(1) => "old bytes restored".to_string(),
+        Some(n) => format!("restored={n}"),
+        None => "restored=?".to_string(),
+    };
+    let data = f.take("data").map_or_else(|| "?".into(), pretty_value);
+    format!("{place}: {outcome}, wrote {data}")
+}
+
+/// `generation 7: 3 rules active` or `generation 8: no signature set (cleared)`
+fn sigs_loaded_text(f: &mut Fields<'_>) -> String {
+    let generation = f.dec("generation");
+    match f.uint("nr_rules") {
+        Some(0) => format!("generation {generation}: no signature set (cleared)"),
+        Some(1) => format!("generation {generation}: 1 rule active"),
+        Some(n) => format!("generation {generation}: {n} rules active"),
+        None => format!("generation {generation}: ? rules"),
     }
 }
 
@@ -570,9 +791,13 @@ pub mod tests {
             0,
         );
         let line = render(&Record::Event(e.clone()), true, 0);
-        assert!(line.ends_with(&format!("data=0x{}... (4096 bytes)", "5a".repeat(32))), "{line}");
+        assert!(
+            line.ends_with(&format!("data=0x{}... (4096 bytes)", "5a".repeat(32))),
+            "{line}"
+        );
         // JSON keeps every byte.
-        let v: serde_json::Value = serde_json::from_str(&render(&Record::Event(e), false, 0)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&Record::Event(e), false, 0)).unwrap();
         assert_eq!(v["data"].as_str().unwrap().len(), 8192);
     }
 
@@ -588,6 +813,202 @@ pub mod tests {
             format_time(4_102_444_799_000_000_000),
             "2099-12-31T23:59:59.000000000Z"
         );
+    }
+
+    fn u32_attr(id: u32, v: u32) -> Vec<u8> {
+        nla(id as u16, &v.to_ne_bytes())
+    }
+
+    fn u64_attr(id: u32, v: u64) -> Vec<u8> {
+        nla(id as u16, &v.to_ne_bytes())
+    }
+
+    /// A detection as the module sends it (attribute order of the spec).
+    pub fn detection_attrs(how: u32, injections: u32) -> Vec<u8> {
+        [
+            u32_attr(abi::KVM_PFI_A_EVENT_VM_ID, 3),
+            u32_attr(abi::KVM_PFI_A_EVENT_TARGET_ID, 5),
+            u64_attr(abi::KVM_PFI_A_EVENT_CR3, 0x1234000),
+            u64_attr(abi::KVM_PFI_A_EVENT_GVA, 0x7f00_0000_1234),
+            u64_attr(abi::KVM_PFI_A_EVENT_GPA, 0x0567_8234),
+            u32_attr(abi::KVM_PFI_A_EVENT_OFFSET, 0x234),
+            u32_attr(abi::KVM_PFI_A_EVENT_LENGTH, 16),
+            u32_attr(abi::KVM_PFI_A_EVENT_RULE_ID, 2),
+            nla(abi::KVM_PFI_A_EVENT_RULE_NAME as u16, b"Evil_Marker\0"),
+            u32_attr(abi::KVM_PFI_A_EVENT_GENERATION, 7),
+            u32_attr(abi::KVM_PFI_A_EVENT_HOW, how),
+            u32_attr(abi::KVM_PFI_A_EVENT_INJECTIONS, injections),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn detection_event_json_and_pretty() {
+        let e = decode_event(
+            abi::KVM_PFI_CMD_DETECTION as u8,
+            &detection_attrs(abi::KVM_PFI_HOW_INJECTED, 2),
+            1_700_000_000_000_000_000,
+        );
+        assert_eq!(
+            render(&Record::Event(e.clone()), false, 0),
+            concat!(
+                r#"{"event":"detection","vm_id":3,"target_id":5,"cr3":19087360,"#,
+                r#""gva":139637976732212,"gpa":90669620,"offset":564,"length":16,"#,
+                r#""rule_id":2,"rule_name":"Evil_Marker","generation":7,"#,
+                r#""how":"injected","injections":2,"time_ns":1700000000000000000}"#
+            )
+        );
+        assert_eq!(
+            render(&Record::Event(e), true, 0),
+            concat!(
+                r#"2023-11-14T22:13:20.000000000Z detection rule "Evil_Marker" "#,
+                "vm 3 target 5 gva 0x7f0000001234 (offset 0x234, 16 bytes) ",
+                "gpa 0x5678234 cr3 0x1234000: page brought in by injection (2 #PFs); ",
+                "set generation 7 rule 2"
+            )
+        );
+        let line = |how, injections| {
+            let e = decode_event(
+                abi::KVM_PFI_CMD_DETECTION as u8,
+                &detection_attrs(how, injections),
+                0,
+            );
+            render(&Record::Event(e), true, 0)
+        };
+        assert!(
+            line(abi::KVM_PFI_HOW_INJECTED, 1).contains(": page brought in by injection (1 #PF);")
+        );
+        assert!(line(abi::KVM_PFI_HOW_ALREADY_RESIDENT, 0).contains(": page was already resident;"));
+        assert!(line(abi::KVM_PFI_HOW_GUEST, 0).contains(": page brought in by the guest;"));
+        assert!(line(9, 0).contains(": how=9;"));
+    }
+
+    #[test]
+    fn write_attempt_event_json_and_pretty() {
+        let attrs = [
+            u32_attr(abi::KVM_PFI_A_EVENT_VM_ID, 1),
+            u32_attr(abi::KVM_PFI_A_EVENT_TARGET_ID, 4),
+            u64_attr(abi::KVM_PFI_A_EVENT_CR3, 0x2000),
+            u64_attr(abi::KVM_PFI_A_EVENT_GVA, 0x401010),
+            u64_attr(abi::KVM_PFI_A_EVENT_GPA, 0x9010),
+            u32_attr(abi::KVM_PFI_A_EVENT_OFFSET, 0x10),
+            u32_attr(abi::KVM_PFI_A_EVENT_LENGTH, 4),
+            u32_attr(abi::KVM_PFI_A_EVENT_RESTORED, 1),
+            nla(abi::KVM_PFI_A_EVENT_DATA as u16, &[0xde, 0xad, 0xbe, 0xef]),
+        ]
+        .concat();
+        let e = decode_event(abi::KVM_PFI_CMD_WRITE_ATTEMPT as u8, &attrs, 9);
+        assert_eq!(
+            render(&Record::Event(e.clone()), false, 0),
+            concat!(
+                r#"{"event":"write-attempt","vm_id":1,"target_id":4,"cr3":8192,"#,
+                r#""gva":4198416,"gpa":36880,"offset":16,"length":4,"restored":1,"#,
+                r#""data":"deadbeef","time_ns":9}"#
+            )
+        );
+        assert_eq!(
+            render(&Record::Event(e), true, 0),
+            concat!(
+                "1970-01-01T00:00:00.000000009Z write-attempt vm 1 target 4 gva 0x401010 ",
+                "(offset 0x10, 4 bytes) gpa 0x9010 cr3 0x2000: old bytes restored, wrote 0xdeadbeef"
+            )
+        );
+        // A PROTECT-only target: the write stays; long writes are shortened.
+        let attrs = [
+            u32_attr(abi::KVM_PFI_A_EVENT_VM_ID, 1),
+            u32_attr(abi::KVM_PFI_A_EVENT_RESTORED, 0),
+            nla(abi::KVM_PFI_A_EVENT_DATA as u16, &[0x41; 100]),
+        ]
+        .concat();
+        let e = decode_event(abi::KVM_PFI_CMD_WRITE_ATTEMPT as u8, &attrs, 0);
+        let line = render(&Record::Event(e), true, 0);
+        assert!(
+            line.ends_with(&format!(
+                "vm 1 target ? gva ? (offset ?, ? bytes) gpa ? cr3 ?: not restored, wrote 0x{}... (100 bytes)",
+                "41".repeat(32)
+            )),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn sigs_loaded_event_json_and_pretty() {
+        let attrs = |gen, rules| {
+            [
+                u32_attr(abi::KVM_PFI_A_EVENT_GENERATION, gen),
+                u32_attr(abi::KVM_PFI_A_EVENT_NR_RULES, rules),
+            ]
+            .concat()
+        };
+        let e = decode_event(abi::KVM_PFI_CMD_SIGS_LOADED as u8, &attrs(7, 3), 1);
+        assert_eq!(
+            render(&Record::Event(e.clone()), false, 0),
+            r#"{"event":"sigs-loaded","generation":7,"nr_rules":3,"time_ns":1}"#
+        );
+        assert_eq!(
+            render(&Record::Event(e), true, 0),
+            "1970-01-01T00:00:00.000000001Z sigs-loaded generation 7: 3 rules active"
+        );
+        let e = decode_event(abi::KVM_PFI_CMD_SIGS_LOADED as u8, &attrs(8, 0), 1);
+        assert!(render(&Record::Event(e), true, 0)
+            .ends_with("generation 8: no signature set (cleared)"));
+        let e = decode_event(abi::KVM_PFI_CMD_SIGS_LOADED as u8, &attrs(9, 1), 1);
+        assert!(render(&Record::Event(e), true, 0).ends_with("generation 9: 1 rule active"));
+    }
+
+    /// Attributes the sentence does not use are still shown.
+    #[test]
+    fn pretty_sentence_keeps_extra_attributes() {
+        let mut attrs = detection_attrs(abi::KVM_PFI_HOW_GUEST, 0);
+        attrs.extend(nla(200, &[1, 2]));
+        attrs.extend(u32_attr(abi::KVM_PFI_A_EVENT_PAGE_SIZE, 4096));
+        let e = decode_event(abi::KVM_PFI_CMD_DETECTION as u8, &attrs, 0);
+        let line = render(&Record::Event(e), true, 0);
+        assert!(
+            line.ends_with("rule 2 attr_200=0x0102 page_size=4096"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn page_resident_for_snapshot() {
+        let page: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+        let attrs = [
+            u32_attr(abi::KVM_PFI_A_EVENT_VM_ID, 3),
+            u32_attr(abi::KVM_PFI_A_EVENT_TARGET_ID, 5),
+            u64_attr(abi::KVM_PFI_A_EVENT_CR3, 0x1234000),
+            u64_attr(abi::KVM_PFI_A_EVENT_GVA, 0x7f00_0000_1000),
+            u64_attr(abi::KVM_PFI_A_EVENT_GPA, 0x5678000),
+            u32_attr(abi::KVM_PFI_A_EVENT_PAGE_SIZE, 4096),
+            u32_attr(abi::KVM_PFI_A_EVENT_HOW, abi::KVM_PFI_HOW_INJECTED),
+            u32_attr(abi::KVM_PFI_A_EVENT_INJECTIONS, 1),
+            u32_attr(abi::KVM_PFI_A_EVENT_REINJECTIONS, 0),
+            nla(abi::KVM_PFI_A_EVENT_DATA as u16, &page),
+        ]
+        .concat();
+        let p = page_resident(&attrs).unwrap();
+        assert_eq!(
+            p,
+            PageResident {
+                vm_id: 3,
+                target_id: 5,
+                cr3: 0x1234000,
+                gva: 0x7f00_0000_1000,
+                gpa: 0x5678000,
+                how: Some(Value::Str("injected".into())),
+                data: Some(page),
+            }
+        );
+        // Without --read: no data. Without the ids: not usable.
+        let no_data = [
+            u32_attr(abi::KVM_PFI_A_EVENT_VM_ID, 3),
+            u32_attr(abi::KVM_PFI_A_EVENT_TARGET_ID, 5),
+            u64_attr(abi::KVM_PFI_A_EVENT_GVA, 0x1000),
+        ]
+        .concat();
+        assert_eq!(page_resident(&no_data).unwrap().data, None);
+        assert_eq!(page_resident(&no_data).unwrap().how, None);
+        assert_eq!(page_resident(&no_data[..no_data.len() - 12]), None);
     }
 
     /// Fails when the regenerated header has attributes or commands this

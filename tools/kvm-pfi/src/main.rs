@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //! kvm-pfi: control and observe the kvm-pfi KVM guest introspection module.
 //!
-//! Exit status: 0 success, 1 operational error (one line on stderr),
-//! 2 usage error (clap's).
+//! Exit status: see `error::exit` and `kvm-pfi --help` (0 success, 1
+//! operational error, 2 usage, 3 matches with --fail-on-match, 65 bad data,
+//! 66 missing input, 69 module not loaded, 77 permission denied).
 
 mod abi;
 mod cli;
@@ -11,9 +12,12 @@ mod dev;
 mod error;
 mod events;
 mod genl;
+mod sigs;
+mod snapshot;
 mod targets;
 mod vmfd;
 mod watch;
+mod yara;
 
 use std::process::ExitCode;
 
@@ -22,10 +26,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match commands::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(error::exit::OK),
         Err(e) => {
             eprintln!("kvm-pfi: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

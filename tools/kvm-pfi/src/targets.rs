@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::abi;
 use crate::cli::TargetSpec;
+use crate::error::Error;
 use crate::events::{self, Value};
 
 /// Entries of `enum kvm_pfi_page_state`.
@@ -26,11 +27,41 @@ const TARGET_FLAGS: &[(u32, &str)] = &[
     (abi::KVM_PFI_TARGET_READ, "read"),
     (abi::KVM_PFI_TARGET_WRITE, "write"),
     (abi::KVM_PFI_TARGET_KPTI, "kpti"),
+    (abi::KVM_PFI_TARGET_PROTECT, "protect"),
+    (abi::KVM_PFI_TARGET_ENFORCE, "enforce"),
+];
+
+/// KVM_PFI_PAGE_* flags (kvm_pfi_page_info.flags) by name, in bit order.
+const PAGE_FLAGS: &[(u32, &str)] = &[
+    (abi::KVM_PFI_PAGE_PROTECTED, "protected"),
+    (abi::KVM_PFI_PAGE_ENFORCED, "enforced"),
+    (abi::KVM_PFI_PAGE_SCANNED, "scanned"),
 ];
 
 /// Human form of KVM_PFI_TARGET_* flags.
 pub fn target_flags_text(flags: u32) -> String {
     abi::flags_text(flags, TARGET_FLAGS)
+}
+
+/// Human form of KVM_PFI_PAGE_* flags.
+pub fn page_flags_text(flags: u32) -> String {
+    abi::flags_text(flags, PAGE_FLAGS)
+}
+
+/// TARGET_ADD's E2BIG names the limits, which depend on the flags.
+pub fn add_error_hint(err: Error, flags: u32) -> Error {
+    if err.errno() != Some(libc::E2BIG) {
+        return err;
+    }
+    let limit = if flags & abi::KVM_PFI_TARGET_ENFORCE != 0 {
+        format!(
+            "at most {} pages with --enforce",
+            abi::KVM_PFI_MAX_ENFORCE_PAGES
+        )
+    } else {
+        format!("at most {} pages", abi::KVM_PFI_MAX_TARGET_PAGES)
+    };
+    Error::Msg(format!("{err} ({limit})"))
 }
 
 /// KVM_PFI_TARGET_ADD's argument for the command line's options.
@@ -134,6 +165,8 @@ pub struct PageJson {
     pub page_size: u32,
     pub fail_reason: Option<Value>,
     pub entries_to_delivery: u32,
+    /// KVM_PFI_PAGE_* bits: protected 1, enforced 2, scanned 4.
+    pub flags: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,6 +189,7 @@ pub fn page_json(p: &abi::kvm_pfi_page_info) -> PageJson {
         fail_reason: (p.state == abi::KVM_PFI_PAGE_FAILED)
             .then(|| events::enum_value(events::FAIL_REASONS, p.fail_reason)),
         entries_to_delivery: p.entries_to_delivery,
+        flags: p.flags,
     }
 }
 
@@ -173,8 +207,16 @@ fn opt_text(v: &Option<Value>) -> String {
 
 pub fn pages_text(pages: &[abi::kvm_pfi_page_info]) -> String {
     let mut text = format!(
-        "{:<18} {:<8} {:<16} {:<18} {:<10} {:<10} {:<12} {}",
-        "GVA", "STATE", "HOW", "GPA", "PAGE-SIZE", "INJECTIONS", "REINJECTIONS", "FAIL-REASON"
+        "{:<18} {:<8} {:<16} {:<18} {:<10} {:<10} {:<12} {:<18} {}",
+        "GVA",
+        "STATE",
+        "HOW",
+        "GPA",
+        "PAGE-SIZE",
+        "INJECTIONS",
+        "REINJECTIONS",
+        "FAIL-REASON",
+        "FLAGS"
     );
     for p in pages {
         let j = page_json(p);
@@ -185,7 +227,7 @@ pub fn pages_text(pages: &[abi::kvm_pfi_page_info]) -> String {
             ("-".into(), "-".into())
         };
         text.push_str(&format!(
-            "\n{:<#18x} {:<8} {:<16} {:<18} {:<10} {:<10} {:<12} {}",
+            "\n{:<#18x} {:<8} {:<16} {:<18} {:<10} {:<10} {:<12} {:<18} {}",
             p.gva,
             events::value_text(&j.state),
             opt_text(&j.how),
@@ -193,7 +235,8 @@ pub fn pages_text(pages: &[abi::kvm_pfi_page_info]) -> String {
             size,
             p.injections,
             p.reinjections,
-            opt_text(&j.fail_reason)
+            opt_text(&j.fail_reason),
+            page_flags_text(p.flags)
         ));
     }
     text
@@ -284,6 +327,7 @@ mod tests {
             reinjections: 1,
             page_size: 4096,
             entries_to_delivery: 3,
+            flags: abi::KVM_PFI_PAGE_PROTECTED | abi::KVM_PFI_PAGE_SCANNED,
             ..Default::default()
         };
         let failed = abi::kvm_pfi_page_info {
@@ -298,8 +342,8 @@ mod tests {
             j,
             concat!(
                 r#"{"vm_id":3,"target_id":7,"pages":["#,
-                r#"{"gva":4096,"gpa":36982784,"state":"resident","how":"injected","injections":2,"reinjections":1,"page_size":4096,"fail_reason":null,"entries_to_delivery":3},"#,
-                r#"{"gva":8192,"gpa":0,"state":"failed","how":null,"injections":5,"reinjections":0,"page_size":0,"fail_reason":"unmapped","entries_to_delivery":0}"#,
+                r#"{"gva":4096,"gpa":36982784,"state":"resident","how":"injected","injections":2,"reinjections":1,"page_size":4096,"fail_reason":null,"entries_to_delivery":3,"flags":5},"#,
+                r#"{"gva":8192,"gpa":0,"state":"failed","how":null,"injections":5,"reinjections":0,"page_size":0,"fail_reason":"unmapped","entries_to_delivery":0,"flags":0}"#,
                 "]}"
             )
         );
@@ -316,6 +360,9 @@ mod tests {
             gpa: 0x5000,
             how: abi::KVM_PFI_HOW_GUEST,
             page_size: 2 << 20,
+            flags: abi::KVM_PFI_PAGE_PROTECTED
+                | abi::KVM_PFI_PAGE_ENFORCED
+                | abi::KVM_PFI_PAGE_SCANNED,
             ..page(abi::KVM_PFI_PAGE_RESIDENT)
         };
         let text = pages_text(&[resident, page(abi::KVM_PFI_PAGE_UNKNOWN)]);
@@ -332,13 +379,29 @@ mod tests {
                 "2097152",
                 "0",
                 "0",
-                "-"
+                "-",
+                "protected,enforced,scanned"
             ]
         );
         let cols: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(
             cols,
-            ["0x7f0000001000", "unknown", "-", "-", "-", "0", "0", "-"]
+            [
+                "0x7f0000001000",
+                "unknown",
+                "-",
+                "-",
+                "-",
+                "0",
+                "0",
+                "-",
+                "-"
+            ]
+        );
+        assert!(
+            lines[0].ends_with("FAIL-REASON        FLAGS"),
+            "{}",
+            lines[0]
         );
     }
 
@@ -381,8 +444,41 @@ mod tests {
         assert_eq!(target_flags_text(0), "-");
         assert_eq!(
             target_flags_text(abi::KVM_PFI_TARGET_FLAGS_ALL),
-            "kernel,read,write,kpti"
+            "kernel,read,write,kpti,protect,enforce"
         );
+        assert_eq!(
+            target_flags_text(abi::KVM_PFI_TARGET_PROTECT | abi::KVM_PFI_TARGET_ENFORCE),
+            "protect,enforce"
+        );
+    }
+
+    #[test]
+    fn page_flags() {
+        assert_eq!(page_flags_text(0), "-");
+        assert_eq!(page_flags_text(abi::KVM_PFI_PAGE_SCANNED), "scanned");
+        assert_eq!(
+            page_flags_text(abi::KVM_PFI_PAGE_PROTECTED | abi::KVM_PFI_PAGE_ENFORCED | 0x80),
+            "protected,enforced,0x80"
+        );
+    }
+
+    #[test]
+    fn too_many_pages_names_the_limit() {
+        let e2big = || Error::os("KVM_PFI_TARGET_ADD vm 1", libc::E2BIG);
+        let e = add_error_hint(
+            e2big(),
+            abi::KVM_PFI_TARGET_PROTECT | abi::KVM_PFI_TARGET_ENFORCE,
+        );
+        assert_eq!(
+            e.to_string(),
+            "KVM_PFI_TARGET_ADD vm 1: Argument list too long (at most 64 pages with --enforce)"
+        );
+        assert_eq!(e.exit_code(), 1);
+        let e = add_error_hint(e2big(), 0);
+        assert!(e.to_string().ends_with("(at most 512 pages)"), "{e}");
+        // Other errors are left alone (the selftests look for their text).
+        let e = add_error_hint(Error::os("KVM_PFI_TARGET_ADD vm 1", libc::EINVAL), 0);
+        assert_eq!(e.to_string(), "KVM_PFI_TARGET_ADD vm 1: Invalid argument");
         assert_eq!(
             target_flags_text(abi::KVM_PFI_TARGET_READ | 0x100),
             "read,0x100"

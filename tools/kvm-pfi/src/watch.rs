@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! `kvm-pfi watch`: follow the "events" group of the "kvm_pfi" family.
+//! `kvm-pfi watch` (and `snapshot`): follow the "events" group of the
+//! "kvm_pfi" family, handing each event to a `Sink`.
 //!
 //! The kernel does not tell a listener that its group went away: unregistering
 //! a family silently drops all memberships. So we also listen to nlctrl's
@@ -23,12 +24,78 @@ use crate::genl::{self, classify_ctrl, parse_datagram, CtrlNote, FamilyInfo, Msg
 /// How often to look for the family while it is not registered.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long to follow: `--count`, `--timeout`, `--ready-file`.
 #[derive(Debug, Clone, Default)]
-pub struct WatchOpts {
-    pub pretty: bool,
+pub struct FollowOpts {
+    /// Stop after this many counted events (the sink says which count).
     pub count: Option<u64>,
     pub timeout: Option<Duration>,
     pub ready_file: Option<PathBuf>,
+}
+
+impl From<crate::cli::Follow> for FollowOpts {
+    fn from(f: crate::cli::Follow) -> Self {
+        FollowOpts {
+            count: f.count,
+            timeout: f.timeout,
+            ready_file: f.ready_file,
+        }
+    }
+}
+
+/// What is done with the events: printed (`watch`), saved (`snapshot`).
+pub trait Sink {
+    /// The command's name and what --count counts, for messages
+    /// ("watch", "events").
+    fn names(&self) -> (&'static str, &'static str);
+    /// A message of the kvm_pfi family (genl command, attribute bytes),
+    /// received at `now_ns`; returns whether it counts towards --count.
+    fn event(
+        &mut self,
+        cmd: u8,
+        attrs: &[u8],
+        now_ns: u64,
+        note: &mut dyn FnMut(&str),
+    ) -> Result<bool>;
+    /// Events were lost (the socket's receive queue overflowed).
+    fn overrun(&mut self, now_ns: u64, note: &mut dyn FnMut(&str)) -> Result<()>;
+}
+
+/// `watch`: every event as a line of JSON (or `--pretty` text).
+pub struct Printer<'a> {
+    pub out: &'a mut dyn Write,
+    pub pretty: bool,
+}
+
+impl Printer<'_> {
+    fn emit(&mut self, record: &Record, now_ns: u64) -> Result<()> {
+        let line = render(record, self.pretty, now_ns);
+        // Flushed per line: consumers read events as they happen.
+        writeln!(self.out, "{line}")
+            .and_then(|_| self.out.flush())
+            .map_err(|e| Error::from_io("write stdout", e))
+    }
+}
+
+impl Sink for Printer<'_> {
+    fn names(&self) -> (&'static str, &'static str) {
+        ("watch", "events")
+    }
+
+    fn event(
+        &mut self,
+        cmd: u8,
+        attrs: &[u8],
+        now_ns: u64,
+        _: &mut dyn FnMut(&str),
+    ) -> Result<bool> {
+        self.emit(&Record::Event(decode_event(cmd, attrs, now_ns)), now_ns)?;
+        Ok(true)
+    }
+
+    fn overrun(&mut self, now_ns: u64, _: &mut dyn FnMut(&str)) -> Result<()> {
+        self.emit(&Record::Overrun, now_ns)
+    }
 }
 
 #[derive(Debug)]
@@ -51,26 +118,22 @@ pub trait Transport {
 
 /// Environment of the loop, separated so that tests control time and output.
 pub struct Io<'a> {
-    pub out: &'a mut dyn Write,
     /// Notices for the operator (stderr).
     pub note: &'a mut dyn FnMut(&str),
     /// CLOCK_REALTIME in ns.
     pub now_ns: &'a mut dyn FnMut() -> u64,
 }
 
-fn emit(io: &mut Io<'_>, record: &Record, pretty: bool) -> Result<()> {
-    let line = render(record, pretty, (io.now_ns)());
-    // Flushed per line: consumers read events as they happen.
-    writeln!(io.out, "{line}")
-        .and_then(|_| io.out.flush())
-        .map_err(|e| Error::from_io("write stdout", e))
-}
-
 fn remaining(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
-pub fn run<T: Transport>(t: &mut T, opts: &WatchOpts, io: &mut Io<'_>) -> Result<()> {
+pub fn run<T: Transport>(
+    t: &mut T,
+    opts: &FollowOpts,
+    sink: &mut dyn Sink,
+    io: &mut Io<'_>,
+) -> Result<()> {
     let family = abi::family_name();
     let group_name = abi::events_group_name();
     let deadline = opts.timeout.map(|d| Instant::now() + d);
@@ -149,10 +212,13 @@ pub fn run<T: Transport>(t: &mut T, opts: &WatchOpts, io: &mut Io<'_>) -> Result
 
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return match opts.count {
-                Some(n) => Err(Error::os(
-                    format!("watch: {seen} of {n} events after the timeout"),
-                    libc::ETIMEDOUT,
-                )),
+                Some(n) => {
+                    let (cmd, unit) = sink.names();
+                    Err(Error::os(
+                        format!("{cmd}: {seen} of {n} {unit} after the timeout"),
+                        libc::ETIMEDOUT,
+                    ))
+                }
                 None => Ok(()),
             };
         }
@@ -160,7 +226,7 @@ pub fn run<T: Transport>(t: &mut T, opts: &WatchOpts, io: &mut Io<'_>) -> Result
         match t.recv(wait)? {
             Incoming::Timeout => {}
             Incoming::Overrun => {
-                emit(io, &Record::Overrun, opts.pretty)?;
+                sink.overrun((io.now_ns)(), io.note)?;
                 // A lost DELFAMILY would leave us deaf: check again.
                 joined = false;
             }
@@ -188,9 +254,9 @@ pub fn run<T: Transport>(t: &mut T, opts: &WatchOpts, io: &mut Io<'_>) -> Result
                             CtrlNote::Gone | CtrlNote::Appeared | CtrlNote::Unrelated => {}
                         }
                     } else if Some(ty) == family_id {
-                        let event = decode_event(cmd, &attrs, (io.now_ns)());
-                        emit(io, &Record::Event(event), opts.pretty)?;
-                        seen += 1;
+                        if sink.event(cmd, &attrs, (io.now_ns)(), io.note)? {
+                            seen += 1;
+                        }
                         if opts.count.is_some_and(|n| seen >= n) {
                             return Ok(());
                         }
@@ -319,27 +385,27 @@ pub fn realtime_ns() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use crate::events::tests::{attached_attrs, nla};
     use crate::genl::tests::{family_attrs, nlmsg};
     use netlink_packet_generic::constants::{CTRL_CMD_DELFAMILY, CTRL_CMD_NEWFAMILY};
     use std::collections::VecDeque;
 
-    const NOTIFY: u32 = 0x10;
+    pub const NOTIFY: u32 = 0x10;
 
     /// Scripted kernel: answers for successive resolves of kvm_pfi and
     /// datagrams (or overruns) in order, then timeouts.
     #[derive(Default)]
-    struct Fake {
-        resolves: VecDeque<Option<FamilyInfo>>,
-        incoming: VecDeque<Incoming>,
-        joins: Vec<u32>,
-        resolve_calls: usize,
-        join_errno: Option<i32>,
+    pub struct Fake {
+        pub resolves: VecDeque<Option<FamilyInfo>>,
+        pub incoming: VecDeque<Incoming>,
+        pub joins: Vec<u32>,
+        pub resolve_calls: usize,
+        pub join_errno: Option<i32>,
     }
 
-    fn info(id: u16, group: u32) -> Option<FamilyInfo> {
+    pub fn info(id: u16, group: u32) -> Option<FamilyInfo> {
         Some(FamilyInfo {
             id,
             name: "kvm_pfi".into(),
@@ -379,6 +445,15 @@ mod tests {
         result: Result<()>,
     }
 
+    /// Options of `watch` as the tests give them.
+    #[derive(Default)]
+    struct WatchOpts {
+        pretty: bool,
+        count: Option<u64>,
+        timeout: Option<Duration>,
+        ready_file: Option<PathBuf>,
+    }
+
     fn run_fake(fake: &mut Fake, opts: &WatchOpts) -> Run {
         let mut out = Vec::new();
         let mut notes = Vec::new();
@@ -388,11 +463,19 @@ mod tests {
             clock += 1;
             clock
         };
+        let follow = FollowOpts {
+            count: opts.count,
+            timeout: opts.timeout,
+            ready_file: opts.ready_file.clone(),
+        };
         let result = run(
             fake,
-            opts,
-            &mut Io {
+            &follow,
+            &mut Printer {
                 out: &mut out,
+                pretty: opts.pretty,
+            },
+            &mut Io {
                 note: &mut note,
                 now_ns: &mut now,
             },
@@ -626,6 +709,67 @@ mod tests {
             t.recv(Some(Duration::from_millis(1))).unwrap(),
             Incoming::Timeout | Incoming::Datagram(_)
         ));
+    }
+
+    /// The new events through the whole loop, as the socket delivers them.
+    #[test]
+    fn detection_events_in_json_and_pretty() {
+        use crate::events::tests::detection_attrs;
+        for pretty in [false, true] {
+            let mut fake = Fake {
+                resolves: [info(30, 9)].into(),
+                ..Default::default()
+            };
+            fake.incoming.push_back(Incoming::Datagram(nlmsg(
+                30,
+                abi::KVM_PFI_CMD_DETECTION as u8,
+                0,
+                &detection_attrs(abi::KVM_PFI_HOW_INJECTED, 1),
+            )));
+            let sigs = [
+                nla(abi::KVM_PFI_A_EVENT_GENERATION as u16, &4u32.to_ne_bytes()),
+                nla(abi::KVM_PFI_A_EVENT_NR_RULES as u16, &2u32.to_ne_bytes()),
+            ]
+            .concat();
+            fake.incoming.push_back(Incoming::Datagram(nlmsg(
+                30,
+                abi::KVM_PFI_CMD_SIGS_LOADED as u8,
+                0,
+                &sigs,
+            )));
+            let r = run_fake(
+                &mut fake,
+                &WatchOpts {
+                    count: Some(2),
+                    pretty,
+                    ..Default::default()
+                },
+            );
+            r.result.unwrap();
+            let out: Vec<&str> = r.out.lines().collect();
+            if pretty {
+                assert!(
+                    out[0].contains(
+                        " detection rule \"Evil_Marker\" vm 3 target 5 gva 0x7f0000001234 (offset 0x234, 16 bytes)"
+                    ) && out[0].contains(": page brought in by injection (1 #PF);"),
+                    "{}",
+                    out[0]
+                );
+                assert!(
+                    out[1].ends_with(" sigs-loaded generation 4: 2 rules active"),
+                    "{}",
+                    out[1]
+                );
+            } else {
+                let l = lines(&r.out);
+                assert_eq!(l[0]["event"], "detection");
+                assert_eq!(l[0]["rule_name"], "Evil_Marker");
+                assert_eq!(l[0]["offset"], 0x234);
+                assert_eq!(l[0]["how"], "injected");
+                assert_eq!(l[1]["event"], "sigs-loaded");
+                assert_eq!(l[1]["nr_rules"], 2);
+            }
+        }
     }
 
     #[test]

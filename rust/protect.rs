@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Protection of target pages (`KVM_PFI_TARGET_PROTECT`): their frames are
+//! write-tracked through KVM's page-track notifier, so every guest write to
+//! them exits and is emulated by KVM, which then calls us with the bytes
+//! written. We report the write (`write-attempt`) and, with
+//! `KVM_PFI_TARGET_ENFORCE`, put the page's kept bytes back before the
+//! writing vCPU resumes.
+//!
+//! The window (Documentation/design.rst): KVM stores the guest's bytes
+//! before it notifies us, so another vCPU reading the page in between sees
+//! them for the few microseconds until the restore; the writing vCPU never
+//! does. Writes that are not guest CPU writes (device DMA, the VMM) are not
+//! tracked by KVM and not seen.
+
+use core::sync::atomic::Ordering;
+
+use kernel::prelude::*;
+
+use crate::bindings::glue;
+use crate::netlink;
+use crate::pfi_core::walk::{
+    self,
+    WalkOutcome, //
+};
+use crate::report::tracker;
+use crate::targets::{
+    ProbeMemory,
+    ProtectJob,
+    ProtectedWrite,
+    WriteRecord,
+    WRITE_BYTES, //
+};
+use crate::vm::AttachedVm;
+
+const PAGE_SIZE: usize = 4096;
+/// Bytes restored per lock hold (copied out of the kept page on the stack).
+const RESTORE_CHUNK: usize = 64;
+
+/// Where the page's GVA translates now, as far as a nofault walk can tell.
+enum Mapping {
+    Same,
+    Moved,
+    Unknown,
+}
+
+fn mapping(vm: &AttachedVm, pw: &ProtectedWrite, gfn: u64) -> Mapping {
+    let Some(paging) = vm.paging() else { return Mapping::Unknown };
+    let w = walk::walk(&mut ProbeMemory { kvm: vm.kvm }, &paging, pw.root, pw.gva);
+    match w.outcome {
+        WalkOutcome::Resident { gpa, .. } if gpa >> 12 == gfn => Mapping::Same,
+        WalkOutcome::Resident { .. } | WalkOutcome::NotPresent { .. } => Mapping::Moved,
+        WalkOutcome::Invalid(_) => Mapping::Unknown,
+    }
+}
+
+/// Puts the kept bytes of `[offset, end)` of frame `gfn` back.
+fn restore(vm: &AttachedVm, gfn: u64, offset: usize, end: usize) -> bool {
+    let mut off = offset;
+    while off < end {
+        let n = (end - off).min(RESTORE_CHUNK);
+        let mut buf = [0u8; RESTORE_CHUNK];
+        if !vm.targets.lock().shadow_bytes(gfn, off, &mut buf[..n]) {
+            return false;
+        }
+        let gpa = (gfn << 12) + off as u64;
+        // SAFETY: we run in a thread of the VM's VMM (the notifier is called
+        // by the writing vCPU), may sleep, and `buf` holds `n` bytes.
+        if unsafe { glue::kvm_pfi_write_guest_vcpu_thread(vm.kvm, gpa, buf.as_ptr().cast(), n as u32) } != 0 {
+            return false;
+        }
+        off += n;
+    }
+    true
+}
+
+/// The notifier side: the guest wrote `new` at `gpa`, in the protected page
+/// `pw`. Runs in the writing vCPU's thread, before it resumes.
+pub(crate) fn on_guest_write(vm: &AttachedVm, pw: &ProtectedWrite, gpa: u64, new: &[u8]) {
+    let gfn = gpa >> 12;
+    let offset = (gpa & 0xfff) as usize;
+    let end = offset + new.len().min(PAGE_SIZE - offset);
+    // The guest may have remapped the GVA and reused the frame: never write
+    // our bytes into a page that is not the target's any more.
+    let map = mapping(vm, pw, gfn);
+    let restored = pw.enforce && matches!(map, Mapping::Same) && restore(vm, gfn, offset, end);
+    let mut rec = WriteRecord {
+        target_id: pw.target_id,
+        cr3: 0,
+        gva: pw.gva + offset as u64,
+        gpa,
+        len: (end - offset) as u32,
+        restored,
+        bytes: [0; WRITE_BYTES],
+    };
+    for (d, s) in rec.bytes.iter_mut().zip(new) {
+        *d = *s;
+    }
+    {
+        let mut targets = vm.targets.lock();
+        rec.cr3 = targets.get(pw.target_id).map_or(0, |t| t.cr3);
+        // Restored bytes need no new scan; changed ones do.
+        targets.on_protected_write(gfn, matches!(map, Mapping::Moved), !restored, offset as u32, end as u32);
+        targets.queue_write(rec);
+    }
+    vm.kick_report();
+}
+
+/// The report side: track newly resident pages of protected targets (and
+/// keep their bytes for enforce mode), untrack pages that moved.
+pub(crate) fn sync(vm: &AttachedVm) {
+    let _serial = vm.tracking.lock();
+    if vm.detached.load(Ordering::Relaxed) || !vm.targets.lock().wants_protection() {
+        return;
+    }
+    if tracker(vm).is_none() {
+        return;
+    }
+    // Bounded: a page KVM refuses to track is offered again by the next
+    // take; this many rounds cover every page of every target once.
+    for _ in 0..=crate::targets::MAX_TARGETS * crate::targets::MAX_PAGES / 8 {
+        let mut track = [None; 8];
+        let mut untrack = [0u64; 8];
+        let (na, nr, more) = vm.targets.lock().take_protection_changes(&mut track, &mut untrack);
+        for &g in &untrack[..nr] {
+            // SAFETY: the VM is referenced; process context; added before.
+            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
+        }
+        for j in track[..na].iter().flatten() {
+            start(vm, j);
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
+fn start(vm: &AttachedVm, j: &ProtectJob) {
+    // SAFETY: the VM is referenced, the notifier registered; process context.
+    if unsafe { glue::kvm_pfi_track_gfn(vm.kvm, j.gfn, 1) } != 0 {
+        vm.targets.lock().protection_failed(j.target_id, j.index);
+        return;
+    }
+    if !j.enforce {
+        return;
+    }
+    // Kept after tracking began: a write in between is reported (without a
+    // restore) and is part of the kept bytes.
+    let Ok(mut shadow) = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL) else { return };
+    // SAFETY: the VM is referenced; we run in a kworker; `shadow` has
+    // PAGE_SIZE bytes.
+    let r = unsafe { glue::kvm_pfi_read_guest_remote(vm.kvm, j.gfn << 12, shadow.as_mut_ptr().cast(), PAGE_SIZE as u32) };
+    if r != 0 {
+        return;
+    }
+    let unused = vm.targets.lock().set_shadow(j.target_id, j.index, j.gfn, shadow);
+    drop(unused);
+}
+
+/// Sends the queued `write-attempt` events.
+pub(crate) fn report_writes(vm: &AttachedVm) {
+    let mut out = [None; crate::targets::WRITE_QUEUE];
+    let n = vm.targets.lock().take_writes(&mut out);
+    for w in out[..n].iter().flatten() {
+        netlink::write_attempt(vm.id, w);
+    }
+}

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The active signature set: replaced whole by `KVM_PFI_SIGS_LOAD`, emptied
+//! by `KVM_PFI_SIGS_CLEAR`, read by the report work to scan target pages.
+//!
+//! Validation and matching are `pfi_core::sigs` (host-tested); this file
+//! copies the set in, builds the automaton, and swaps the active `Arc` under
+//! a mutex. A scan holds its own `Arc`, so a load never waits for scans and
+//! a set is freed when its last scan ends.
+
+use core::sync::atomic::{
+    AtomicU32,
+    AtomicU64,
+    Ordering, //
+};
+
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::uaccess::{
+    UserPtr,
+    UserSlice, //
+};
+
+use crate::bindings::uapi;
+use crate::pfi_core::sigs::{
+    self,
+    Matcher,
+    SetInfo,
+    SigErrorKind, //
+};
+
+// The layout pfi_core decodes is the one the UAPI header declares.
+const _: () = {
+    assert!(sigs::MAGIC == uapi::KVM_PFI_SIGS_MAGIC);
+    assert!(sigs::VERSION == uapi::KVM_PFI_SIGS_VERSION);
+    assert!(sigs::HEADER_SIZE == size_of::<uapi::kvm_pfi_sigs_header>());
+    assert!(sigs::RULE_SIZE == size_of::<uapi::kvm_pfi_sig_rule>());
+    assert!(sigs::PATTERN_SIZE == size_of::<uapi::kvm_pfi_sig_pattern>());
+    assert!(sigs::SEGMENT_SIZE == size_of::<uapi::kvm_pfi_sig_segment>());
+    assert!(sigs::MAX_SIZE == uapi::KVM_PFI_SIGS_MAX_SIZE as usize);
+    assert!(sigs::MAX_RULES == uapi::KVM_PFI_SIGS_MAX_RULES as usize);
+    assert!(sigs::MAX_PATTERNS == uapi::KVM_PFI_SIGS_MAX_PATTERNS as usize);
+    assert!(sigs::MAX_SEGMENTS == uapi::KVM_PFI_SIGS_MAX_SEGMENTS as usize);
+    assert!(sigs::MAX_RULE_PATTERNS == uapi::KVM_PFI_SIG_MAX_PATTERNS as usize);
+    assert!(sigs::MAX_CHAIN == uapi::KVM_PFI_SIG_MAX_SEGMENTS as usize);
+    assert!(sigs::MAX_JUMP == uapi::KVM_PFI_SIG_MAX_JUMP as usize);
+    assert!(sigs::MAX_SPAN == uapi::KVM_PFI_SIG_MAX_SPAN as usize);
+    assert!(sigs::NAME_MAX == uapi::KVM_PFI_SIG_NAME_MAX as usize);
+    assert!(sigs::END as u32 == uapi::KVM_PFI_SIG_END);
+};
+
+/// A validated set with its automaton.
+pub(crate) struct SigSet {
+    pub(crate) generation: u32,
+    pub(crate) info: SetInfo,
+    blob: KVVec<u8>,
+    storage: KVVec<u32>,
+}
+
+impl SigSet {
+    pub(crate) fn matcher(&self) -> Option<Matcher<'_>> {
+        Matcher::new(&self.blob, &self.storage)
+    }
+}
+
+struct Active {
+    set: Option<Arc<SigSet>>,
+    generation: u32,
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: initialised by `Sigs::new` in module init before any use.
+    unsafe(uninit) static ACTIVE: Mutex<Active> = Active { set: None, generation: 0 };
+}
+
+/// Generation of the active set (0: none active), for page flags.
+static ACTIVE_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+/// Counters reported by `KVM_PFI_SIGS_INFO`, since module load.
+pub(crate) static PAGES_SCANNED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static BYTES_SCANNED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static DETECTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Module-lifetime owner of the set's lock; drops the set on unload.
+pub(crate) struct Sigs;
+
+impl Sigs {
+    pub(crate) fn new() -> Self {
+        // SAFETY: called once, from module init, before any user of ACTIVE.
+        unsafe { ACTIVE.init() };
+        Sigs
+    }
+}
+
+impl Drop for Sigs {
+    fn drop(&mut self) {
+        let old = ACTIVE.lock().set.take();
+        drop(old);
+    }
+}
+
+fn errno(kind: SigErrorKind) -> Error {
+    match kind {
+        SigErrorKind::Empty => EINVAL,
+        SigErrorKind::TooLarge => E2BIG,
+        SigErrorKind::Version => EPROTO,
+        SigErrorKind::Loop => ELOOP,
+        SigErrorKind::Malformed => EBADMSG,
+    }
+}
+
+/// The active set, if any; the caller scans with its own reference.
+pub(crate) fn active() -> Option<Arc<SigSet>> {
+    ACTIVE.lock().set.clone()
+}
+
+pub(crate) fn active_generation() -> u32 {
+    ACTIVE_GENERATION.load(Ordering::Relaxed)
+}
+
+/// Copies the set at `data` in, validates and compiles it, and makes it the
+/// active one. On error nothing changes. Returns (generation, rules).
+pub(crate) fn load(req: &uapi::kvm_pfi_sigs_load) -> Result<(u32, u32)> {
+    if req.flags != 0 || req.generation != 0 || req.nr_rules != 0 || req.size == 0 {
+        return Err(EINVAL);
+    }
+    let size = req.size as usize;
+    if size > sigs::MAX_SIZE {
+        return Err(E2BIG);
+    }
+    let addr = usize::try_from(req.data).map_err(|_| EFAULT)?;
+    let mut blob = KVVec::new();
+    UserSlice::new(UserPtr::from_addr(addr), size).read_all(&mut blob, GFP_KERNEL)?;
+    let info = sigs::validate(&blob).map_err(|e| errno(e.kind))?;
+    let mut storage = KVVec::from_elem(0u32, info.storage_words, GFP_KERNEL)?;
+    sigs::build(&blob, &mut storage).map_err(|e| errno(e.kind))?;
+    let nr_rules = info.nr_rules;
+    let mut active = ACTIVE.lock();
+    let generation = active.generation.wrapping_add(1).max(1);
+    let set = Arc::new(SigSet { generation, info, blob, storage }, GFP_KERNEL)?;
+    active.generation = generation;
+    let old = active.set.replace(set);
+    ACTIVE_GENERATION.store(generation, Ordering::Relaxed);
+    drop(active);
+    drop(old);
+    Ok((generation, nr_rules))
+}
+
+/// Deactivates the set; returns the new generation.
+pub(crate) fn clear() -> u32 {
+    let mut active = ACTIVE.lock();
+    let generation = active.generation.wrapping_add(1).max(1);
+    active.generation = generation;
+    let old = active.set.take();
+    ACTIVE_GENERATION.store(0, Ordering::Relaxed);
+    drop(active);
+    drop(old);
+    generation
+}
+
+pub(crate) fn info() -> uapi::kvm_pfi_sigs_info {
+    let active = ACTIVE.lock();
+    let mut out = uapi::kvm_pfi_sigs_info {
+        generation: active.generation,
+        pages_scanned: PAGES_SCANNED.load(Ordering::Relaxed),
+        bytes_scanned: BYTES_SCANNED.load(Ordering::Relaxed),
+        detections: DETECTIONS.load(Ordering::Relaxed),
+        ..Default::default()
+    };
+    if let Some(s) = &active.set {
+        out.nr_rules = s.info.nr_rules;
+        out.nr_patterns = s.info.nr_patterns;
+        out.size = s.info.size;
+    }
+    out
+}

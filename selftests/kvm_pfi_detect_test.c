@@ -1,0 +1,642 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kvm-pfi detection tests, on the mini OS of kvm_pfi_mini_os.h: signature
+ * sets (KVM_PFI_SIGS_*), scans of target pages, and protection of target
+ * pages against guest writes (KVM_PFI_TARGET_PROTECT / _ENFORCE).
+ *
+ * Ground truth: the host plants known bytes into the guest's pages before
+ * the guest fills and swaps them out, so it knows where every signature is;
+ * the guest's ring-3 task writes a value the host chose and reports what it
+ * read back. Signature sets are written here with a small encoder of the
+ * UAPI layout of its own, independent of the kvm-pfi tool's compiler.
+ */
+#include "kvm_pfi_mini_os.h"
+
+#include <poll.h>
+
+/* ---- signature sets ---- */
+
+struct sigset {
+	struct kvm_pfi_sig_rule rule[8];
+	struct kvm_pfi_sig_pattern pat[16];
+	struct kvm_pfi_sig_segment seg[32];
+	uint8_t str[2048];
+	uint32_t nr_rules, nr_pats, nr_segs, str_len;
+	/* The encoded set and where its tables start. */
+	uint8_t blob[8192];
+	uint32_t size, rules_off, pats_off, segs_off;
+};
+
+static uint32_t set_str(struct sigset *s, const void *p, uint32_t len)
+{
+	uint32_t off = s->str_len;
+
+	TEST_ASSERT(off + len <= sizeof(s->str), "strings");
+	memcpy(s->str + off, p, len);
+	s->str_len += len;
+	return off;
+}
+
+static void set_rule(struct sigset *s, const char *name)
+{
+	struct kvm_pfi_sig_rule *r = &s->rule[s->nr_rules++];
+
+	r->name_len = strlen(name);
+	r->name_off = set_str(s, name, r->name_len);
+	r->nr_patterns = 0;
+}
+
+/*
+ * Adds a pattern to the last rule, in the YARA hex-string notation: bytes
+ * "4D", wildcards "??", jumps "[n]" / "[n-m]" between segments.
+ */
+static void set_pattern(struct sigset *s, const char *hex)
+{
+	uint8_t pairs[512];
+	uint32_t n = 0, first = s->nr_segs;
+	struct kvm_pfi_sig_segment *seg = NULL;
+	const char *p = hex;
+
+	s->pat[s->nr_pats++] = (struct kvm_pfi_sig_pattern){ .first_segment = first };
+	s->rule[s->nr_rules - 1].nr_patterns++;
+	for (;;) {
+		while (*p == ' ')
+			p++;
+		if (*p == '[' || !*p) {
+			unsigned int lo = 0, hi = 0;
+
+			seg = &s->seg[s->nr_segs++];
+			seg->len = n / 2;
+			seg->bytes_off = set_str(s, pairs, n);
+			n = 0;
+			if (!*p) {
+				seg->next = KVM_PFI_SIG_END;
+				return;
+			}
+			if (sscanf(p, "[%u-%u]", &lo, &hi) != 2) {
+				TEST_ASSERT(sscanf(p, "[%u]", &lo) == 1, "jump in %s", hex);
+				hi = lo;
+			}
+			seg->jump_min = lo;
+			seg->jump_max = hi;
+			seg->next = s->nr_segs;
+			p = strchr(p, ']') + 1;
+			continue;
+		}
+		if (p[0] == '?' && p[1] == '?') {
+			pairs[n++] = 0;
+			pairs[n++] = 0;
+		} else {
+			unsigned int v;
+
+			TEST_ASSERT(sscanf(p, "%2x", &v) == 1, "byte in %s", hex);
+			pairs[n++] = v;
+			pairs[n++] = 0xff;
+		}
+		p += 2;
+	}
+}
+
+/* Lays the set out as KVM_PFI_SIGS_LOAD takes it. */
+static void set_encode(struct sigset *s)
+{
+	struct kvm_pfi_sigs_header h = {
+		.magic = KVM_PFI_SIGS_MAGIC, .version = KVM_PFI_SIGS_VERSION,
+		.nr_rules = s->nr_rules, .nr_patterns = s->nr_pats,
+		.nr_segments = s->nr_segs, .strings_len = s->str_len,
+	};
+	uint32_t off = sizeof(h);
+
+	s->rules_off = off;
+	memcpy(s->blob + off, s->rule, s->nr_rules * sizeof(s->rule[0]));
+	off += s->nr_rules * sizeof(s->rule[0]);
+	s->pats_off = off;
+	memcpy(s->blob + off, s->pat, s->nr_pats * sizeof(s->pat[0]));
+	off += s->nr_pats * sizeof(s->pat[0]);
+	s->segs_off = off;
+	memcpy(s->blob + off, s->seg, s->nr_segs * sizeof(s->seg[0]));
+	off += s->nr_segs * sizeof(s->seg[0]);
+	memcpy(s->blob + off, s->str, s->str_len);
+	off += s->str_len;
+	h.size = s->size = off;
+	memcpy(s->blob, &h, sizeof(h));
+}
+
+static int sigs_load(int pfi, const void *blob, uint32_t size, uint32_t *generation)
+{
+	struct kvm_pfi_sigs_load l = { .data = (uintptr_t)blob, .size = size };
+	int r = pfi_ioctl(pfi, KVM_PFI_SIGS_LOAD, &l);
+
+	if (!r && generation)
+		*generation = l.generation;
+	return r;
+}
+
+static struct kvm_pfi_sigs_info sigs_info(int pfi)
+{
+	struct kvm_pfi_sigs_info i;
+
+	TEST_ASSERT(!pfi_ioctl(pfi, KVM_PFI_SIGS_INFO, &i), "SIGS_INFO");
+	return i;
+}
+
+/* The test's rules. Rule 1 allows 0-8 bytes between its two parts. */
+#define RULE_UNUSED	0
+#define RULE_PLANTED	1
+#define RULE_CROSS	2
+static const char planted[] = "KPFI\x01\x02xyzDETECT";	/* matches RULE_PLANTED */
+static const char cross[] = "KPFI-CROSS-PAGE!";		/* matches RULE_CROSS */
+#define PLANTED_LEN	(sizeof(planted) - 1)
+#define CROSS_LEN	(sizeof(cross) - 1)
+
+static void test_rules(struct sigset *s)
+{
+	memset(s, 0, sizeof(*s));
+	set_rule(s, "never_there");
+	set_pattern(s, "DE AD BE EF 00 11 22 33 44");
+	set_rule(s, "planted_marker");
+	set_pattern(s, "4B 50 46 49 ?? ?? [0-8] 44 45 54 45 43 54");
+	set_rule(s, "cross_page");
+	set_pattern(s, "55 55 55 55 55 55 55 55 55 55");	/* not there */
+	set_pattern(s, "4B 50 46 49 2D 43 52 4F 53 53 2D 50 41 47 45 21");
+	set_encode(s);
+}
+
+/* ---- events ---- */
+
+#define MAX_EVENTS	64
+struct rec {
+	struct kvm_pfi_event ev;
+	uint8_t data[64];	/* the first bytes of the record's data */
+};
+
+/* Appends every record queued on the stream `fd` to r[]; returns the count. */
+static int drain(int fd, struct rec *r, int n)
+{
+	static char buf[4 * (sizeof(struct kvm_pfi_event) + 4096)];
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	while (poll(&pfd, 1, 0) == 1) {
+		ssize_t len = read(fd, buf, sizeof(buf));
+		struct kvm_pfi_event ev;
+
+		TEST_ASSERT(len > 0, "read events: %s", strerror(errno));
+		for (ssize_t off = 0; off < len; off += ev.size) {
+			memcpy(&ev, buf + off, sizeof(ev));
+			TEST_ASSERT(ev.version == KVM_PFI_EVENT_VERSION && ev.size >= sizeof(ev),
+				    "record version %u size %u", ev.version, ev.size);
+			TEST_ASSERT(!ev.lost, "lost %u records", ev.lost);
+			if (n == MAX_EVENTS)
+				continue;
+			r[n].ev = ev;
+			memcpy(r[n].data, buf + off + sizeof(ev),
+			       ev.data_len < 64 ? ev.data_len : 64);
+			n++;
+		}
+	}
+	return n;
+}
+
+static int count_type(struct rec *r, int n, uint32_t type)
+{
+	int c = 0;
+
+	for (int i = 0; i < n; i++)
+		c += r[i].ev.type == type;
+	return c;
+}
+
+static struct rec *find_type(struct rec *r, int n, uint32_t type)
+{
+	for (int i = 0; i < n; i++)
+		if (r[i].ev.type == type)
+			return &r[i];
+	return NULL;
+}
+
+/* Waits until the module has scanned `pages` more pages than `base` (its
+ * events are queued before the count moves). */
+static bool wait_scanned(int pfi, uint64_t base, uint64_t pages)
+{
+	for (uint64_t t0 = now_ms(); now_ms() - t0 < WAIT_MS; usleep(10000))
+		if (sigs_info(pfi).pages_scanned >= base + pages)
+			return true;
+	return false;
+}
+
+/* Runs vCPU 0 until every page of t is resident. */
+static void run_until_all_resident(struct __test_metadata *_metadata, struct mini *m,
+				   struct tgt *t, int npages)
+{
+	struct kvm_pfi_page_info pi;
+
+	for (int i = 0; i < npages; i++) {
+		ASSERT_LE(0, run_until_state(m, 0, t, i, KVM_PFI_PAGE_RESIDENT, WAIT_MS, &pi)) {
+			log_page(_metadata, "not resident", &pi);
+		}
+	}
+}
+
+struct det {
+	struct mini m;
+	struct tgt t;
+	int events;		/* the stream */
+	gva_t gva;
+	uint32_t generation;
+	uint64_t scanned0;	/* pages_scanned before */
+};
+
+/*
+ * A VM in ring 3 with npages consecutive test pages of `kind`, attached,
+ * the test rules loaded, the stream open. plant() puts bytes in before boot.
+ */
+static void det_setup(struct __test_metadata *_metadata, int pfi, struct det *d, int npages,
+		      enum page_kind kind, void (*plant)(struct det *d))
+{
+	struct sigset s;
+
+	memset(d, 0, sizeof(*d));
+	d->t.pfi = pfi;
+	mini_init(&d->m, 1);
+	d->gva = mini_alloc(&d->m, npages);
+	for (int i = 0; i < npages; i++)
+		mini_add_page(&d->m, d->gva + i * PAGE, kind, 0, 0);
+	if (plant)
+		plant(d);
+	mini_finish(&d->m);
+	ASSERT_EQ(0, pfi_attach(pfi, d->m.vm->fd, 0, &d->t.vm_id));
+	d->events = ioctl(pfi, KVM_PFI_EVENTS, 0);
+	ASSERT_LE(0, d->events);
+	test_rules(&s);
+	ASSERT_EQ(0, sigs_load(pfi, s.blob, s.size, &d->generation));
+	ASSERT_NE(0, d->generation);
+	d->scanned0 = sigs_info(pfi).pages_scanned;
+	mini_run_until_phase(&d->m, 0, PH_USER);
+}
+
+static void det_teardown(int pfi, struct det *d)
+{
+	close(d->events);
+	pfi_detach(pfi, d->t.vm_id);
+	mini_free(&d->m);
+	pfi_ioctl(pfi, KVM_PFI_SIGS_CLEAR, NULL);
+}
+
+static void plant_page0(struct det *d)
+{
+	mini_plant(&d->m, 0, 100, planted, PLANTED_LEN);
+}
+
+static void plant_across(struct det *d)
+{
+	mini_plant(&d->m, 0, PAGE - 7, cross, 7);
+	mini_plant(&d->m, 1, 0, cross + 7, CROSS_LEN - 7);
+}
+
+/* The detection record agrees with where the host planted the bytes. */
+static void check_detection(struct __test_metadata *_metadata, struct det *d, struct rec *r,
+			    uint32_t rule, const char *name, const char *bytes, int page,
+			    uint64_t off, uint64_t len, uint32_t how)
+{
+	struct kvm_pfi_page_info pi;
+
+	ASSERT_NE(NULL, r);
+	ASSERT_TRUE(tgt_page(&d->t, page, &pi));
+	EXPECT_EQ(d->t.vm_id, r->ev.vm_id);
+	EXPECT_EQ(d->t.id, r->ev.target_id);
+	EXPECT_EQ(d->m.cr3, r->ev.cr3);
+	EXPECT_EQ(rule, r->ev.rule_id);
+	EXPECT_STREQ(name, r->ev.rule_name);
+	EXPECT_EQ(d->gva + page * PAGE + off, r->ev.gva);
+	EXPECT_EQ(pi.gpa + off, r->ev.gpa);
+	EXPECT_EQ(off, r->ev.offset);
+	EXPECT_EQ(len, r->ev.length);
+	EXPECT_EQ(d->generation, r->ev.generation);
+	EXPECT_EQ(how, r->ev.how);
+	/* What the guest holds there now is what the rule describes. */
+	EXPECT_EQ(0, memcmp(addr_gpa2hva(d->m.vm, r->ev.gpa), bytes, 4));
+}
+
+/* The signature sits in a page that was swapped out when the rules were
+ * loaded: the module brings it in and reports one detection; the clean
+ * page next to it (also swapped out) gives none. */
+TEST_F_TIMEOUT(pfi, swapped_out_signature_detected, 120)
+{
+	struct rec r[MAX_EVENTS];
+	struct kvm_pfi_page_info pi;
+	struct det d;
+	int n;
+
+	REQUIRE_TARGETS();
+	det_setup(_metadata, self->pfi, &d, 2, PK_SWAPPED, plant_page0);
+	ASSERT_EQ(SWP_ENTRY_0_1234, *vm_get_pte(d.m.vm, d.gva));
+	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, 0, d.m.cr3, d.gva, 2 * PAGE, &d.t.id));
+	run_until_all_resident(_metadata, &d.m, &d.t, 2);
+	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 2));
+	n = drain(d.events, r, 0);
+	EXPECT_EQ(1, count_type(r, n, KVM_PFI_CMD_DETECTION));
+	check_detection(_metadata, &d, find_type(r, n, KVM_PFI_CMD_DETECTION), RULE_PLANTED,
+			"planted_marker", planted, 0, 100, PLANTED_LEN, KVM_PFI_HOW_INJECTED);
+	EXPECT_EQ(1, find_type(r, n, KVM_PFI_CMD_DETECTION)->ev.injections);
+	for (int i = 0; i < 2; i++) {
+		ASSERT_TRUE(tgt_page(&d.t, i, &pi));
+		EXPECT_TRUE(pi.flags & KVM_PFI_PAGE_SCANNED);
+		EXPECT_TRUE(content_ok(&d.m, pi.gpa, i));
+	}
+	EXPECT_LE(1, sigs_info(self->pfi).detections);
+	det_teardown(self->pfi, &d);
+}
+
+/* A signature split over two swapped-out pages of one target is found
+ * once, whichever page came back last, at its first byte. */
+TEST_F_TIMEOUT(pfi, signature_across_page_boundary, 120)
+{
+	struct rec r[MAX_EVENTS];
+	struct det d;
+	int n;
+
+	REQUIRE_TARGETS();
+	det_setup(_metadata, self->pfi, &d, 2, PK_SWAPPED, plant_across);
+	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, 0, d.m.cr3, d.gva, 2 * PAGE, &d.t.id));
+	run_until_all_resident(_metadata, &d.m, &d.t, 2);
+	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 2));
+	n = drain(d.events, r, 0);
+	EXPECT_EQ(1, count_type(r, n, KVM_PFI_CMD_DETECTION));
+	check_detection(_metadata, &d, find_type(r, n, KVM_PFI_CMD_DETECTION), RULE_CROSS,
+			"cross_page", cross, 0, PAGE - 7, CROSS_LEN, KVM_PFI_HOW_INJECTED);
+	det_teardown(self->pfi, &d);
+}
+
+/* Pages scanned with no set loaded are scanned when one is; a clear stops
+ * scanning, and the next load scans them again (each load is a new
+ * generation). */
+TEST_F_TIMEOUT(pfi, load_scans_resident_pages, 120)
+{
+	struct rec r[MAX_EVENTS];
+	struct sigset s;
+	struct det d;
+	uint32_t gen2;
+	int n;
+
+	REQUIRE_TARGETS();
+	det_setup(_metadata, self->pfi, &d, 1, PK_RESIDENT, plant_page0);
+	ASSERT_EQ(0, pfi_ioctl(self->pfi, KVM_PFI_SIGS_CLEAR, NULL));
+	EXPECT_EQ(0, sigs_info(self->pfi).nr_rules);
+	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, 0, d.m.cr3, d.gva, PAGE, &d.t.id));
+	run_until_all_resident(_metadata, &d.m, &d.t, 1);
+	usleep(200000);
+	n = drain(d.events, r, 0);
+	EXPECT_EQ(0, count_type(r, n, KVM_PFI_CMD_DETECTION));
+	EXPECT_EQ(d.scanned0, sigs_info(self->pfi).pages_scanned);
+
+	test_rules(&s);
+	ASSERT_EQ(0, sigs_load(self->pfi, s.blob, s.size, &gen2));
+	EXPECT_LT(d.generation, gen2);
+	d.generation = gen2;
+	EXPECT_EQ(3, sigs_info(self->pfi).nr_rules);
+	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 1));
+	n = drain(d.events, r, 0);
+	EXPECT_EQ(1, count_type(r, n, KVM_PFI_CMD_SIGS_LOADED));
+	EXPECT_EQ(gen2, find_type(r, n, KVM_PFI_CMD_SIGS_LOADED)->ev.generation);
+	EXPECT_EQ(3, find_type(r, n, KVM_PFI_CMD_SIGS_LOADED)->ev.nr_rules);
+	EXPECT_EQ(1, count_type(r, n, KVM_PFI_CMD_DETECTION));
+	check_detection(_metadata, &d, find_type(r, n, KVM_PFI_CMD_DETECTION), RULE_PLANTED,
+			"planted_marker", planted, 0, 100, PLANTED_LEN, KVM_PFI_HOW_ALREADY_RESIDENT);
+	det_teardown(self->pfi, &d);
+}
+
+/* Malformed sets are refused whole with their errno, and the set loaded
+ * before keeps its generation and still matches. */
+TEST_F_TIMEOUT(pfi, malformed_sets_refused, 120)
+{
+	static uint8_t big[KVM_PFI_SIGS_MAX_SIZE + 1];
+	struct rec r[MAX_EVENTS];
+	struct sigset s, bad;
+	struct kvm_pfi_sigs_header *h = (void *)bad.blob;
+	struct kvm_pfi_sig_segment *seg;
+	struct kvm_pfi_sigs_load l;
+	struct det d;
+	int n;
+
+	REQUIRE_TARGETS();
+	det_setup(_metadata, self->pfi, &d, 1, PK_RESIDENT, plant_page0);
+	test_rules(&s);
+#define REFUSED(err, blob, size)						\
+	do {									\
+		EXPECT_EQ(-(err), sigs_load(self->pfi, blob, size, NULL));	\
+		EXPECT_EQ(d.generation, sigs_info(self->pfi).generation);	\
+		EXPECT_EQ(3, sigs_info(self->pfi).nr_rules);			\
+		bad = s;							\
+	} while (0)
+	bad = s;
+	/* Truncated: every shorter length, also with the size field fixed up. */
+	for (uint32_t len = 0; len < s.size; len++) {
+		REFUSED(len ? EBADMSG : EINVAL, bad.blob, len);
+		h->size = len;
+		REFUSED(len ? EBADMSG : EINVAL, bad.blob, len);
+	}
+	memcpy(big, s.blob, s.size);
+	REFUSED(E2BIG, big, sizeof(big));
+	h->nr_rules = KVM_PFI_SIGS_MAX_RULES + 1;
+	REFUSED(E2BIG, bad.blob, s.size);
+	h->magic ^= 1;
+	REFUSED(EBADMSG, bad.blob, s.size);
+	h->version = KVM_PFI_SIGS_VERSION + 1;
+	REFUSED(EPROTO, bad.blob, s.size);
+	h->nr_rules = 0;
+	REFUSED(EINVAL, bad.blob, s.size);
+	/* Rule 1's pattern is segments 1 -> 2: point 2 back at 1, or at itself. */
+	seg = (void *)(bad.blob + s.segs_off);
+	seg[2].next = 1;
+	seg[2].jump_max = 1;
+	REFUSED(ELOOP, bad.blob, s.size);
+	seg[1].next = 1;
+	REFUSED(ELOOP, bad.blob, s.size);
+	seg[1].len = 0;
+	REFUSED(EBADMSG, bad.blob, s.size);
+	seg[1].jump_max = KVM_PFI_SIG_MAX_JUMP + 1;
+	REFUSED(EBADMSG, bad.blob, s.size);
+	/* A value bit outside its mask (the first "??" of rule 1). */
+	bad.blob[s.size - s.str_len + seg[1].bytes_off + 2 * 4] = 0x01;
+	REFUSED(EBADMSG, bad.blob, s.size);
+	/* A rule name with a character no identifier has. */
+	bad.blob[s.size - s.str_len + s.rule[1].name_off] = '-';
+	REFUSED(EBADMSG, bad.blob, s.size);
+	/* Nonzero flags, a bad pointer. */
+	l = (struct kvm_pfi_sigs_load){ .data = (uintptr_t)s.blob, .size = s.size, .flags = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(self->pfi, KVM_PFI_SIGS_LOAD, &l));
+	l = (struct kvm_pfi_sigs_load){ .data = 8, .size = s.size };
+	EXPECT_EQ(-EFAULT, pfi_ioctl(self->pfi, KVM_PFI_SIGS_LOAD, &l));
+	EXPECT_EQ(d.generation, sigs_info(self->pfi).generation);
+#undef REFUSED
+
+	/* The set loaded first still matches. */
+	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, 0, d.m.cr3, d.gva, PAGE, &d.t.id));
+	run_until_all_resident(_metadata, &d.m, &d.t, 1);
+	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 1));
+	n = drain(d.events, r, 0);
+	EXPECT_EQ(1, count_type(r, n, KVM_PFI_CMD_DETECTION));
+	check_detection(_metadata, &d, find_type(r, n, KVM_PFI_CMD_DETECTION), RULE_PLANTED,
+			"planted_marker", planted, 0, 100, PLANTED_LEN, KVM_PFI_HOW_ALREADY_RESIDENT);
+	det_teardown(self->pfi, &d);
+}
+
+/* ---- protection ---- */
+
+/* Waits until page 0 of t has all of `flags`. */
+static bool wait_page_flags(struct tgt *t, uint32_t flags)
+{
+	struct kvm_pfi_page_info pi;
+
+	for (uint64_t t0 = now_ms(); now_ms() - t0 < WAIT_MS; usleep(10000))
+		if (tgt_page(t, 0, &pi) && (pi.flags & flags) == flags)
+			return true;
+	return false;
+}
+
+/* The ring-3 task writes val at gva and reads it back. */
+static uint64_t guest_write(struct mini *m, gva_t gva, uint64_t val)
+{
+	m->ctl->vcpu[0].write_val = val;
+	m->ctl->vcpu[0].write_gva = gva;
+	for (int i = 0; i < 10 && m->ctl->vcpu[0].write_gva; i++)
+		mini_run(m->vcpu[0]);
+	TEST_ASSERT(!m->ctl->vcpu[0].write_gva, "the task did not write");
+	return m->ctl->vcpu[0].write_readback;
+}
+
+/* Waits for the first record of `type` (the vCPU need not run). */
+static struct rec *wait_event(int fd, struct rec *r, int *n, uint32_t type)
+{
+	for (uint64_t t0 = now_ms(); now_ms() - t0 < WAIT_MS; usleep(10000)) {
+		*n = drain(fd, r, *n);
+		if (find_type(r, *n, type))
+			return find_type(r, *n, type);
+	}
+	return NULL;
+}
+
+static void protected_write(struct __test_metadata *_metadata, int pfi, bool enforce)
+{
+	uint32_t flags = KVM_PFI_TARGET_PROTECT | (enforce ? KVM_PFI_TARGET_ENFORCE : 0);
+	const uint64_t off = 0x208, val = 0x1122334455667788ULL;
+	struct kvm_pfi_page_info pi;
+	struct rec r[MAX_EVENTS], *w;
+	uint64_t before, readback, now;
+	struct det d;
+	int n = 0;
+
+	det_setup(_metadata, pfi, &d, 1, PK_RESIDENT, NULL);
+	ASSERT_EQ(0, pfi_target_add(pfi, d.t.vm_id, flags, d.m.cr3, d.gva, PAGE, &d.t.id));
+	ASSERT_TRUE(wait_page_flags(&d.t, KVM_PFI_PAGE_PROTECTED |
+					   (enforce ? KVM_PFI_PAGE_ENFORCED : 0)));
+	ASSERT_TRUE(tgt_page(&d.t, 0, &pi));
+	before = *(uint64_t *)addr_gpa2hva(d.m.vm, pi.gpa + off);
+	EXPECT_EQ(pattern(d.m.ctl->seed, 0, off / 8), before);
+
+	readback = guest_write(&d.m, d.gva + off, val);
+	now = *(uint64_t *)addr_gpa2hva(d.m.vm, pi.gpa + off);
+	w = wait_event(d.events, r, &n, KVM_PFI_CMD_WRITE_ATTEMPT);
+	ASSERT_NE(NULL, w);
+	EXPECT_EQ(d.t.vm_id, w->ev.vm_id);
+	EXPECT_EQ(d.t.id, w->ev.target_id);
+	EXPECT_EQ(d.m.cr3, w->ev.cr3);
+	EXPECT_EQ(d.gva + off, w->ev.gva);
+	EXPECT_EQ(pi.gpa + off, w->ev.gpa);
+	EXPECT_EQ(off, w->ev.offset);
+	EXPECT_EQ(8, w->ev.length);
+	ASSERT_EQ(8, w->ev.data_len);
+	EXPECT_EQ(0, memcmp(w->data, &val, 8));
+	EXPECT_EQ(enforce, w->ev.restored);
+	if (enforce) {
+		/* The writing task never saw its write; the page is as before. */
+		EXPECT_EQ(before, readback);
+		EXPECT_EQ(before, now);
+		EXPECT_TRUE(content_ok(&d.m, pi.gpa, 0));
+	} else {
+		EXPECT_EQ(val, readback);
+		EXPECT_EQ(val, now);
+	}
+	/* The task goes on normally. */
+	mini_run_n(&d.m, 0, 5, PH_USER);
+	EXPECT_EQ(0, d.m.ctl->vcpu[0].nr_pf);
+	det_teardown(pfi, &d);
+}
+
+/* A guest write to a protected page is reported with its bytes and lands. */
+TEST_F_TIMEOUT(pfi, protected_page_write_reported, 120)
+{
+	REQUIRE_TARGETS();
+	protected_write(_metadata, self->pfi, false);
+}
+
+/* In enforce mode the page's bytes are put back before the writer resumes. */
+TEST_F_TIMEOUT(pfi, enforced_page_write_restored, 120)
+{
+	REQUIRE_TARGETS();
+	protected_write(_metadata, self->pfi, true);
+}
+
+/* All of planted[] but its last 8 bytes, which the guest writes later. */
+#define HEAD_OFF	0x300
+static void plant_head(struct det *d)
+{
+	mini_plant(&d->m, 0, HEAD_OFF, planted, PLANTED_LEN - 8);
+}
+
+/* A write that completes a signature in a protected page is detected: the
+ * page is scanned again after a tracked write. */
+TEST_F_TIMEOUT(pfi, write_completing_signature_detected, 120)
+{
+	const uint64_t off = HEAD_OFF;
+	struct rec r[MAX_EVENTS], *det;
+	uint64_t tail;
+	struct det d;
+	int n = 0;
+
+	REQUIRE_TARGETS();
+	det_setup(_metadata, self->pfi, &d, 1, PK_RESIDENT, plant_head);
+	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, KVM_PFI_TARGET_PROTECT, d.m.cr3,
+				    d.gva, PAGE, &d.t.id));
+	ASSERT_TRUE(wait_page_flags(&d.t, KVM_PFI_PAGE_PROTECTED | KVM_PFI_PAGE_SCANNED));
+	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 1));
+	n = drain(d.events, r, 0);
+	EXPECT_EQ(0, count_type(r, n, KVM_PFI_CMD_DETECTION));
+
+	memcpy(&tail, planted + PLANTED_LEN - 8, 8);
+	EXPECT_EQ(tail, guest_write(&d.m, d.gva + off + PLANTED_LEN - 8, tail));
+	det = wait_event(d.events, r, &n, KVM_PFI_CMD_DETECTION);
+	ASSERT_NE(NULL, det);
+	EXPECT_EQ(RULE_PLANTED, det->ev.rule_id);
+	EXPECT_EQ(d.gva + off, det->ev.gva);
+	EXPECT_EQ(off, det->ev.offset);
+	EXPECT_EQ(PLANTED_LEN, det->ev.length);
+	EXPECT_NE(NULL, find_type(r, n, KVM_PFI_CMD_WRITE_ATTEMPT));
+	det_teardown(self->pfi, &d);
+}
+
+/* The protect flags' own errors, which change nothing. */
+TEST_F(pfi, protect_flag_errors)
+{
+	struct mini m;
+	uint32_t vm_id;
+	gva_t gva;
+
+	REQUIRE_TARGETS();
+	mini_init(&m, 1);
+	gva = mini_alloc(&m, 1);
+	mini_finish(&m);
+	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &vm_id));
+	EXPECT_EQ(-EINVAL, pfi_target_add(self->pfi, vm_id, KVM_PFI_TARGET_ENFORCE, m.cr3, gva,
+					  PAGE, NULL));
+	EXPECT_EQ(-E2BIG, pfi_target_add(self->pfi, vm_id,
+					 KVM_PFI_TARGET_PROTECT | KVM_PFI_TARGET_ENFORCE, m.cr3,
+					 gva, (KVM_PFI_MAX_ENFORCE_PAGES + 1) * PAGE, NULL));
+	EXPECT_EQ(0, pfi_target_add(self->pfi, vm_id,
+				    KVM_PFI_TARGET_PROTECT | KVM_PFI_TARGET_ENFORCE, m.cr3, gva,
+				    KVM_PFI_MAX_ENFORCE_PAGES * PAGE, NULL));
+	EXPECT_EQ(0, pfi_detach(self->pfi, vm_id));
+	mini_free(&m);
+}
+
+TEST_HARNESS_MAIN
