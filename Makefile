@@ -73,6 +73,7 @@ demo: kernel
 	scripts/demo.sh
 
 bench: kernel
+	$(CARGO) run --release --locked -q -p pfi_core --features text --example scan_throughput
 	$(MAKE) module selftests
 	scripts/bench.sh
 

@@ -91,7 +91,7 @@ for e in events:
               bytes.fromhex(e["data"])[:43].decode(errors="replace")))
 dets = [e for e in events if e.get("event") == "detection"]
 for d in dets:
-    print("detection: rule %s at gva %#x (page offset %d, %d bytes), page brought in by %s" % (
+    print("detection: rule %s at gva %#x (page offset %d, %d bytes), the page came in: %s" % (
           d["rule_name"], d["gva"], d["offset"], d["length"], d["how"]))
 assert dets and min(d["gva"] for d in dets) == gva + off, "no detection at the EICAR string"
 assert all(d["how"] == "injected" for d in dets)

@@ -317,6 +317,20 @@ static void check_detection(struct __test_metadata *_metadata, struct det *d, st
 	EXPECT_EQ(0, memcmp(addr_gpa2hva(d->m.vm, r->ev.gpa), bytes, 4));
 }
 
+/* Rules loaded, a two-page target of swapped-out pages added, both brought
+ * back and scanned: the events are in r[], their number returned. */
+static int two_swapped_pages(struct __test_metadata *_metadata, int pfi, struct det *d,
+			     void (*plant)(struct det *d), struct rec *r)
+{
+	det_setup(_metadata, pfi, d, 2, PK_SWAPPED, plant);
+	TEST_ASSERT(*vm_get_pte(d->m.vm, d->gva) == SWP_ENTRY_0_1234, "not swapped out");
+	TEST_ASSERT(!pfi_target_add(pfi, d->t.vm_id, 0, d->m.cr3, d->gva, 2 * PAGE, &d->t.id),
+		    "TARGET_ADD");
+	run_until_all_resident(_metadata, &d->m, &d->t, 2);
+	TEST_ASSERT(wait_scanned(pfi, d->scanned0, 2), "pages not scanned");
+	return drain(d->events, r, 0);
+}
+
 /* The signature sits in a page that was swapped out when the rules were
  * loaded: the module brings it in and reports one detection; the clean
  * page next to it (also swapped out) gives none. */
@@ -328,12 +342,7 @@ TEST_F_TIMEOUT(pfi, swapped_out_signature_detected, 120)
 	int n;
 
 	REQUIRE_TARGETS();
-	det_setup(_metadata, self->pfi, &d, 2, PK_SWAPPED, plant_page0);
-	ASSERT_EQ(SWP_ENTRY_0_1234, *vm_get_pte(d.m.vm, d.gva));
-	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, 0, d.m.cr3, d.gva, 2 * PAGE, &d.t.id));
-	run_until_all_resident(_metadata, &d.m, &d.t, 2);
-	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 2));
-	n = drain(d.events, r, 0);
+	n = two_swapped_pages(_metadata, self->pfi, &d, plant_page0, r);
 	EXPECT_EQ(1, count_type(r, n, KVM_PFI_CMD_DETECTION));
 	check_detection(_metadata, &d, find_type(r, n, KVM_PFI_CMD_DETECTION), RULE_PLANTED,
 			"planted_marker", planted, 0, 100, PLANTED_LEN, KVM_PFI_HOW_INJECTED);
@@ -356,11 +365,7 @@ TEST_F_TIMEOUT(pfi, signature_across_page_boundary, 120)
 	int n;
 
 	REQUIRE_TARGETS();
-	det_setup(_metadata, self->pfi, &d, 2, PK_SWAPPED, plant_across);
-	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, 0, d.m.cr3, d.gva, 2 * PAGE, &d.t.id));
-	run_until_all_resident(_metadata, &d.m, &d.t, 2);
-	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 2));
-	n = drain(d.events, r, 0);
+	n = two_swapped_pages(_metadata, self->pfi, &d, plant_across, r);
 	EXPECT_EQ(1, count_type(r, n, KVM_PFI_CMD_DETECTION));
 	check_detection(_metadata, &d, find_type(r, n, KVM_PFI_CMD_DETECTION), RULE_CROSS,
 			"cross_page", cross, 0, PAGE - 7, CROSS_LEN, KVM_PFI_HOW_INJECTED);

@@ -105,19 +105,27 @@ def page_events():
     check("target_removed_event", removed.get("target_id") == truth["target_id"], removed)
 
 
-def ynl_events():
-    """The kernel tree's YNL CLI decodes the family from the YAML spec alone."""
+def start_ynl():
+    """The kernel tree's YNL CLI subscribed to the events group, or None."""
     src = os.environ.get("KVM_PFI_SRC", "")
     cli = os.path.join(src, "tools/net/ynl/pyynl/cli.py")
-    if not check("ynl_available", os.path.exists(cli), f"no {cli}"):
-        return
+    if not os.path.exists(cli):
+        return None
     spec = os.path.join(os.environ["KVM_PFI_ROOT"], "Documentation/netlink/specs/kvm_pfi.yaml")
     ynl = subprocess.Popen(["/usr/bin/python3", cli, "--no-schema", "--output-json",
-                            "--spec", spec, "--subscribe", "events", "--sleep", "30"],
+                            "--spec", spec, "--subscribe", "events", "--sleep", "45"],
                            cwd=os.path.dirname(cli), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     # YNL has no readiness signal: give it time to join the group.
     time.sleep(8)
+    return ynl
+
+
+def ynl_events():
+    """The kernel tree's YNL CLI decodes the family from the YAML spec alone."""
+    ynl = start_ynl()
+    if not check("ynl_available", ynl is not None, "no YNL CLI in the kernel tree"):
+        return
     passed, _ = run_injection_test()
     check("ynl_smoke_passed", passed)
     out, err = finish(ynl, 120)
@@ -177,22 +185,6 @@ def tool_targets():
 EICAR_HEAD_LEN = 17      # X5O!P%@AP [1 byte] 4\PZX54: the rule's $head
 EICAR_NAME_AT = 28       # "EICAR-STANDARD-ANTIVIRUS-TEST-FILE" in the string
 EICAR_NAME_LEN = 34
-
-
-def start_ynl():
-    """The kernel tree's YNL CLI subscribed to the events group, or None."""
-    src = os.environ.get("KVM_PFI_SRC", "")
-    cli = os.path.join(src, "tools/net/ynl/pyynl/cli.py")
-    if not os.path.exists(cli):
-        return None
-    spec = os.path.join(os.environ["KVM_PFI_ROOT"], "Documentation/netlink/specs/kvm_pfi.yaml")
-    ynl = subprocess.Popen(["/usr/bin/python3", cli, "--no-schema", "--output-json",
-                            "--spec", spec, "--subscribe", "events", "--sleep", "45"],
-                           cwd=os.path.dirname(cli), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    # YNL has no readiness signal: give it time to join the group.
-    time.sleep(8)
-    return ynl
 
 
 def detection_story():
