@@ -27,7 +27,7 @@ CARGO ?= cargo
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) BINDGEN=$(BINDGEN) \
 	LIBCLANG_PATH=$(LIBCLANG_PATH)
 
-.PHONY: all help deps kernel module tool selftests test unit-test vm-test demo bench clean
+.PHONY: all help deps kernel module tool selftests test unit-test vm-test demo bench nested-guest clean
 
 all: module tool
 
@@ -38,8 +38,9 @@ help:
 	@echo "make tool       build the kvm-pfi command-line tool"
 	@echo "make selftests  build the kselftest suite"
 	@echo "make test       everything above, host unit tests, then the suite in a VM"
-	@echo "make demo       boot the test VM, attach to guests, show live events and an injected swap-in"
-	@echo "make bench      overhead figures of the probes (ratios)"
+	@echo "make demo       boot the test VM, load a rule, detect it in a swapped-out page kvm-pfi brings back"
+	@echo "make bench      overhead figures of the probes and the cost of signature scans (ratios)"
+	@echo "make nested-guest  try a real Linux guest in the test VM (does not boot under TCG yet)"
 	@echo "make clean      remove build products from the repository"
 
 deps:
@@ -71,6 +72,10 @@ test: kernel
 demo: kernel
 	$(MAKE) module tool selftests
 	scripts/demo.sh
+
+# Reproduces why real-guest tests are not in `make test` yet (testing.rst).
+nested-guest: kernel
+	scripts/nested-guest.sh
 
 bench: kernel
 	$(CARGO) run --release --locked -q -p pfi_core --features text --example scan_throughput
