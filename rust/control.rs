@@ -169,6 +169,16 @@ impl PfiFile {
     }
 }
 
+/// Takes target `id` out of `vm`, stops tracking its frames (serialised with
+/// the report work's tracking) and announces it; the caller frees it.
+fn remove_target(vm: &vm::AttachedVm, id: u32) -> Option<KBox<targets::Target>> {
+    let _serial = vm.tracking.lock();
+    let t = vm.targets.lock().remove(id)?;
+    crate::report::untrack(vm, &t);
+    netlink::target_removed(vm.id, id);
+    Some(t)
+}
+
 /// Injection limits from the module parameters.
 fn default_config() -> InjectConfig {
     InjectConfig {
@@ -202,7 +212,8 @@ impl PfiFile {
         })??;
         req.target_id = id;
         if let Err(e) = write_arg(arg, &req) {
-            let _ = vm::with_id(req.vm_id, |vm| vm.targets.lock().remove(id));
+            // The report work may have walked and protected it already.
+            let _ = vm::with_id(req.vm_id, |vm| remove_target(vm, id));
             return Err(e);
         }
         Ok(0)
@@ -210,15 +221,7 @@ impl PfiFile {
 
     fn target_remove(&self, arg: usize) -> Result<isize> {
         let req: uapi::kvm_pfi_target_remove = read_arg(arg)?;
-        let removed = vm::with_id(req.vm_id, |vm| {
-            let _serial = vm.tracking.lock();
-            let t = vm.targets.lock().remove(req.target_id);
-            if let Some(t) = &t {
-                crate::report::untrack(vm, t);
-                netlink::target_removed(vm.id, req.target_id);
-            }
-            t
-        })?;
+        let removed = vm::with_id(req.vm_id, |vm| remove_target(vm, req.target_id))?;
         // Freed here, outside the spinlock.
         removed.map(|_| 0).ok_or(ENOENT)
     }
@@ -265,7 +268,7 @@ impl PfiFile {
     fn sigs_load(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_sigs_load = read_arg(arg)?;
         let (generation, nr_rules) = crate::sigs::load(&req)?;
-        sigs_changed(generation, nr_rules);
+        sigs_changed();
         (req.generation, req.nr_rules) = (generation, nr_rules);
         // The set is active already; a bad pointer only loses the answer.
         write_arg(arg, &req)?;
@@ -273,15 +276,15 @@ impl PfiFile {
     }
 
     fn sigs_clear(&self) -> isize {
-        sigs_changed(crate::sigs::clear(), 0);
+        crate::sigs::clear();
+        sigs_changed();
         0
     }
 }
 
-/// A new set (or none) is active: announce it, and rescan every resident
-/// target page (a page records the generation it was scanned with).
-fn sigs_changed(generation: u32, nr_rules: u32) {
-    netlink::sigs_loaded(generation, nr_rules);
+/// A new set (or none) is active: rescan every resident target page (a
+/// page records the generation it was scanned with).
+fn sigs_changed() {
     vm::for_each(|vm| vm.kick_report());
 }
 

@@ -438,6 +438,23 @@ int kvm_pfi_write_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, con
 	return r;
 }
 
+int kvm_pfi_read_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, void *buf,
+				   unsigned int len)
+{
+	unsigned long hva;
+	int idx, r;
+
+	if (len > PAGE_SIZE - offset_in_page(gpa) || current->mm != kvm->mm)
+		return -EINVAL;
+	might_sleep();
+	idx = srcu_read_lock(&kvm->srcu);
+	r = gpa_to_hva(kvm, gpa, &hva);
+	if (!r)
+		r = copy_from_user(buf, (const void __user *)hva, len) ? -EFAULT : 0;
+	srcu_read_unlock(&kvm->srcu, idx);
+	return r;
+}
+
 int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add)
 {
 	return add ? kvm_write_track_add_gfn(kvm, gfn) : kvm_write_track_remove_gfn(kvm, gfn);

@@ -110,6 +110,9 @@ void kvm_pfi_tracker_destroy(struct kvm *kvm, struct kvm_pfi_tracker *t);
  */
 int kvm_pfi_write_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, const void *buf,
 				    unsigned int len);
+/* Reads like kvm_pfi_read_guest_atomic(), but may fault the VMM's page in. */
+int kvm_pfi_read_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, void *buf,
+				   unsigned int len);
 /* Start (@add) or stop write-tracking guest frame @gfn; KVM counts per gfn. */
 int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add);
 

@@ -21,11 +21,12 @@ use crate::bindings::glue;
 use crate::netlink;
 use crate::pfi_core::walk::{
     self,
+    GuestPhysRead,
+    ReadError,
     WalkOutcome, //
 };
 use crate::report::tracker;
 use crate::targets::{
-    ProbeMemory,
     ProtectJob,
     ProtectedWrite,
     WriteRecord,
@@ -37,7 +38,31 @@ const PAGE_SIZE: usize = 4096;
 /// Bytes restored per lock hold (copied out of the kept page on the stack).
 const RESTORE_CHUNK: usize = 64;
 
-/// Where the page's GVA translates now, as far as a nofault walk can tell.
+/// Protected pages of one frame handled per guest write; a frame shared by
+/// more targets than this is reported for the first ones only.
+pub(crate) const SHARED_FRAME_PAGES: usize = 4;
+
+/// Guest memory read from the writing vCPU's thread: may fault the VMM's
+/// page in (the notifier may sleep), so a walk does not fail on a page-table
+/// page the host swapped out.
+struct VcpuThreadMemory {
+    kvm: *mut glue::kvm,
+}
+
+impl GuestPhysRead for VcpuThreadMemory {
+    fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, ReadError> {
+        let mut v = 0u64;
+        // SAFETY: the VM is referenced; we run in a thread of its VMM, in a
+        // context that may sleep; `v` has 8 bytes.
+        match unsafe { glue::kvm_pfi_read_guest_vcpu_thread(self.kvm, gpa, (&raw mut v).cast(), 8) } {
+            0 => Ok(u64::from_le(v)),
+            r if r == -(kernel::bindings::ENOENT as i32) => Err(ReadError::OutsideGuestMemory),
+            _ => Err(ReadError::Retry),
+        }
+    }
+}
+
+/// Where the page's GVA translates now.
 enum Mapping {
     Same,
     Moved,
@@ -46,7 +71,7 @@ enum Mapping {
 
 fn mapping(vm: &AttachedVm, pw: &ProtectedWrite, gfn: u64) -> Mapping {
     let Some(paging) = vm.paging() else { return Mapping::Unknown };
-    let w = walk::walk(&mut ProbeMemory { kvm: vm.kvm }, &paging, pw.root, pw.gva);
+    let w = walk::walk(&mut VcpuThreadMemory { kvm: vm.kvm }, &paging, pw.root, pw.gva);
     match w.outcome {
         WalkOutcome::Resident { gpa, .. } if gpa >> 12 == gfn => Mapping::Same,
         WalkOutcome::Resident { .. } | WalkOutcome::NotPresent { .. } => Mapping::Moved,
@@ -74,20 +99,25 @@ fn restore(vm: &AttachedVm, gfn: u64, offset: usize, end: usize) -> bool {
     true
 }
 
-/// The notifier side: the guest wrote `new` at `gpa`, in the protected page
-/// `pw`. Runs in the writing vCPU's thread, before it resumes.
-pub(crate) fn on_guest_write(vm: &AttachedVm, pw: &ProtectedWrite, gpa: u64, new: &[u8]) {
+/// The notifier side: the guest wrote `new` at `gpa`, a frame of the
+/// protected pages `pages`. Runs in the writing vCPU's thread, before it
+/// resumes.
+pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8]) {
     let gfn = gpa >> 12;
     let offset = (gpa & 0xfff) as usize;
     let end = offset + new.len().min(PAGE_SIZE - offset);
-    // The guest may have remapped the GVA and reused the frame: never write
-    // our bytes into a page that is not the target's any more.
-    let map = mapping(vm, pw, gfn);
-    let restored = pw.enforce && matches!(map, Mapping::Same) && restore(vm, gfn, offset, end);
+    let mut maps = [const { Mapping::Unknown }; SHARED_FRAME_PAGES];
+    for (m, pw) in maps.iter_mut().zip(pages.iter().flatten()) {
+        // The guest may have remapped the GVA and reused the frame: never
+        // write our bytes into a page that is not a target's any more.
+        *m = mapping(vm, pw, gfn);
+    }
+    let enforced = pages.iter().flatten().zip(&maps).any(|(pw, m)| pw.enforce && matches!(m, Mapping::Same));
+    let restored = enforced && restore(vm, gfn, offset, end);
     let mut rec = WriteRecord {
-        target_id: pw.target_id,
+        target_id: 0,
         cr3: 0,
-        gva: pw.gva + offset as u64,
+        gva: 0,
         gpa,
         len: (end - offset) as u32,
         restored,
@@ -98,10 +128,15 @@ pub(crate) fn on_guest_write(vm: &AttachedVm, pw: &ProtectedWrite, gpa: u64, new
     }
     {
         let mut targets = vm.targets.lock();
-        rec.cr3 = targets.get(pw.target_id).map_or(0, |t| t.cr3);
-        // Restored bytes need no new scan; changed ones do.
-        targets.on_protected_write(gfn, matches!(map, Mapping::Moved), !restored, offset as u32, end as u32);
-        targets.queue_write(rec);
+        for (pw, m) in pages.iter().flatten().zip(&maps) {
+            rec.target_id = pw.target_id;
+            rec.gva = pw.gva + offset as u64;
+            rec.cr3 = targets.get(pw.target_id).map_or(0, |t| t.cr3);
+            // Restored bytes need no new scan; changed ones do.
+            let moved = matches!(m, Mapping::Moved);
+            targets.on_protected_write(pw.target_id, pw.gva, moved, !restored, offset as u32, end as u32);
+            targets.queue_write(rec);
+        }
     }
     vm.kick_report();
 }
@@ -160,8 +195,12 @@ fn start(vm: &AttachedVm, j: &ProtectJob) {
 /// Sends the queued `write-attempt` events.
 pub(crate) fn report_writes(vm: &AttachedVm) {
     let mut out = [None; crate::targets::WRITE_QUEUE];
-    let n = vm.targets.lock().take_writes(&mut out);
+    let (n, lost) = vm.targets.lock().take_writes(&mut out);
     for w in out[..n].iter().flatten() {
         netlink::write_attempt(vm.id, w);
+    }
+    if lost > 0 {
+        pr_warn!("vm {}: {} write-attempt events dropped (more than {} between reports)\n",
+                 vm.id, lost, crate::targets::WRITE_QUEUE);
     }
 }

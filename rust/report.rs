@@ -132,21 +132,22 @@ unsafe extern "C" fn on_track_write(owner: *mut c_void, gpa: u64, new: *const u8
     // outlives the tracker (destroyed in `teardown`, before the VM's last
     // reference can go).
     let vm = unsafe { &*owner.cast::<AttachedVm>() };
-    let (table_write, protected) = {
+    let mut protected = [None; crate::protect::SHARED_FRAME_PAGES];
+    let (table_write, n) = {
         let mut targets = vm.targets.lock();
-        (targets.on_page_table_write(gpa), targets.protected_page(gpa >> 12))
+        (targets.on_page_table_write(gpa), targets.protected_pages(gpa >> 12, &mut protected))
     };
     if table_write {
         vm.busy.store(true, Ordering::Relaxed);
     }
-    if let Some(pw) = protected {
+    if n > 0 {
         let new = if new.is_null() {
             &[][..]
         } else {
             // SAFETY: KVM passes the `bytes` bytes it wrote.
             unsafe { core::slice::from_raw_parts(new, bytes as usize) }
         };
-        crate::protect::on_guest_write(vm, &pw, gpa, new);
+        crate::protect::on_guest_write(vm, &protected[..n], gpa, new);
     }
 }
 

@@ -36,13 +36,16 @@ const CONTEXT: usize = sigs::MAX_SPAN - 1;
 /// by its first ones rather than flooding the event channels.
 pub(crate) const MAX_DETECTIONS_PER_PAGE: u32 = 32;
 
-/// Scans every resident target page of `vm` not yet scanned with the
-/// active set.
+/// Pages one report run scans at most; the run queues another for the rest,
+/// so a guest that keeps writing to protected pages cannot hold the worker.
+const PAGES_PER_RUN: usize = 64;
+
+/// Scans resident target pages of `vm` not yet scanned with the active set.
 pub(crate) fn scan_pages(vm: &AttachedVm) {
     let Some(set) = crate::sigs::active() else { return };
     let Some(matcher) = set.matcher() else { return };
     let mut buf: Option<KVVec<u8>> = None;
-    loop {
+    for _ in 0..PAGES_PER_RUN / 8 {
         if vm.detached.load(Ordering::Relaxed) {
             return;
         }
@@ -51,14 +54,15 @@ pub(crate) fn scan_pages(vm: &AttachedVm) {
         if n > 0 && buf.is_none() {
             buf = KVVec::from_elem(0u8, CONTEXT + PAGE_SIZE + CONTEXT, GFP_KERNEL).ok();
         }
-        let Some(b) = buf.as_mut() else { return };
         for j in jobs[..n].iter().flatten() {
-            scan_page(vm, &set, &matcher, j, b);
+            let ok = buf.as_mut().is_some_and(|b| scan_page(vm, &set, &matcher, j, b));
+            vm.targets.lock().scan_done(j.target_id, j.index, ok);
         }
         if n < jobs.len() {
             return;
         }
     }
+    vm.kick_report();
 }
 
 fn read(vm: &AttachedVm, gpa: u64, out: &mut [u8]) -> bool {
@@ -67,12 +71,13 @@ fn read(vm: &AttachedVm, gpa: u64, out: &mut [u8]) -> bool {
     unsafe { glue::kvm_pfi_read_guest_remote(vm.kvm, gpa, out.as_mut_ptr().cast(), out.len() as u32) == 0 }
 }
 
-/// `buf` holds `[CONTEXT][page][CONTEXT]`; the neighbours fill what they can.
-fn scan_page(vm: &AttachedVm, set: &SigSet, matcher: &Matcher<'_>, j: &ScanJob, buf: &mut [u8]) {
+/// `buf` holds `[CONTEXT][page][CONTEXT]`; the neighbours fill what they
+/// can. Returns whether the page could be read.
+fn scan_page(vm: &AttachedVm, set: &SigSet, matcher: &Matcher<'_>, j: &ScanJob, buf: &mut [u8]) -> bool {
     let (before, rest) = buf.split_at_mut(CONTEXT);
     let (page, after) = rest.split_at_mut(PAGE_SIZE);
     if !read(vm, j.gpa, page) {
-        return;
+        return false;
     }
     let pre = match j.prev_gpa {
         Some(g) if read(vm, g + (PAGE_SIZE - CONTEXT) as u64, before) => CONTEXT,
@@ -83,15 +88,18 @@ fn scan_page(vm: &AttachedVm, set: &SigSet, matcher: &Matcher<'_>, j: &ScanJob, 
         _ => 0,
     };
     let hay = &buf[CONTEXT - pre..CONTEXT + PAGE_SIZE + post];
-    PAGES_SCANNED.fetch_add(1, Ordering::Relaxed);
-    BYTES_SCANNED.fetch_add(hay.len() as u64, Ordering::Relaxed);
     let mut reported = 0u32;
     matcher.scan(hay, &mut |m: Match| {
         // Only matches touching this page: the rest are the neighbours'.
-        // After writes, only those touching what they changed: new ones.
-        let (lo, hi) = j.only.map_or((0, PAGE_SIZE), |(a, b)| (a as usize, b as usize));
-        if m.start >= pre + hi || m.start + m.len <= pre + lo {
+        // After writes, only those touching what changed: new ones.
+        if m.start >= pre + PAGE_SIZE || m.start + m.len <= pre {
             return true;
+        }
+        if let Some((lo, hi)) = j.only {
+            let (start, end) = (m.start as isize - pre as isize, (m.start + m.len) as isize - pre as isize);
+            if start >= hi as isize || end <= lo as isize {
+                return true;
+            }
         }
         // The first matched byte, in this page or the previous one.
         let (gva, gpa, offset) = if m.start < pre {
@@ -120,4 +128,9 @@ fn scan_page(vm: &AttachedVm, set: &SigSet, matcher: &Matcher<'_>, j: &ScanJob, 
         reported += 1;
         reported < MAX_DETECTIONS_PER_PAGE
     });
+    // Counted after its detections went out: a reader that sees the count
+    // has seen the events (the selftests rely on it).
+    BYTES_SCANNED.fetch_add(hay.len() as u64, Ordering::Relaxed);
+    PAGES_SCANNED.fetch_add(1, Ordering::Release);
+    true
 }

@@ -141,6 +141,8 @@ pub(crate) fn load(req: &uapi::kvm_pfi_sigs_load) -> Result<(u32, u32)> {
     active.generation = generation;
     let old = active.set.replace(set);
     ACTIVE_GENERATION.store(generation, Ordering::Relaxed);
+    // Under the lock, so that concurrent loads announce in order.
+    crate::netlink::sigs_loaded(generation, nr_rules);
     drop(active);
     drop(old);
     Ok((generation, nr_rules))
@@ -153,6 +155,7 @@ pub(crate) fn clear() -> u32 {
     active.generation = generation;
     let old = active.set.take();
     ACTIVE_GENERATION.store(0, Ordering::Relaxed);
+    crate::netlink::sigs_loaded(generation, 0);
     drop(active);
     drop(old);
     generation

@@ -129,6 +129,17 @@ pub(crate) struct Page {
     /// generation `.0`: the next scan reports only matches touching them
     /// (the others were reported already).
     written: Option<(u32, u32, u32)>,
+    /// `Targets::scan_seq` when it was last taken for a scan, and when it
+    /// last became due for a rescan after writes.
+    scanned_seq: u64,
+    pending_seq: u64,
+    /// Bytes of the page its last scan reported matches for (all, or what
+    /// writes had changed), for its neighbours' rescans.
+    last_change: (i32, i32),
+    /// Its last scan could not read it (`KVM_PFI_PAGE_SCANNED` stays off).
+    scan_failed: bool,
+    /// KVM refused to track its frame (no memslot there): not retried.
+    protect_failed: bool,
     /// `KVM_PFI_TARGET_PROTECT`: its own frame, write-tracked now.
     pub(crate) data_tracked: Option<u64>,
     /// `KVM_PFI_TARGET_ENFORCE`: its bytes when protection began, restored
@@ -177,7 +188,7 @@ impl Page {
             f |= uapi::KVM_PFI_PAGE_ENFORCED;
         }
         let generation = crate::sigs::active_generation();
-        if generation != 0 && self.scan_gen == generation {
+        if generation != 0 && self.scan_gen == generation && !self.scan_failed {
             f |= uapi::KVM_PFI_PAGE_SCANNED;
         }
         f
@@ -297,6 +308,11 @@ impl TargetSpec {
                     tables_tracked: Gfns::default(),
                     scan_gen: 0,
                     written: None,
+                    scanned_seq: 0,
+                    pending_seq: 0,
+                    last_change: (0, 0),
+                    scan_failed: false,
+                    protect_failed: false,
                     data_tracked: None,
                     shadow: None,
                     protect_stale: false,
@@ -335,9 +351,10 @@ pub(crate) struct ScanJob {
     pub(crate) injections: u32,
     pub(crate) prev_gpa: Option<u64>,
     pub(crate) next_gpa: Option<u64>,
-    /// Report only matches touching these bytes of the page (a rescan after
-    /// writes); `None`: all.
-    pub(crate) only: Option<(u32, u32)>,
+    /// Report only matches touching these bytes, relative to the page's
+    /// start (may reach into its neighbours); `None`: all touching the page.
+    pub(crate) only: Option<(i32, i32)>,
+    pub(crate) index: usize,
 }
 
 /// A protected page to start or stop tracking.
@@ -374,6 +391,7 @@ pub(crate) const WRITE_BYTES: usize = 64;
 pub(crate) const WRITE_QUEUE: usize = 32;
 
 /// What a protected page's write means to the notifier.
+#[derive(Clone, Copy)]
 pub(crate) struct ProtectedWrite {
     pub(crate) target_id: u32,
     pub(crate) root: u64,
@@ -391,6 +409,8 @@ pub(crate) struct Targets {
     /// No page needs an exit's attention before this time (0: the next
     /// exit scans). Keeps exits cheap while pages only wait for context.
     next_scan_ns: u64,
+    /// Counts scans taken (see `Page::scanned_seq`).
+    scan_seq: u64,
     /// Guest writes to protected pages, not reported yet.
     writes: [Option<WriteRecord>; WRITE_QUEUE],
     /// Writes that found the queue full.
@@ -428,6 +448,7 @@ impl Targets {
             slots,
             tracking_stale: false,
             next_scan_ns: 0,
+            scan_seq: 0,
             writes: [None; WRITE_QUEUE],
             writes_lost: 0,
         })
@@ -647,6 +668,13 @@ impl Targets {
         for t in self.targets.iter_mut().flatten() {
             for p in t.pages.iter_mut() {
                 p.tables_tracked.forget_range(gfn, n);
+                // Its tracking went with the memslot: not protected now,
+                // and nothing to untrack later.
+                if p.data_tracked.is_some_and(|g| g >= gfn && g - gfn < n) {
+                    p.data_tracked = None;
+                    p.shadow = None;
+                    p.protect_failed = true;
+                }
                 p.walk_due = true;
             }
         }
@@ -777,38 +805,70 @@ impl Targets {
     /// Collects up to `out.len()` resident, reported pages not scanned with
     /// signature set `generation`, marking them scanned. Returns how many.
     pub(crate) fn take_unscanned(&mut self, generation: u32, out: &mut [Option<ScanJob>]) -> usize {
+        const PAGE: i32 = PAGE_SIZE as i32;
         let mut n = 0;
         for t in self.targets.iter_mut().flatten() {
             for i in 0..t.pages.len() {
                 if n == out.len() {
                     return n;
                 }
-                let Some(p) = t.pages.get_mut(i) else { break };
+                let Some(p) = t.pages.get(i) else { break };
                 if !p.is_resident() || !p.reported || p.scan_gen == generation {
                     continue;
                 }
+                let own = p.written.filter(|w| w.0 == generation).map(|w| (w.1 as i32, w.2 as i32));
+                let pending = p.pending_seq;
+                fn context(q: Option<&Page>, generation: u32) -> Option<&Page> {
+                    q.filter(|q| q.is_resident() && q.scan_gen == generation)
+                }
+                let prev = context(i.checked_sub(1).and_then(|j| t.pages.get(j)), generation);
+                let next = context(t.pages.get(i + 1), generation);
+                // A rescan reports only matches touching what changed; a
+                // neighbour scanned while this page waited had no context
+                // from it, so what the neighbour's scan covered counts as
+                // changed too.
+                let only = own.map(|(mut lo, mut hi)| {
+                    if let Some(q) = prev.filter(|q| q.scanned_seq > pending) {
+                        lo = lo.min(q.last_change.0 - PAGE);
+                    }
+                    if let Some(q) = next.filter(|q| q.scanned_seq > pending) {
+                        hi = hi.max(q.last_change.1 + PAGE);
+                    }
+                    (lo, hi)
+                });
+                let (prev_gpa, next_gpa) = (prev.map(|q| q.gpa), next.map(|q| q.gpa));
+                let (target_id, cr3) = (t.id, t.cr3);
+                self.scan_seq += 1;
+                let Some(p) = t.pages.get_mut(i) else { break };
                 p.scan_gen = generation;
-                let only = p.written.take().filter(|w| w.0 == generation).map(|w| (w.1, w.2));
-                let (gva, gpa, how, injections) = (p.inj.target().gva, p.gpa, p.how, p.inj.stats().injections);
-                let context = |q: Option<&Page>| {
-                    q.filter(|q| q.is_resident() && q.scan_gen == generation).map(|q| q.gpa)
-                };
-                let prev = i.checked_sub(1).and_then(|j| t.pages.get(j));
+                p.written = None;
+                p.scanned_seq = self.scan_seq;
+                p.last_change = own.unwrap_or((0, PAGE));
                 out[n] = Some(ScanJob {
-                    target_id: t.id,
-                    cr3: t.cr3,
-                    gva,
-                    gpa,
-                    how,
-                    injections,
-                    prev_gpa: context(prev),
-                    next_gpa: context(t.pages.get(i + 1)),
+                    target_id,
+                    index: i,
+                    cr3,
+                    gva: p.inj.target().gva,
+                    gpa: p.gpa,
+                    how: p.how,
+                    injections: p.inj.stats().injections,
+                    prev_gpa,
+                    next_gpa,
                     only,
                 });
                 n += 1;
             }
         }
         n
+    }
+
+    /// Records whether the scan of page `index` of target `target_id` read
+    /// its page (see `KVM_PFI_PAGE_SCANNED`).
+    pub(crate) fn scan_done(&mut self, target_id: u32, index: usize, ok: bool) {
+        let p = self.targets.iter_mut().flatten().find(|t| t.id == target_id).and_then(|t| t.pages.get_mut(index));
+        if let Some(p) = p {
+            p.scan_failed = !ok;
+        }
     }
 
     /// Protection work for the report: pages of `KVM_PFI_TARGET_PROTECT`
@@ -840,7 +900,7 @@ impl Targets {
                     p.protect_stale = false;
                     continue;
                 }
-                if p.data_tracked.is_none() && p.is_resident() && p.reported {
+                if p.data_tracked.is_none() && p.is_resident() && p.reported && !p.protect_failed {
                     if na == track.len() {
                         return (na, nr, true);
                     }
@@ -873,21 +933,25 @@ impl Targets {
         }
     }
 
-    /// The protected page whose frame `gfn` is, if any.
-    pub(crate) fn protected_page(&self, gfn: u64) -> Option<ProtectedWrite> {
+    /// The protected pages whose frame `gfn` is (targets may share a
+    /// frame), up to `out.len()`; returns how many.
+    pub(crate) fn protected_pages(&self, gfn: u64, out: &mut [Option<ProtectedWrite>]) -> usize {
+        let mut n = 0;
         for t in self.targets.iter().flatten() {
-            for p in t.pages.iter() {
-                if p.data_tracked == Some(gfn) && !p.protect_stale {
-                    return Some(ProtectedWrite {
-                        target_id: t.id,
-                        root: p.inj.target().space.root_gpa(),
-                        gva: p.inj.target().gva,
-                        enforce: p.shadow.is_some(),
-                    });
+            for p in t.pages.iter().filter(|p| p.data_tracked == Some(gfn) && !p.protect_stale) {
+                if n == out.len() {
+                    return n;
                 }
+                out[n] = Some(ProtectedWrite {
+                    target_id: t.id,
+                    root: p.inj.target().space.root_gpa(),
+                    gva: p.inj.target().gva,
+                    enforce: p.shadow.is_some(),
+                });
+                n += 1;
             }
         }
-        None
+        n
     }
 
     /// Copies the kept bytes `[offset, offset + out.len())` of the
@@ -905,12 +969,13 @@ impl Targets {
         false
     }
 
-    /// After a guest write of `[lo, hi)` to the protected page at `gfn`:
-    /// if it no longer maps that frame (`moved`), stop protecting it; else
-    /// scan it again if its bytes changed (`rescan`).
-    pub(crate) fn on_protected_write(&mut self, gfn: u64, moved: bool, rescan: bool, lo: u32, hi: u32) {
-        for t in self.targets.iter_mut().flatten() {
-            for p in t.pages.iter_mut().filter(|p| p.data_tracked == Some(gfn)) {
+    /// After a guest write of `[lo, hi)` to the protected page `gva` of
+    /// target `target_id`: if it no longer maps that frame (`moved`), stop
+    /// protecting it; else scan it again if its bytes changed (`rescan`).
+    pub(crate) fn on_protected_write(&mut self, target_id: u32, gva: u64, moved: bool, rescan: bool, lo: u32, hi: u32) {
+        let seq = self.scan_seq;
+        for t in self.targets.iter_mut().flatten().filter(|t| t.id == target_id) {
+            for p in t.pages.iter_mut().filter(|p| p.inj.target().gva == gva && p.data_tracked.is_some()) {
                 if moved {
                     p.protect_stale = true;
                     p.moved = true;
@@ -922,6 +987,9 @@ impl Targets {
                         (None, 0) => None,
                         (_, g) => Some((g, lo, hi)),
                     };
+                    if p.scan_gen != 0 {
+                        p.pending_seq = seq;
+                    }
                     p.scan_gen = 0;
                 }
             }
@@ -933,12 +1001,13 @@ impl Targets {
         self.targets.iter().flatten().any(|t| t.flags & uapi::KVM_PFI_TARGET_PROTECT != 0)
     }
 
-    /// KVM refused to track the page's frame: it is not protected (tried
-    /// again at the next report run).
+    /// KVM refused to track the page's frame (a guest mapping outside its
+    /// memory): it is not protected, and not tried again.
     pub(crate) fn protection_failed(&mut self, target_id: u32, index: usize) {
         let p = self.targets.iter_mut().flatten().find(|t| t.id == target_id).and_then(|t| t.pages.get_mut(index));
         if let Some(p) = p {
             p.data_tracked = None;
+            p.protect_failed = true;
         }
     }
 
@@ -958,7 +1027,8 @@ impl Targets {
 
     /// Moves the queued writes out, oldest first (the queue is emptied
     /// whole, so it fills from its start). Returns how many.
-    pub(crate) fn take_writes(&mut self, out: &mut [Option<WriteRecord>; WRITE_QUEUE]) -> usize {
+    /// Also returns, and resets, how many found the queue full.
+    pub(crate) fn take_writes(&mut self, out: &mut [Option<WriteRecord>; WRITE_QUEUE]) -> (usize, u32) {
         let mut n = 0;
         for w in self.writes.iter_mut() {
             if let Some(w) = w.take() {
@@ -966,7 +1036,7 @@ impl Targets {
                 n += 1;
             }
         }
-        n
+        (n, core::mem::take(&mut self.writes_lost))
     }
 }
 

@@ -31,7 +31,7 @@ INIT
 chmod +x "$ROOT/init"
 (cd "$ROOT" && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"$WORK/initramfs.gz")
 
-run_vng "$KDIR" "modprobe kvm_amd; \
+run_vng "$KDIR" "rmmod kvm_amd 2>/dev/null; modprobe kvm_amd ${KVM_AMD_PARAMS:-}; \
 timeout ${NESTED_TIMEOUT:-90} qemu-system-x86_64 -M pc -accel kvm -cpu host,-xsave -m 256M -smp 1 \
 -kernel $KDIR/arch/x86/boot/bzImage -initrd $WORK/initramfs.gz -display none -nodefaults -no-reboot \
 -append 'console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 nokaslr no_timer_check tsc=reliable' \

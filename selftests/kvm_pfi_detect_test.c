@@ -488,15 +488,20 @@ TEST_F_TIMEOUT(pfi, malformed_sets_refused, 120)
 
 /* ---- protection ---- */
 
-/* Waits until page 0 of t has all of `flags`. */
-static bool wait_page_flags(struct tgt *t, uint32_t flags)
+/* Waits until page pg of t has all of `flags`. */
+static bool wait_flags(struct tgt *t, int pg, uint32_t flags)
 {
 	struct kvm_pfi_page_info pi;
 
 	for (uint64_t t0 = now_ms(); now_ms() - t0 < WAIT_MS; usleep(10000))
-		if (tgt_page(t, 0, &pi) && (pi.flags & flags) == flags)
+		if (tgt_page(t, pg, &pi) && (pi.flags & flags) == flags)
 			return true;
 	return false;
+}
+
+static bool wait_page_flags(struct tgt *t, uint32_t flags)
+{
+	return wait_flags(t, 0, flags);
 }
 
 /* The ring-3 task writes val at gva and reads it back. */
@@ -617,6 +622,51 @@ TEST_F_TIMEOUT(pfi, write_completing_signature_detected, 120)
 	EXPECT_EQ(off, det->ev.offset);
 	EXPECT_EQ(PLANTED_LEN, det->ev.length);
 	EXPECT_NE(NULL, find_type(r, n, KVM_PFI_CMD_WRITE_ATTEMPT));
+	det_teardown(self->pfi, &d);
+}
+
+/* The second half of cross[] at the start of page 1; the guest writes the
+ * first half at the end of page 0 later. */
+static void plant_second_half(struct det *d)
+{
+	mini_plant(&d->m, 1, 0, cross + 8, CROSS_LEN - 8);
+}
+
+/* Two protected pages, both scanned; the guest completes a pattern that
+ * straddles them by writing the end of page 0, and writes elsewhere in
+ * page 1 too: whichever order the rescans run in, the match is reported,
+ * once. */
+TEST_F_TIMEOUT(pfi, write_completing_straddling_signature_detected_once, 120)
+{
+	struct rec r[MAX_EVENTS], *det;
+	uint64_t head, other = 0x0123456789abcdefULL;
+	struct det d;
+	int n = 0;
+
+	REQUIRE_TARGETS();
+	det_setup(_metadata, self->pfi, &d, 2, PK_RESIDENT, plant_second_half);
+	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, KVM_PFI_TARGET_PROTECT, d.m.cr3, d.gva,
+				    2 * PAGE, &d.t.id));
+	for (int i = 0; i < 2; i++)
+		ASSERT_TRUE(wait_flags(&d.t, i, KVM_PFI_PAGE_PROTECTED | KVM_PFI_PAGE_SCANNED));
+	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 2));
+	n = drain(d.events, r, 0);
+	EXPECT_EQ(0, count_type(r, n, KVM_PFI_CMD_DETECTION));
+
+	memcpy(&head, cross, 8);
+	EXPECT_EQ(head, guest_write(&d.m, d.gva + PAGE - 8, head));
+	EXPECT_EQ(other, guest_write(&d.m, d.gva + PAGE + 0x800, other));
+	det = wait_event(d.events, r, &n, KVM_PFI_CMD_DETECTION);
+	ASSERT_NE(NULL, det);
+	EXPECT_EQ(RULE_CROSS, det->ev.rule_id);
+	EXPECT_EQ(d.gva + PAGE - 8, det->ev.gva);
+	EXPECT_EQ(PAGE - 8, det->ev.offset);
+	/* Both rescans done (two writes, one rescan each at least). */
+	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 4));
+	usleep(200000);
+	n = drain(d.events, r, n);
+	EXPECT_EQ(1, count_type(r, n, KVM_PFI_CMD_DETECTION));
+	EXPECT_EQ(2, count_type(r, n, KVM_PFI_CMD_WRITE_ATTEMPT));
 	det_teardown(self->pfi, &d);
 }
 

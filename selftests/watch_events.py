@@ -116,9 +116,23 @@ def start_ynl():
                             "--spec", spec, "--subscribe", "events", "--sleep", "45"],
                            cwd=os.path.dirname(cli), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
-    # YNL has no readiness signal: give it time to join the group.
-    time.sleep(8)
+    # YNL has no readiness signal: wait until its generic netlink socket
+    # (protocol 16, port id = its PID) shows a group membership.
+    for _ in range(600):
+        if ynl.poll() is not None or subscribed(ynl.pid):
+            break
+        time.sleep(0.1)
     return ynl
+
+
+def subscribed(pid):
+    """Whether process `pid` has a generic netlink socket in some group."""
+    with open("/proc/net/netlink") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == "16" and fields[2] == str(pid) and int(fields[3], 16) != 0:
+                return True
+    return False
 
 
 def ynl_events():
