@@ -15,6 +15,10 @@ use crate::netlink::{
     self,
     Detection, //
 };
+use crate::pfi_core::scan_window::{
+    Window,
+    PAGE_SIZE, //
+};
 use crate::pfi_core::sigs::{
     self,
     Match,
@@ -29,7 +33,6 @@ use crate::sigs::{
 use crate::targets::ScanJob;
 use crate::vm::AttachedVm;
 
-const PAGE_SIZE: usize = 4096;
 /// Bytes of a neighbour page that can take part in a match with this one.
 const CONTEXT: usize = sigs::MAX_SPAN - 1;
 /// Detections reported per page scan; a page full of matches is reported
@@ -89,26 +92,14 @@ fn scan_page(vm: &AttachedVm, set: &SigSet, matcher: &Matcher<'_>, j: &ScanJob, 
     };
     let hay = &buf[CONTEXT - pre..CONTEXT + PAGE_SIZE + post];
     let mut reported = 0u32;
+    let window = Window { pre, only: j.only };
     matcher.scan(hay, &mut |m: Match| {
-        // Only matches touching this page: the rest are the neighbours'.
-        // After writes, only those touching what changed: new ones.
-        if m.start >= pre + PAGE_SIZE || m.start + m.len <= pre {
-            return true;
-        }
-        if let Some((lo, hi)) = j.only {
-            let (start, end) = (m.start as isize - pre as isize, (m.start + m.len) as isize - pre as isize);
-            if start >= hi as isize || end <= lo as isize {
-                return true;
-            }
-        }
-        // The first matched byte, in this page or the previous one.
-        let (gva, gpa, offset) = if m.start < pre {
-            let back = (pre - m.start) as u64;
-            let prev = j.prev_gpa.unwrap_or(0);
-            (j.gva - back, prev + PAGE_SIZE as u64 - back, PAGE_SIZE as u64 - back)
+        let Some(start) = window.report(m.start, m.len) else { return true };
+        let offset = start.offset as u64;
+        let (gva, gpa) = if start.in_prev {
+            (j.gva - (PAGE_SIZE as u64 - offset), j.prev_gpa.unwrap_or(0) + offset)
         } else {
-            let o = (m.start - pre) as u64;
-            (j.gva + o, j.gpa + o, o)
+            (j.gva + offset, j.gpa + offset)
         };
         netlink::detection(&Detection {
             vm_id: vm.id,

@@ -43,6 +43,10 @@ pub mod inject;
 // into each vendor's event-injection field.
 pub mod vendor;
 
+// Which matches of one page's scan window are that page's to report (the
+// neighbours' bytes are context), and where they start.
+pub mod scan_window;
+
 // Signature sets: validation of the binary layout user space loads, the
 // automaton built from it, and the allocation-free scan of guest pages.
 pub mod sigs;
