@@ -295,19 +295,36 @@ static int gpa_to_hva(struct kvm *kvm, unsigned long long gpa, unsigned long *hv
 	return 0;
 }
 
+/*
+ * From a thread of the VM's VMM: the VMM's address of @len bytes at @gpa,
+ * within one page. On success kvm->srcu is held (*idx): the caller copies,
+ * then unlocks.
+ */
+static int vmm_thread_hva(struct kvm *kvm, unsigned long long gpa, unsigned int len,
+			  unsigned long *hva, int *idx)
+{
+	int r;
+
+	if (len > PAGE_SIZE - offset_in_page(gpa) || current->mm != kvm->mm)
+		return -EINVAL;
+	*idx = srcu_read_lock(&kvm->srcu);
+	r = gpa_to_hva(kvm, gpa, hva);
+	if (r)
+		srcu_read_unlock(&kvm->srcu, *idx);
+	return r;
+}
+
 int kvm_pfi_read_guest_atomic(struct kvm *kvm, unsigned long long gpa, void *buf,
 			      unsigned int len)
 {
 	unsigned long hva;
 	int idx, r;
 
-	if (len > PAGE_SIZE - offset_in_page(gpa) || current->mm != kvm->mm)
-		return -EINVAL;
-	idx = srcu_read_lock(&kvm->srcu);
-	r = gpa_to_hva(kvm, gpa, &hva);
+	r = vmm_thread_hva(kvm, gpa, len, &hva, &idx);
+	if (r)
+		return r;
 	/* pagefault_disable()d copy: a host page that is not resident fails. */
-	if (!r)
-		r = copy_from_user_nofault(buf, (const void __user *)hva, len) ? -EAGAIN : 0;
+	r = copy_from_user_nofault(buf, (const void __user *)hva, len) ? -EAGAIN : 0;
 	srcu_read_unlock(&kvm->srcu, idx);
 	return r;
 }
@@ -424,16 +441,13 @@ int kvm_pfi_write_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, con
 	unsigned long hva;
 	int idx, r;
 
-	/* Through the VMM's mapping of guest memory: only its threads. */
-	if (len > PAGE_SIZE - offset_in_page(gpa) || current->mm != kvm->mm)
-		return -EINVAL;
 	might_sleep();
-	idx = srcu_read_lock(&kvm->srcu);
-	r = gpa_to_hva(kvm, gpa, &hva);
+	r = vmm_thread_hva(kvm, gpa, len, &hva, &idx);
+	if (r)
+		return r;
 	/* KVM's mark_page_dirty() is internal to KVM; the guest write being
 	 * undone was emulated by KVM, which marked this page dirty already. */
-	if (!r)
-		r = copy_to_user((void __user *)hva, buf, len) ? -EFAULT : 0;
+	r = copy_to_user((void __user *)hva, buf, len) ? -EFAULT : 0;
 	srcu_read_unlock(&kvm->srcu, idx);
 	return r;
 }
@@ -444,13 +458,11 @@ int kvm_pfi_read_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, void
 	unsigned long hva;
 	int idx, r;
 
-	if (len > PAGE_SIZE - offset_in_page(gpa) || current->mm != kvm->mm)
-		return -EINVAL;
 	might_sleep();
-	idx = srcu_read_lock(&kvm->srcu);
-	r = gpa_to_hva(kvm, gpa, &hva);
-	if (!r)
-		r = copy_from_user(buf, (const void __user *)hva, len) ? -EFAULT : 0;
+	r = vmm_thread_hva(kvm, gpa, len, &hva, &idx);
+	if (r)
+		return r;
+	r = copy_from_user(buf, (const void __user *)hva, len) ? -EFAULT : 0;
 	srcu_read_unlock(&kvm->srcu, idx);
 	return r;
 }

@@ -16,6 +16,7 @@ use kernel::prelude::*;
 
 mod bindings;
 mod control;
+mod guest_mem;
 mod hooks;
 mod netlink;
 /// Kernel-independent logic, shared with the host crate `pfi_core`.

@@ -19,10 +19,12 @@ use kernel::prelude::*;
 
 use crate::bindings::glue;
 use crate::netlink;
+use crate::guest_mem::{
+    Context,
+    GuestMemory, //
+};
 use crate::pfi_core::walk::{
     self,
-    GuestPhysRead,
-    ReadError,
     WalkOutcome, //
 };
 use crate::report::tracker;
@@ -42,26 +44,6 @@ const RESTORE_CHUNK: usize = 64;
 /// more targets than this is reported for the first ones only.
 pub(crate) const SHARED_FRAME_PAGES: usize = 4;
 
-/// Guest memory read from the writing vCPU's thread: may fault the VMM's
-/// page in (the notifier may sleep), so a walk does not fail on a page-table
-/// page the host swapped out.
-struct VcpuThreadMemory {
-    kvm: *mut glue::kvm,
-}
-
-impl GuestPhysRead for VcpuThreadMemory {
-    fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, ReadError> {
-        let mut v = 0u64;
-        // SAFETY: the VM is referenced; we run in a thread of its VMM, in a
-        // context that may sleep; `v` has 8 bytes.
-        match unsafe { glue::kvm_pfi_read_guest_vcpu_thread(self.kvm, gpa, (&raw mut v).cast(), 8) } {
-            0 => Ok(u64::from_le(v)),
-            r if r == -(kernel::bindings::ENOENT as i32) => Err(ReadError::OutsideGuestMemory),
-            _ => Err(ReadError::Retry),
-        }
-    }
-}
-
 /// Where the page's GVA translates now.
 enum Mapping {
     Same,
@@ -71,7 +53,12 @@ enum Mapping {
 
 fn mapping(vm: &AttachedVm, pw: &ProtectedWrite, gfn: u64) -> Mapping {
     let Some(paging) = vm.paging() else { return Mapping::Unknown };
-    let w = walk::walk(&mut VcpuThreadMemory { kvm: vm.kvm }, &paging, pw.root, pw.gva);
+    // The guest may have remapped the GVA: walk again, with reads that may
+    // fault the VMM's page in (a notifier may sleep), so a table page the
+    // host swapped out does not make the answer unknown.
+    // SAFETY: the VM is referenced; the writing vCPU's thread, may sleep.
+    let mut mem = unsafe { GuestMemory::new(vm.kvm, Context::VcpuThread) };
+    let w = walk::walk(&mut mem, &paging, pw.root, pw.gva);
     match w.outcome {
         WalkOutcome::Resident { gpa, .. } if gpa >> 12 == gfn => Mapping::Same,
         WalkOutcome::Resident { .. } | WalkOutcome::NotPresent { .. } => Mapping::Moved,
@@ -182,10 +169,8 @@ fn start(vm: &AttachedVm, j: &ProtectJob) {
     // Kept after tracking began: a write in between is reported (without a
     // restore) and is part of the kept bytes.
     let Ok(mut shadow) = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL) else { return };
-    // SAFETY: the VM is referenced; we run in a kworker; `shadow` has
-    // PAGE_SIZE bytes.
-    let r = unsafe { glue::kvm_pfi_read_guest_remote(vm.kvm, j.gfn << 12, shadow.as_mut_ptr().cast(), PAGE_SIZE as u32) };
-    if r != 0 {
+    // SAFETY: the VM is referenced; a kworker.
+    if unsafe { GuestMemory::new(vm.kvm, Context::Kworker) }.read(j.gfn << 12, &mut shadow) != 0 {
         return;
     }
     let unused = vm.targets.lock().set_shadow(j.target_id, j.index, j.gfn, shadow);

@@ -15,12 +15,12 @@ use crate::bindings::{
     glue,
     uapi, //
 };
-use crate::netlink;
-use crate::pfi_core::walk::{
-    self,
-    GuestPhysRead,
-    ReadError, //
+use crate::guest_mem::{
+    Context,
+    GuestMemory, //
 };
+use crate::netlink;
+use crate::pfi_core::walk;
 use crate::targets::{
     Settled,
     Target, //
@@ -71,33 +71,14 @@ fn send(vm: &AttachedVm, s: &Settled, buf: &mut Option<KVVec<u8>>) {
         }
         if let Some(b) = buf.as_mut() {
             // `gpa` is the GVA's own 4 KiB page, also in a larger mapping.
-            let gpa = s.info.gpa;
             // SAFETY: the VM is referenced (we hold an `Arc` of its
-            // attachment), we run in a kworker, `b` has DATA_LEN bytes.
-            let r = unsafe { glue::kvm_pfi_read_guest_remote(vm.kvm, gpa, b.as_mut_ptr().cast(), DATA_LEN as u32) };
-            if r == 0 {
+            // attachment); a kworker.
+            if unsafe { GuestMemory::new(vm.kvm, Context::Kworker) }.read(s.info.gpa, b) == 0 {
                 data = Some(&b[..]);
             }
         }
     }
     netlink::page_resident(vm.id, s, data);
-}
-
-/// Guest memory read from the report work, through the VMM's mm.
-pub(crate) struct RemoteMemory {
-    kvm: *mut glue::kvm,
-}
-
-impl GuestPhysRead for RemoteMemory {
-    fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, ReadError> {
-        let mut v = 0u64;
-        // SAFETY: the VM is referenced; we run in a kworker; `v` has 8 bytes.
-        match unsafe { glue::kvm_pfi_read_guest_remote(self.kvm, gpa, (&raw mut v).cast(), 8) } {
-            0 => Ok(u64::from_le(v)),
-            r if r == -(kernel::bindings::ENOENT as i32) => Err(ReadError::OutsideGuestMemory),
-            _ => Err(ReadError::Retry),
-        }
-    }
 }
 
 /// Walks pages no probe has walked yet, so a target added to an idle VM is
@@ -106,7 +87,8 @@ impl GuestPhysRead for RemoteMemory {
 /// before any vCPU ran, the probes' first walks do it.
 fn walk_new_pages(vm: &AttachedVm) {
     let Some(paging) = vm.paging() else { return };
-    let mut mem = RemoteMemory { kvm: vm.kvm };
+    // SAFETY: the VM is referenced (we hold its attachment); a kworker.
+    let mut mem = unsafe { GuestMemory::new(vm.kvm, Context::Kworker) };
     loop {
         let mut todo = [(0u32, 0usize, 0u64, 0u64); 32];
         let n = vm.targets.lock().unwalked(&mut todo);

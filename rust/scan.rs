@@ -10,7 +10,10 @@ use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
 
-use crate::bindings::glue;
+use crate::guest_mem::{
+    Context,
+    GuestMemory, //
+};
 use crate::netlink::{
     self,
     Detection, //
@@ -69,9 +72,8 @@ pub(crate) fn scan_pages(vm: &AttachedVm) {
 }
 
 fn read(vm: &AttachedVm, gpa: u64, out: &mut [u8]) -> bool {
-    // SAFETY: the VM is referenced (the work holds its attachment); we run
-    // in a kworker; `out` is writable for its length, within one page.
-    unsafe { glue::kvm_pfi_read_guest_remote(vm.kvm, gpa, out.as_mut_ptr().cast(), out.len() as u32) == 0 }
+    // SAFETY: the VM is referenced (the work holds its attachment); a kworker.
+    unsafe { GuestMemory::new(vm.kvm, Context::Kworker) }.read(gpa, out) == 0
 }
 
 /// `buf` holds `[CONTEXT][page][CONTEXT]`; the neighbours fill what they

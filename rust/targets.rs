@@ -9,12 +9,15 @@
 //! bounded: at most [`WALKS_PER_EXIT`] walks of at most five 8-byte reads
 //! each, and one scan of the VM's targets per entry.
 
-use kernel::bindings;
 use kernel::prelude::*;
 
 use crate::bindings::{
     glue,
     uapi, //
+};
+use crate::guest_mem::{
+    Context,
+    GuestMemory, //
 };
 use crate::pfi_core::inject::{
     Action,
@@ -40,8 +43,6 @@ use crate::pfi_core::walk::{
     self,
     AddressSpace,
     GuestPaging,
-    GuestPhysRead,
-    ReadError,
     WalkOutcome, //
 };
 
@@ -417,26 +418,6 @@ pub(crate) struct Targets {
     pub(crate) writes_lost: u32,
 }
 
-/// Guest memory as the walk sees it: 8-byte reads from a probe, or from
-/// another context in a thread of the VMM (nofault: never sleeps).
-pub(crate) struct ProbeMemory {
-    pub(crate) kvm: *mut glue::kvm,
-}
-
-impl GuestPhysRead for ProbeMemory {
-    fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, ReadError> {
-        let mut v = 0u64;
-        // SAFETY: `kvm` is referenced by the attachment, we are in its VMM
-        // thread (a probe), and `v` is 8 writable bytes.
-        let r = unsafe { glue::kvm_pfi_read_guest_atomic(self.kvm, gpa, (&raw mut v).cast(), 8) };
-        match r {
-            0 => Ok(u64::from_le(v)),
-            r if r == -(bindings::ENOENT as i32) => Err(ReadError::OutsideGuestMemory),
-            _ => Err(ReadError::Retry),
-        }
-    }
-}
-
 impl Targets {
     pub(crate) fn new() -> Result<Self> {
         let mut slots = KVVec::with_capacity(crate::vm::MAX_VCPUS, GFP_KERNEL)?;
@@ -534,7 +515,8 @@ impl Targets {
         }
         // SAFETY: `vcpu` is the running vCPU (a probe).
         let paging = unsafe { guest_paging(vcpu, v) };
-        let mut mem = ProbeMemory { kvm };
+        // SAFETY: `kvm` is referenced by the attachment; a probe.
+        let mut mem = unsafe { GuestMemory::new(kvm, Context::Probe) };
         for t in self.targets.iter_mut().flatten() {
             // All pages of a target share its address space and mode.
             if !t.space.matches_cr3(v.cr3)
@@ -593,7 +575,8 @@ impl Targets {
         // SAFETY: `vcpu` is the running vCPU.
         let paging = unsafe { guest_paging(vcpu, st) };
         let long_mode = st.long_mode();
-        let mut mem = ProbeMemory { kvm };
+        // SAFETY: `kvm` is referenced by the attachment; a probe.
+        let mut mem = unsafe { GuestMemory::new(kvm, Context::Probe) };
         let mut budget = WALKS_PER_EXIT;
         let mut periodic_budget = PERIODIC_WALKS_PER_EXIT;
         let mut settled = false;
@@ -1067,7 +1050,7 @@ pub(crate) fn paging(la57: bool, maxphyaddr: u8) -> GuestPaging {
 }
 
 /// Walks the page now and feeds the result to its state machine.
-fn walk_page(p: &mut Page, mem: &mut ProbeMemory, paging: &GuestPaging, now: u64) {
+fn walk_page(p: &mut Page, mem: &mut GuestMemory, paging: &GuestPaging, now: u64) {
     let root = p.inj.target().space.root_gpa();
     let w = walk::walk(mem, paging, root, p.inj.target().gva);
     apply_walk(p, &w, now);
