@@ -116,9 +116,7 @@ pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], 
     {
         let mut targets = vm.targets.lock();
         for (pw, m) in pages.iter().flatten().zip(&maps) {
-            rec.target_id = pw.target_id;
-            rec.gva = pw.gva + offset as u64;
-            rec.cr3 = targets.get(pw.target_id).map_or(0, |t| t.cr3);
+            (rec.target_id, rec.cr3, rec.gva) = (pw.target_id, pw.cr3, pw.gva + offset as u64);
             // Restored bytes need no new scan; changed ones do.
             let moved = matches!(m, Mapping::Moved);
             targets.on_protected_write(pw.target_id, pw.gva, moved, !restored, offset as u32, end as u32);
@@ -138,9 +136,9 @@ pub(crate) fn sync(vm: &AttachedVm) {
     if tracker(vm).is_none() {
         return;
     }
-    // Bounded: a page KVM refuses to track is offered again by the next
-    // take; this many rounds cover every page of every target once.
-    for _ in 0..=crate::targets::MAX_TARGETS * crate::targets::MAX_PAGES / 8 {
+    // Ends: every page taken is tracked now, or marked as refused by KVM
+    // (`protection_failed`), so no take offers it again.
+    loop {
         let mut track = [None; 8];
         let mut untrack = [0u64; 8];
         let (na, nr, more) = vm.targets.lock().take_protection_changes(&mut track, &mut untrack);

@@ -146,10 +146,9 @@ pub(crate) struct Page {
     /// `KVM_PFI_TARGET_ENFORCE`: its bytes when protection began, restored
     /// after every guest write.
     shadow: Option<KVec<u8>>,
-    /// The page no longer maps `data_tracked`: the report work untracks it.
-    protect_stale: bool,
     /// A write found the page moved to another frame: `gpa` is stale, so
-    /// it is neither scanned nor protected again.
+    /// it is neither scanned nor protected again (the report work untracks
+    /// `data_tracked`).
     moved: bool,
 }
 
@@ -316,7 +315,6 @@ impl TargetSpec {
                     protect_failed: false,
                     data_tracked: None,
                     shadow: None,
-                    protect_stale: false,
                     moved: false,
                 },
                 GFP_KERNEL,
@@ -395,6 +393,7 @@ pub(crate) const WRITE_QUEUE: usize = 32;
 #[derive(Clone, Copy)]
 pub(crate) struct ProtectedWrite {
     pub(crate) target_id: u32,
+    pub(crate) cr3: u64,
     pub(crate) root: u64,
     pub(crate) gva: u64,
     pub(crate) enforce: bool,
@@ -871,16 +870,15 @@ impl Targets {
             let enforce = t.flags & uapi::KVM_PFI_TARGET_ENFORCE != 0;
             let target_id = t.id;
             for (index, p) in t.pages.iter_mut().enumerate() {
-                if p.protect_stale {
+                if p.moved {
+                    let Some(g) = p.data_tracked else { continue };
                     if nr == untrack.len() {
                         return (na, nr, true);
                     }
-                    if let Some(g) = p.data_tracked.take() {
-                        untrack[nr] = g;
-                        nr += 1;
-                    }
+                    untrack[nr] = g;
+                    nr += 1;
+                    p.data_tracked = None;
                     p.shadow = None;
-                    p.protect_stale = false;
                     continue;
                 }
                 if p.data_tracked.is_none() && p.is_resident() && p.reported && !p.protect_failed {
@@ -921,12 +919,13 @@ impl Targets {
     pub(crate) fn protected_pages(&self, gfn: u64, out: &mut [Option<ProtectedWrite>]) -> usize {
         let mut n = 0;
         for t in self.targets.iter().flatten() {
-            for p in t.pages.iter().filter(|p| p.data_tracked == Some(gfn) && !p.protect_stale) {
+            for p in t.pages.iter().filter(|p| p.data_tracked == Some(gfn) && !p.moved) {
                 if n == out.len() {
                     return n;
                 }
                 out[n] = Some(ProtectedWrite {
                     target_id: t.id,
+                    cr3: t.cr3,
                     root: p.inj.target().space.root_gpa(),
                     gva: p.inj.target().gva,
                     enforce: p.shadow.is_some(),
@@ -960,7 +959,6 @@ impl Targets {
         for t in self.targets.iter_mut().flatten().filter(|t| t.id == target_id) {
             for p in t.pages.iter_mut().filter(|p| p.inj.target().gva == gva && p.data_tracked.is_some()) {
                 if moved {
-                    p.protect_stale = true;
                     p.moved = true;
                 } else if rescan {
                     p.written = match (p.written, p.scan_gen) {

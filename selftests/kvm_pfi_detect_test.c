@@ -499,10 +499,6 @@ static bool wait_flags(struct tgt *t, int pg, uint32_t flags)
 	return false;
 }
 
-static bool wait_page_flags(struct tgt *t, uint32_t flags)
-{
-	return wait_flags(t, 0, flags);
-}
 
 /* The ring-3 task writes val at gva and reads it back. */
 static uint64_t guest_write(struct mini *m, gva_t gva, uint64_t val)
@@ -538,8 +534,8 @@ static void protected_write(struct __test_metadata *_metadata, int pfi, bool enf
 
 	det_setup(_metadata, pfi, &d, 1, PK_RESIDENT, NULL);
 	ASSERT_EQ(0, pfi_target_add(pfi, d.t.vm_id, flags, d.m.cr3, d.gva, PAGE, &d.t.id));
-	ASSERT_TRUE(wait_page_flags(&d.t, KVM_PFI_PAGE_PROTECTED |
-					   (enforce ? KVM_PFI_PAGE_ENFORCED : 0)));
+	ASSERT_TRUE(wait_flags(&d.t, 0, KVM_PFI_PAGE_PROTECTED |
+				   (enforce ? KVM_PFI_PAGE_ENFORCED : 0)));
 	ASSERT_TRUE(tgt_page(&d.t, 0, &pi));
 	before = *(uint64_t *)addr_gpa2hva(d.m.vm, pi.gpa + off);
 	EXPECT_EQ(pattern(d.m.ctl->seed, 0, off / 8), before);
@@ -608,7 +604,7 @@ TEST_F_TIMEOUT(pfi, write_completing_signature_detected, 120)
 	det_setup(_metadata, self->pfi, &d, 1, PK_RESIDENT, plant_head);
 	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, KVM_PFI_TARGET_PROTECT, d.m.cr3,
 				    d.gva, PAGE, &d.t.id));
-	ASSERT_TRUE(wait_page_flags(&d.t, KVM_PFI_PAGE_PROTECTED | KVM_PFI_PAGE_SCANNED));
+	ASSERT_TRUE(wait_flags(&d.t, 0, KVM_PFI_PAGE_PROTECTED | KVM_PFI_PAGE_SCANNED));
 	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 1));
 	n = drain(d.events, r, 0);
 	EXPECT_EQ(0, count_type(r, n, KVM_PFI_CMD_DETECTION));
