@@ -27,7 +27,7 @@ CARGO ?= cargo
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) BINDGEN=$(BINDGEN) \
 	LIBCLANG_PATH=$(LIBCLANG_PATH)
 
-.PHONY: all help deps kernel module tool selftests test unit-test vm-test demo bench nested-guest clean
+.PHONY: all help deps kernel module tool selftests test unit-test check-imports vm-test demo bench nested-guest clean
 
 all: module tool
 
@@ -58,8 +58,13 @@ tool:
 selftests:
 	$(MAKE) -C selftests KDIR=$(KDIR) OUT=$(KVM_PFI_TESTS) KVM_ST_OUT=$(KVM_PFI_SELFTESTS_DIR)/kvm-lib
 
-unit-test:
+unit-test: check-imports
 	$(CARGO) test --release --locked --workspace
+
+# The module's import graph has no cycle (Documentation/design.rst).
+check-imports:
+	python3 scripts/import-graph.py --self-test
+	python3 scripts/import-graph.py
 
 vm-test: module tool selftests
 	scripts/vm-test.sh

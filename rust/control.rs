@@ -27,17 +27,24 @@ use kernel::uaccess::{
     UserSlice, //
 };
 
+use crate::attach::{
+    self,
+    DetachReason, //
+};
 use crate::bindings::uapi;
-use crate::netlink;
+use crate::events::{
+    self,
+    Record, //
+};
 use crate::pfi_core::inject::InjectConfig;
 use crate::targets::{
     self,
     TargetSpec, //
 };
+use crate::tracking;
 use crate::vendor;
 use crate::vm::{
     self,
-    DetachReason,
     Owner, //
 };
 
@@ -95,11 +102,11 @@ impl PfiFile {
         } else {
             Owner::File(self.id)
         };
-        let id = vm::attach(req.vm_fd, req.flags, owner)?;
+        let id = attach::attach(req.vm_fd, req.flags, owner)?;
         req.vm_id = id;
         if let Err(e) = write_arg(arg, &req) {
             // The caller cannot learn the id: undo, so a failed call changes nothing.
-            vm::detach_where(|vm| vm.id == id, DetachReason::Requested);
+            attach::detach_where(|vm| vm.id == id, DetachReason::Requested);
             return Err(e);
         }
         Ok(0)
@@ -110,7 +117,7 @@ impl PfiFile {
         if req.reserved != 0 {
             return Err(EINVAL);
         }
-        vm::detach(req.vm_id, self.id)?;
+        attach::detach(req.vm_id, self.id)?;
         Ok(0)
     }
 
@@ -174,8 +181,8 @@ impl PfiFile {
 fn remove_target(vm: &vm::AttachedVm, id: u32) -> Option<KBox<targets::Target>> {
     let _serial = vm.tracking.lock();
     let t = vm.targets.lock().remove(id)?;
-    crate::report::untrack(vm, &t);
-    netlink::target_removed(vm.id, id);
+    tracking::untrack(vm, &t);
+    events::emit(Record::target_removed(vm.id, id));
     Some(t)
 }
 
@@ -195,8 +202,16 @@ impl PfiFile {
         let id = vm::with_id(req.vm_id, |vm| -> Result<u32> {
             let id = vm.next_target_id.fetch_add(1, Ordering::Relaxed);
             let target = spec.build(id)?;
-            netlink::target_added(vm.id, &target);
-            let r = vm.targets.lock().insert(target);
+            let added = Record::target_added(vm.id, id, spec.flags, spec.cr3, spec.gva, spec.len);
+            let r = {
+                let mut targets = vm.targets.lock();
+                let r = targets.insert(target);
+                if r.is_ok() {
+                    // Under the lock: before any event of its pages.
+                    events::emit(added);
+                }
+                r
+            };
             match r {
                 Ok(()) => {
                     vm.busy.store(true, Ordering::Relaxed);
@@ -214,14 +229,17 @@ impl PfiFile {
         if let Err(e) = write_arg(arg, &req) {
             // The report work may have walked and protected it already.
             let _ = vm::with_id(req.vm_id, |vm| remove_target(vm, id));
+            events::flush();
             return Err(e);
         }
+        events::flush();
         Ok(0)
     }
 
     fn target_remove(&self, arg: usize) -> Result<isize> {
         let req: uapi::kvm_pfi_target_remove = read_arg(arg)?;
         let removed = vm::with_id(req.vm_id, |vm| remove_target(vm, req.target_id))?;
+        events::flush();
         // Freed here, outside the spinlock.
         removed.map(|_| 0).ok_or(ENOENT)
     }
@@ -301,7 +319,7 @@ impl MiscDevice for PfiFile {
     }
 
     fn release(me: KBox<Self>, _file: &File) {
-        vm::detach_where(|vm| vm.owner == Owner::File(me.id), DetachReason::FileClosed);
+        attach::detach_where(|vm| vm.owner == Owner::File(me.id), DetachReason::FileClosed);
     }
 
     fn ioctl(me: &PfiFile, _file: &File, cmd: u32, arg: usize) -> Result<isize> {

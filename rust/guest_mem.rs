@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Guest physical memory reads, from each context the module runs in. All
-//! go through the VMM's mapping of guest memory (memslot lookup under
-//! `kvm->srcu` in the glue); they differ in how they may touch it.
+//! Guest physical memory reads, from each context the module runs in, all
+//! through the glue's one reader (`kvm_pfi_read_guest`: memslot lookup
+//! under `kvm->srcu`, then a copy from the VMM's mapping); the context
+//! decides how it may copy.
 
 use kernel::bindings;
 
@@ -49,15 +50,14 @@ impl GuestMemory {
     /// no memslot holds `gpa`.
     pub(crate) fn read(&mut self, gpa: u64, buf: &mut [u8]) -> i32 {
         let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len() as u32);
+        let ctx = match self.ctx {
+            Context::Probe => glue::KVM_PFI_GLUE_CTX_PROBE,
+            Context::Kworker => glue::KVM_PFI_GLUE_CTX_KWORKER,
+            Context::VcpuThread => glue::KVM_PFI_GLUE_CTX_VCPU_THREAD,
+        };
         // SAFETY: `kvm` is referenced and we run in `ctx` (type invariant);
         // `buf` is writable for `len` bytes; the glue checks the page bound.
-        unsafe {
-            match self.ctx {
-                Context::Probe => glue::kvm_pfi_read_guest_atomic(self.kvm, gpa, ptr, len),
-                Context::Kworker => glue::kvm_pfi_read_guest_remote(self.kvm, gpa, ptr, len),
-                Context::VcpuThread => glue::kvm_pfi_read_guest_vcpu_thread(self.kvm, gpa, ptr, len),
-            }
-        }
+        unsafe { glue::kvm_pfi_read_guest(self.kvm, gpa, ptr, len, ctx) }
     }
 }
 

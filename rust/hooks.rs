@@ -65,7 +65,7 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
     };
     if exit && st.view.long_mode() {
         // SAFETY: a probe for the running `vcpu`.
-        vm.record_paging(&unsafe { crate::targets::guest_paging(vcpu, &st.view) });
+        vm.record_paging(&unsafe { crate::targets::probe::guest_paging(vcpu, &st.view) });
     }
     if !vm.busy.load(Ordering::Relaxed) {
         return;

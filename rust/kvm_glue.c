@@ -296,9 +296,9 @@ static int gpa_to_hva(struct kvm *kvm, unsigned long long gpa, unsigned long *hv
 }
 
 /*
- * From a thread of the VM's VMM: the VMM's address of @len bytes at @gpa,
- * within one page. On success kvm->srcu is held (*idx): the caller copies,
- * then unlocks.
+ * For the write from a vCPU thread: the VMM's address of @len bytes at
+ * @gpa, within one page. On success kvm->srcu is held (*idx): the caller
+ * copies, then unlocks.
  */
 static int vmm_thread_hva(struct kvm *kvm, unsigned long long gpa, unsigned int len,
 			  unsigned long *hva, int *idx)
@@ -314,42 +314,39 @@ static int vmm_thread_hva(struct kvm *kvm, unsigned long long gpa, unsigned int 
 	return r;
 }
 
-int kvm_pfi_read_guest_atomic(struct kvm *kvm, unsigned long long gpa, void *buf,
-			      unsigned int len)
+int kvm_pfi_read_guest(struct kvm *kvm, unsigned long long gpa, void *buf, unsigned int len,
+		       enum kvm_pfi_glue_context ctx)
 {
+	bool borrow = ctx == KVM_PFI_GLUE_CTX_KWORKER;
 	unsigned long hva;
 	int idx, r;
 
-	r = vmm_thread_hva(kvm, gpa, len, &hva, &idx);
-	if (r)
-		return r;
-	/* pagefault_disable()d copy: a host page that is not resident fails. */
-	r = copy_from_user_nofault(buf, (const void __user *)hva, len) ? -EAGAIN : 0;
-	srcu_read_unlock(&kvm->srcu, idx);
-	return r;
-}
-
-int kvm_pfi_read_guest_remote(struct kvm *kvm, unsigned long long gpa, void *buf,
-			      unsigned int len)
-{
-	unsigned long hva;
-	int idx, r;
-
-	if (len > PAGE_SIZE - offset_in_page(gpa) || !(current->flags & PF_KTHREAD) ||
-	    current->mm)
+	if (len > PAGE_SIZE - offset_in_page(gpa))
 		return -EINVAL;
-	if (!mmget_not_zero(kvm->mm))
-		return -ESRCH;
-	kthread_use_mm(kvm->mm);
+	if (ctx == KVM_PFI_GLUE_CTX_VCPU_THREAD)
+		might_sleep();
+	if (borrow) {
+		if (!(current->flags & PF_KTHREAD) || current->mm)
+			return -EINVAL;
+		if (!mmget_not_zero(kvm->mm))
+			return -ESRCH;
+		kthread_use_mm(kvm->mm);
+	} else if (current->mm != kvm->mm) {
+		return -EINVAL;
+	}
+	/* SRCU readers may sleep: the memslot stays while we copy from it. */
 	idx = srcu_read_lock(&kvm->srcu);
 	r = gpa_to_hva(kvm, gpa, &hva);
-	srcu_read_unlock(&kvm->srcu, idx);
-	/* A memslot change after the lookup leaves hva pointing at the old
-	 * mapping of the VMM: at worst stale bytes, never another process. */
-	if (!r)
+	if (!r && ctx == KVM_PFI_GLUE_CTX_PROBE)
+		/* pagefault_disable()d: a host page that is not resident fails. */
+		r = copy_from_user_nofault(buf, (const void __user *)hva, len) ? -EAGAIN : 0;
+	else if (!r)
 		r = copy_from_user(buf, (const void __user *)hva, len) ? -EFAULT : 0;
-	kthread_unuse_mm(kvm->mm);
-	mmput(kvm->mm);
+	srcu_read_unlock(&kvm->srcu, idx);
+	if (borrow) {
+		kthread_unuse_mm(kvm->mm);
+		mmput(kvm->mm);
+	}
 	return r;
 }
 
@@ -448,21 +445,6 @@ int kvm_pfi_write_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, con
 	/* KVM's mark_page_dirty() is internal to KVM; the guest write being
 	 * undone was emulated by KVM, which marked this page dirty already. */
 	r = copy_to_user((void __user *)hva, buf, len) ? -EFAULT : 0;
-	srcu_read_unlock(&kvm->srcu, idx);
-	return r;
-}
-
-int kvm_pfi_read_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, void *buf,
-				   unsigned int len)
-{
-	unsigned long hva;
-	int idx, r;
-
-	might_sleep();
-	r = vmm_thread_hva(kvm, gpa, len, &hva, &idx);
-	if (r)
-		return r;
-	r = copy_from_user(buf, (const void __user *)hva, len) ? -EFAULT : 0;
 	srcu_read_unlock(&kvm->srcu, idx);
 	return r;
 }

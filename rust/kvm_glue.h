@@ -70,22 +70,25 @@ void kvm_pfi_vmx_inject(struct kvm_vcpu *vcpu, unsigned long long cr2, unsigned 
 unsigned int kvm_pfi_vcpu_maxphyaddr(const struct kvm_vcpu *vcpu);
 unsigned char kvm_pfi_vcpu_has_gbpages(const struct kvm_vcpu *vcpu);
 
+/* Where a guest memory read runs, which decides how it may copy. */
+enum kvm_pfi_glue_context {
+	/* A probe: the VMM's vCPU thread, interrupts off; never sleeps or faults. */
+	KVM_PFI_GLUE_CTX_PROBE = 0,
+	/* A kernel thread (a work item): borrows the VMM's mm; may sleep. */
+	KVM_PFI_GLUE_CTX_KWORKER = 1,
+	/* A VMM thread that may sleep (the page-track notifier): may fault in. */
+	KVM_PFI_GLUE_CTX_VCPU_THREAD = 2,
+};
 /*
- * Copy @len bytes of guest physical memory at @gpa (not crossing a page) into
- * @buf from a probe, in the VMM thread whose mm holds the guest memory.
- * Never sleeps or faults: returns 0, -ENOENT (no memslot: outside guest
- * memory), -EAGAIN (host page not resident now: try on a later exit) or
- * -EINVAL (crosses a page, private memory, wrong mm).
+ * The one reader of guest memory: copies @len bytes of guest physical memory
+ * at @gpa (not crossing a page) into @buf through the VMM's mapping, as
+ * @ctx allows. Returns 0, -ENOENT (no memslot: outside guest memory),
+ * -EAGAIN (probe: host page not resident now, try on a later exit), -EFAULT,
+ * -ESRCH (kworker: the VMM's address space is gone) or -EINVAL (crosses a
+ * page, private memory, wrong thread for @ctx).
  */
-int kvm_pfi_read_guest_atomic(struct kvm *kvm, unsigned long long gpa, void *buf,
-			      unsigned int len);
-/*
- * Same, from a kernel thread (a work item) outside the VMM: borrows the VMM's
- * mm (kthread_use_mm) and may sleep. Returns 0, -ENOENT, -ESRCH (the VMM's
- * address space is gone), -EFAULT or -EINVAL.
- */
-int kvm_pfi_read_guest_remote(struct kvm *kvm, unsigned long long gpa, void *buf,
-			      unsigned int len);
+int kvm_pfi_read_guest(struct kvm *kvm, unsigned long long gpa, void *buf, unsigned int len,
+		       enum kvm_pfi_glue_context ctx);
 /*
  * Write tracking of guest pages through KVM's page-track notifier, to see the
  * guest OS rewrite a page-table entry. @write is called, in the vCPU thread,
@@ -110,9 +113,6 @@ void kvm_pfi_tracker_destroy(struct kvm *kvm, struct kvm_pfi_tracker *t);
  */
 int kvm_pfi_write_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, const void *buf,
 				    unsigned int len);
-/* Reads like kvm_pfi_read_guest_atomic(), but may fault the VMM's page in. */
-int kvm_pfi_read_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, void *buf,
-				   unsigned int len);
 /* Start (@add) or stop write-tracking guest frame @gfn; KVM counts per gfn. */
 int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add);
 

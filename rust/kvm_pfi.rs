@@ -5,8 +5,9 @@
 //! Module root: wiring only. See Documentation/design.rst for the data flow.
 //! Fields of [`KvmPfi`] are registrations; they are dropped in declaration
 //! order on unload, so the device goes first (no new requests), then the
-//! reaper, the probes, the attached VMs, and last the netlink family the
-//! final detach events go out on.
+//! reaper, the probes, the attached VMs (their last events), the signature
+//! set; then, with every producer of events gone, the sink stage delivers
+//! what is left and stops, and the sinks and the outbox go last.
 
 use kernel::miscdevice::{
     MiscDeviceOptions,
@@ -14,8 +15,10 @@ use kernel::miscdevice::{
 };
 use kernel::prelude::*;
 
+mod attach;
 mod bindings;
 mod control;
+mod events;
 mod guest_mem;
 mod hooks;
 mod netlink;
@@ -28,8 +31,10 @@ mod reaper;
 mod report;
 mod scan;
 mod sigs;
+mod sinks;
 mod stream;
 mod targets;
+mod tracking;
 mod vendor;
 mod vm;
 
@@ -65,23 +70,28 @@ struct KvmPfi {
     device: MiscDeviceRegistration<control::PfiFile>,
     _reaper: reaper::ReaperHandle,
     _probes: hooks::Probes,
-    _attachments: vm::Attachments,
+    _attachments: attach::Attachments,
     _sigs: sigs::Sigs,
+    _sinks: sinks::Sinks,
     _readers: stream::Readers,
     _netlink: netlink::Registration,
+    _outbox: events::Outbox,
 }
 
 impl kernel::InPlaceModule for KvmPfi {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         // Built in dependency order; the initializer drops what it built if
         // a later step fails.
+        let outbox = events::Outbox::new();
         let netlink = netlink::Registration::register();
         let readers = stream::Readers::new();
         let sigs = sigs::Sigs::new();
-        let attachments = vm::Attachments::new();
+        let attachments = attach::Attachments::new();
         try_pin_init!(Self {
+            _outbox: outbox?,
             _netlink: netlink?,
             _readers: readers,
+            _sinks: sinks::Sinks::start()?,
             _sigs: sigs,
             _attachments: attachments,
             _probes: hooks::Probes::register()?,

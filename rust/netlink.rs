@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The `kvm_pfi` generic netlink family: events, multicast to the admin-only
-//! group `events`. Every event also goes to the device's event stream
-//! (`stream.rs`), built from the same values here. Documentation/netlink/specs/kvm_pfi.yaml is the source
-//! of truth; the numbers come from its generated UAPI header.
+//! The `kvm_pfi` generic netlink family, a sink: each event record
+//! (`events.rs`) becomes one message multicast to the admin-only group
+//! `events`, built only when somebody listens.
+//! Documentation/netlink/specs/kvm_pfi.yaml is the source of truth: which
+//! attributes each event carries, and their numbers (its generated UAPI
+//! header).
 //!
 //! `kernel::net::netlink` registers families with multicast groups but has
 //! no 64-bit attributes and no group flags (this group needs
@@ -20,16 +22,7 @@ use crate::bindings::{
     glue,
     uapi, //
 };
-use crate::stream;
-use crate::targets::{
-    Settled,
-    Target,
-    WriteRecord, //
-};
-use crate::vm::{
-    AttachedVm,
-    DetachReason, //
-};
+use crate::events::Record;
 
 /// The family's only multicast group, index 0 within the family.
 const GROUP_EVENTS: u32 = 0;
@@ -190,192 +183,93 @@ impl Drop for Event {
     }
 }
 
-/// Sends an event built by `fill`, if anybody listens. Event loss (no
-/// memory, a full socket) is not an error of the operation that caused it.
-fn send(cmd: u32, fill: impl FnOnce(&mut Event) -> Result<&mut Event>) {
-    send_sized(cmd, bindings::GENLMSG_DEFAULT_SIZE, fill)
-}
-
-fn send_sized(cmd: u32, payload: usize, fill: impl FnOnce(&mut Event) -> Result<&mut Event>) {
+/// Multicasts `rec` if anybody listens. Event loss (no memory, a full
+/// socket) is not an error of the operation that caused it.
+pub(crate) fn send(rec: &Record) {
     if !has_listeners() {
         return;
     }
-    let Ok(mut ev) = Event::new(cmd, payload) else { return };
-    if fill(&mut ev).is_ok() {
+    let payload = bindings::GENLMSG_DEFAULT_SIZE + rec.data().len();
+    let Ok(mut msg) = Event::new(rec.kind(), payload) else { return };
+    if encode(&mut msg, rec).is_ok() {
         // -ESRCH: the last listener left meanwhile; nothing to do.
-        let _ = ev.multicast();
+        let _ = msg.multicast();
     }
 }
 
-fn vm_attrs<'a>(ev: &'a mut Event, vm: &AttachedVm) -> Result<&'a mut Event> {
-    ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm.id)?
-        .u32(uapi::KVM_PFI_A_EVENT_VMM_PID, vm.vmm_pid as u32)?
-        .string(uapi::KVM_PFI_A_EVENT_STATS_ID, &vm.stats_id)
-}
-
-fn vm_record(kind: u32, vm: &AttachedVm) -> uapi::kvm_pfi_event {
-    let mut ev = stream::record(kind);
-    ev.vm_id = vm.id;
-    ev.vmm_pid = vm.vmm_pid;
-    ev
-}
-
-pub(crate) fn vm_attached(vm: &AttachedVm) {
-    let mut ev = vm_record(uapi::KVM_PFI_CMD_VM_ATTACHED, vm);
-    ev.flags = vm.flags;
-    stream::publish(ev, None);
-    send(uapi::KVM_PFI_CMD_VM_ATTACHED, |ev| {
-        vm_attrs(ev, vm)?.u32(uapi::KVM_PFI_A_EVENT_ATTACH_FLAGS, vm.flags)
-    });
-}
-
-pub(crate) fn vm_detached(vm: &AttachedVm, reason: DetachReason) {
-    let (entries, exits) = vm.totals();
-    let mut ev = vm_record(uapi::KVM_PFI_CMD_VM_DETACHED, vm);
-    (ev.detach_reason, ev.entries, ev.exits) = (reason as u32, entries, exits);
-    stream::publish(ev, None);
-    send(uapi::KVM_PFI_CMD_VM_DETACHED, |ev| {
-        vm_attrs(ev, vm)?
-            .u32(uapi::KVM_PFI_A_EVENT_DETACH_REASON, reason as u32)?
-            .u64(uapi::KVM_PFI_A_EVENT_ENTRIES, entries)?
-            .u64(uapi::KVM_PFI_A_EVENT_EXITS, exits)
-    });
-}
-
-pub(crate) fn target_added(vm_id: u32, t: &Target) {
-    let mut ev = stream::record(uapi::KVM_PFI_CMD_TARGET_ADDED);
-    (ev.vm_id, ev.target_id, ev.flags, ev.cr3, ev.gva, ev.len) = (vm_id, t.id, t.flags, t.cr3, t.gva, t.len);
-    stream::publish(ev, None);
-    send(uapi::KVM_PFI_CMD_TARGET_ADDED, |ev| {
-        ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm_id)?
-            .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, t.id)?
-            .u32(uapi::KVM_PFI_A_EVENT_TARGET_FLAGS, t.flags)?
-            .u64(uapi::KVM_PFI_A_EVENT_CR3, t.cr3)?
-            .u64(uapi::KVM_PFI_A_EVENT_GVA, t.gva)?
-            .u64(uapi::KVM_PFI_A_EVENT_LEN, t.len)
-    });
-}
-
-pub(crate) fn target_removed(vm_id: u32, target_id: u32) {
-    let mut ev = stream::record(uapi::KVM_PFI_CMD_TARGET_REMOVED);
-    (ev.vm_id, ev.target_id) = (vm_id, target_id);
-    stream::publish(ev, None);
-    send(uapi::KVM_PFI_CMD_TARGET_REMOVED, |ev| {
-        ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm_id)?
-            .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, target_id)
-    });
-}
-
-fn page_attrs<'a>(ev: &'a mut Event, vm_id: u32, s: &Settled) -> Result<&'a mut Event> {
-    ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm_id)?
-        .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, s.target_id)?
-        .u64(uapi::KVM_PFI_A_EVENT_CR3, s.cr3)?
-        .u64(uapi::KVM_PFI_A_EVENT_GVA, s.info.gva)?
-        .u32(uapi::KVM_PFI_A_EVENT_INJECTIONS, s.info.injections)
-}
-
-/// `data`: the page contents, for targets that asked for them.
-fn page_record(kind: u32, vm_id: u32, s: &Settled) -> uapi::kvm_pfi_event {
-    let mut ev = stream::record(kind);
-    (ev.vm_id, ev.target_id, ev.cr3, ev.gva) = (vm_id, s.target_id, s.cr3, s.info.gva);
-    ev.injections = s.info.injections;
-    ev
-}
-
-pub(crate) fn page_resident(vm_id: u32, s: &Settled, data: Option<&[u8]>) {
-    let mut ev = page_record(uapi::KVM_PFI_CMD_PAGE_RESIDENT, vm_id, s);
-    (ev.gpa, ev.page_size, ev.how, ev.reinjections) = (s.info.gpa, s.info.page_size, s.info.how, s.info.reinjections);
-    stream::publish(ev, data);
-    let payload = bindings::GENLMSG_DEFAULT_SIZE + data.map_or(0, |d| d.len());
-    send_sized(uapi::KVM_PFI_CMD_PAGE_RESIDENT, payload, |ev| {
-        let ev = page_attrs(ev, vm_id, s)?
-            .u64(uapi::KVM_PFI_A_EVENT_GPA, s.info.gpa)?
-            .u32(uapi::KVM_PFI_A_EVENT_PAGE_SIZE, s.info.page_size)?
-            .u32(uapi::KVM_PFI_A_EVENT_HOW, s.info.how)?
-            .u32(uapi::KVM_PFI_A_EVENT_REINJECTIONS, s.info.reinjections)?;
-        match data {
-            Some(d) => ev.put_raw(uapi::KVM_PFI_A_EVENT_DATA, d),
-            None => Ok(ev),
+/// The attributes of `rec`'s event, as the spec lists them.
+fn encode<'a>(m: &'a mut Event, rec: &Record) -> Result<&'a mut Event> {
+    let e = &rec.ev;
+    let m = match rec.kind() {
+        uapi::KVM_PFI_CMD_VM_ATTACHED => vm_attrs(m, rec)?.u32(uapi::KVM_PFI_A_EVENT_ATTACH_FLAGS, e.flags)?,
+        uapi::KVM_PFI_CMD_VM_DETACHED => vm_attrs(m, rec)?
+            .u32(uapi::KVM_PFI_A_EVENT_DETACH_REASON, e.detach_reason)?
+            .u64(uapi::KVM_PFI_A_EVENT_ENTRIES, e.entries)?
+            .u64(uapi::KVM_PFI_A_EVENT_EXITS, e.exits)?,
+        uapi::KVM_PFI_CMD_TARGET_ADDED => m
+            .u32(uapi::KVM_PFI_A_EVENT_VM_ID, e.vm_id)?
+            .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, e.target_id)?
+            .u32(uapi::KVM_PFI_A_EVENT_TARGET_FLAGS, e.flags)?
+            .u64(uapi::KVM_PFI_A_EVENT_CR3, e.cr3)?
+            .u64(uapi::KVM_PFI_A_EVENT_GVA, e.gva)?
+            .u64(uapi::KVM_PFI_A_EVENT_LEN, e.len)?,
+        uapi::KVM_PFI_CMD_TARGET_REMOVED => m
+            .u32(uapi::KVM_PFI_A_EVENT_VM_ID, e.vm_id)?
+            .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, e.target_id)?,
+        uapi::KVM_PFI_CMD_PAGE_RESIDENT => {
+            let m = page_attrs(m, rec)?
+                .u64(uapi::KVM_PFI_A_EVENT_GPA, e.gpa)?
+                .u32(uapi::KVM_PFI_A_EVENT_PAGE_SIZE, e.page_size)?
+                .u32(uapi::KVM_PFI_A_EVENT_HOW, e.how)?
+                .u32(uapi::KVM_PFI_A_EVENT_REINJECTIONS, e.reinjections)?;
+            match &rec.data {
+                Some(d) => m.put_raw(uapi::KVM_PFI_A_EVENT_DATA, d)?,
+                None => m,
+            }
         }
-    });
-}
-
-pub(crate) fn page_failed(vm_id: u32, s: &Settled) {
-    let mut ev = page_record(uapi::KVM_PFI_CMD_PAGE_FAILED, vm_id, s);
-    ev.fail_reason = s.info.fail_reason;
-    stream::publish(ev, None);
-    send(uapi::KVM_PFI_CMD_PAGE_FAILED, |ev| {
-        page_attrs(ev, vm_id, s)?.u32(uapi::KVM_PFI_A_EVENT_FAIL_REASON, s.info.fail_reason)
-    });
-}
-
-/// A signature match in a target page (see `scan.rs` for the fields).
-pub(crate) struct Detection<'a> {
-    pub(crate) vm_id: u32,
-    pub(crate) target_id: u32,
-    pub(crate) cr3: u64,
-    pub(crate) gva: u64,
-    pub(crate) gpa: u64,
-    pub(crate) offset: u32,
-    pub(crate) length: u32,
-    pub(crate) rule_id: u32,
-    pub(crate) rule_name: &'a [u8],
-    pub(crate) generation: u32,
-    pub(crate) how: u32,
-    pub(crate) injections: u32,
-}
-
-pub(crate) fn detection(d: &Detection<'_>) {
-    let mut ev = stream::record(uapi::KVM_PFI_CMD_DETECTION);
-    (ev.vm_id, ev.target_id, ev.cr3, ev.gva, ev.gpa) = (d.vm_id, d.target_id, d.cr3, d.gva, d.gpa);
-    (ev.offset, ev.length, ev.rule_id, ev.generation) = (d.offset, d.length, d.rule_id, d.generation);
-    (ev.how, ev.injections) = (d.how, d.injections);
-    // NUL-terminated: one byte of the array stays 0.
-    let room = ev.rule_name.len() - 1;
-    for (dst, &src) in ev.rule_name.iter_mut().zip(d.rule_name.iter().take(room)) {
-        *dst = src as _;
+        uapi::KVM_PFI_CMD_PAGE_FAILED => page_attrs(m, rec)?.u32(uapi::KVM_PFI_A_EVENT_FAIL_REASON, e.fail_reason)?,
+        uapi::KVM_PFI_CMD_DETECTION => span_attrs(m, rec)?
+            .u32(uapi::KVM_PFI_A_EVENT_RULE_ID, e.rule_id)?
+            .string(uapi::KVM_PFI_A_EVENT_RULE_NAME, &e.rule_name[..])?
+            .u32(uapi::KVM_PFI_A_EVENT_GENERATION, e.generation)?
+            .u32(uapi::KVM_PFI_A_EVENT_HOW, e.how)?
+            .u32(uapi::KVM_PFI_A_EVENT_INJECTIONS, e.injections)?,
+        uapi::KVM_PFI_CMD_WRITE_ATTEMPT => span_attrs(m, rec)?
+            .u32(uapi::KVM_PFI_A_EVENT_RESTORED, e.restored)?
+            .put_raw(uapi::KVM_PFI_A_EVENT_DATA, rec.data())?,
+        uapi::KVM_PFI_CMD_SIGS_LOADED => m
+            .u32(uapi::KVM_PFI_A_EVENT_GENERATION, e.generation)?
+            .u32(uapi::KVM_PFI_A_EVENT_NR_RULES, e.nr_rules)?,
+        _ => return Err(EINVAL),
+    };
+    if e.lost != 0 {
+        m.u32(uapi::KVM_PFI_A_EVENT_LOST, e.lost)
+    } else {
+        Ok(m)
     }
-    stream::publish(ev, None);
-    send(uapi::KVM_PFI_CMD_DETECTION, |ev| {
-        ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, d.vm_id)?
-            .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, d.target_id)?
-            .u64(uapi::KVM_PFI_A_EVENT_CR3, d.cr3)?
-            .u64(uapi::KVM_PFI_A_EVENT_GVA, d.gva)?
-            .u64(uapi::KVM_PFI_A_EVENT_GPA, d.gpa)?
-            .u32(uapi::KVM_PFI_A_EVENT_OFFSET, d.offset)?
-            .u32(uapi::KVM_PFI_A_EVENT_LENGTH, d.length)?
-            .u32(uapi::KVM_PFI_A_EVENT_RULE_ID, d.rule_id)?
-            .string(uapi::KVM_PFI_A_EVENT_RULE_NAME, d.rule_name)?
-            .u32(uapi::KVM_PFI_A_EVENT_GENERATION, d.generation)?
-            .u32(uapi::KVM_PFI_A_EVENT_HOW, d.how)?
-            .u32(uapi::KVM_PFI_A_EVENT_INJECTIONS, d.injections)
-    });
 }
 
-pub(crate) fn write_attempt(vm_id: u32, w: &WriteRecord) {
-    let mut ev = stream::record(uapi::KVM_PFI_CMD_WRITE_ATTEMPT);
-    (ev.vm_id, ev.target_id, ev.cr3, ev.gva, ev.gpa) = (vm_id, w.target_id, w.cr3, w.gva, w.gpa);
-    (ev.offset, ev.length, ev.restored) = ((w.gpa & 0xfff) as u32, w.len, u32::from(w.restored));
-    stream::publish(ev, Some(w.data()));
-    send(uapi::KVM_PFI_CMD_WRITE_ATTEMPT, |ev| {
-        ev.u32(uapi::KVM_PFI_A_EVENT_VM_ID, vm_id)?
-            .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, w.target_id)?
-            .u64(uapi::KVM_PFI_A_EVENT_CR3, w.cr3)?
-            .u64(uapi::KVM_PFI_A_EVENT_GVA, w.gva)?
-            .u64(uapi::KVM_PFI_A_EVENT_GPA, w.gpa)?
-            .u32(uapi::KVM_PFI_A_EVENT_OFFSET, (w.gpa & 0xfff) as u32)?
-            .u32(uapi::KVM_PFI_A_EVENT_LENGTH, w.len)?
-            .u32(uapi::KVM_PFI_A_EVENT_RESTORED, u32::from(w.restored))?
-            .put_raw(uapi::KVM_PFI_A_EVENT_DATA, w.data())
-    });
+fn vm_attrs<'a>(m: &'a mut Event, rec: &Record) -> Result<&'a mut Event> {
+    m.u32(uapi::KVM_PFI_A_EVENT_VM_ID, rec.ev.vm_id)?
+        .u32(uapi::KVM_PFI_A_EVENT_VMM_PID, rec.ev.vmm_pid as u32)?
+        .string(uapi::KVM_PFI_A_EVENT_STATS_ID, &rec.stats_id)
 }
 
-pub(crate) fn sigs_loaded(generation: u32, nr_rules: u32) {
-    let mut ev = stream::record(uapi::KVM_PFI_CMD_SIGS_LOADED);
-    (ev.generation, ev.nr_rules) = (generation, nr_rules);
-    stream::publish(ev, None);
-    send(uapi::KVM_PFI_CMD_SIGS_LOADED, |ev| {
-        ev.u32(uapi::KVM_PFI_A_EVENT_GENERATION, generation)?
-            .u32(uapi::KVM_PFI_A_EVENT_NR_RULES, nr_rules)
-    });
+fn page_attrs<'a>(m: &'a mut Event, rec: &Record) -> Result<&'a mut Event> {
+    m.u32(uapi::KVM_PFI_A_EVENT_VM_ID, rec.ev.vm_id)?
+        .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, rec.ev.target_id)?
+        .u64(uapi::KVM_PFI_A_EVENT_CR3, rec.ev.cr3)?
+        .u64(uapi::KVM_PFI_A_EVENT_GVA, rec.ev.gva)?
+        .u32(uapi::KVM_PFI_A_EVENT_INJECTIONS, rec.ev.injections)
+}
+
+/// Where in a target page the bytes of a detection or a write are.
+fn span_attrs<'a>(m: &'a mut Event, rec: &Record) -> Result<&'a mut Event> {
+    m.u32(uapi::KVM_PFI_A_EVENT_VM_ID, rec.ev.vm_id)?
+        .u32(uapi::KVM_PFI_A_EVENT_TARGET_ID, rec.ev.target_id)?
+        .u64(uapi::KVM_PFI_A_EVENT_CR3, rec.ev.cr3)?
+        .u64(uapi::KVM_PFI_A_EVENT_GVA, rec.ev.gva)?
+        .u64(uapi::KVM_PFI_A_EVENT_GPA, rec.ev.gpa)?
+        .u32(uapi::KVM_PFI_A_EVENT_OFFSET, rec.ev.offset)?
+        .u32(uapi::KVM_PFI_A_EVENT_LENGTH, rec.ev.length)
 }

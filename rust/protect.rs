@@ -18,7 +18,11 @@ use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 use crate::bindings::glue;
-use crate::netlink;
+use crate::events::{
+    self,
+    Record,
+    WriteAttempt, //
+};
 use crate::guest_mem::{
     Context,
     GuestMemory, //
@@ -27,18 +31,18 @@ use crate::pfi_core::walk::{
     self,
     WalkOutcome, //
 };
-use crate::report::tracker;
-use crate::targets::{
+use crate::targets::protection::{
     ProtectJob,
-    ProtectedWrite,
-    WriteRecord,
-    WRITE_BYTES, //
+    ProtectedWrite, //
 };
 use crate::vm::AttachedVm;
 
 const PAGE_SIZE: usize = 4096;
 /// Bytes restored per lock hold (copied out of the kept page on the stack).
 const RESTORE_CHUNK: usize = 64;
+
+/// Bytes of a guest write a `write-attempt` event carries.
+const WRITE_BYTES: usize = 64;
 
 /// Protected pages of one frame handled per guest write; a frame shared by
 /// more targets than this is reported for the first ones only.
@@ -101,39 +105,46 @@ pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], 
     }
     let enforced = pages.iter().flatten().zip(&maps).any(|(pw, m)| pw.enforce && matches!(m, Mapping::Same));
     let restored = enforced && restore(vm, gfn, offset, end);
-    let mut rec = WriteRecord {
-        target_id: 0,
-        cr3: 0,
-        gva: 0,
-        gpa,
-        len: (end - offset) as u32,
-        restored,
-        bytes: [0; WRITE_BYTES],
-    };
-    for (d, s) in rec.bytes.iter_mut().zip(new) {
-        *d = *s;
-    }
+    let len = (end - offset) as u32;
+    // The bytes the event carries; allocated before any lock (the notifier
+    // may sleep). Without memory the event goes without them.
+    let shown = new.len().min(WRITE_BYTES);
     {
         let mut targets = vm.targets.lock();
         for (pw, m) in pages.iter().flatten().zip(&maps) {
-            (rec.target_id, rec.cr3, rec.gva) = (pw.target_id, pw.cr3, pw.gva + offset as u64);
             // Restored bytes need no new scan; changed ones do.
             let moved = matches!(m, Mapping::Moved);
             targets.on_protected_write(pw.target_id, pw.gva, moved, !restored, offset as u32, end as u32);
-            targets.queue_write(rec);
         }
+    }
+    for pw in pages.iter().flatten() {
+        let attempt = WriteAttempt {
+            vm_id: vm.id,
+            target_id: pw.target_id,
+            cr3: pw.cr3,
+            gva: pw.gva + offset as u64,
+            gpa,
+            len,
+            restored,
+        };
+        let bytes = KVec::from_elem(0u8, shown, GFP_KERNEL).ok().map(|mut b| {
+            b.copy_from_slice(&new[..shown]);
+            b
+        });
+        events::emit(Record::write_attempt(&attempt, bytes));
     }
     vm.kick_report();
 }
 
 /// The report side: track newly resident pages of protected targets (and
-/// keep their bytes for enforce mode), untrack pages that moved.
+/// keep their bytes for enforce mode), untrack pages that moved. Needs the
+/// VM's page-track notifier, which the report work registers first.
 pub(crate) fn sync(vm: &AttachedVm) {
     let _serial = vm.tracking.lock();
     if vm.detached.load(Ordering::Relaxed) || !vm.targets.lock().wants_protection() {
         return;
     }
-    if tracker(vm).is_none() {
+    if vm.tracker.load(Ordering::Acquire).is_null() {
         return;
     }
     // Ends: every page taken is tracked now, or marked as refused by KVM
@@ -173,17 +184,4 @@ fn start(vm: &AttachedVm, j: &ProtectJob) {
     }
     let unused = vm.targets.lock().set_shadow(j.target_id, j.index, j.gfn, shadow);
     drop(unused);
-}
-
-/// Sends the queued `write-attempt` events.
-pub(crate) fn report_writes(vm: &AttachedVm) {
-    let mut out = [None; crate::targets::WRITE_QUEUE];
-    let (n, lost) = vm.targets.lock().take_writes(&mut out);
-    for w in out[..n].iter().flatten() {
-        netlink::write_attempt(vm.id, w);
-    }
-    if lost > 0 {
-        pr_warn!("vm {}: {} write-attempt events dropped (more than {} between reports)\n",
-                 vm.id, lost, crate::targets::WRITE_QUEUE);
-    }
 }

@@ -23,7 +23,7 @@ use kernel::workqueue::{
     WorkItem, //
 };
 
-use crate::vm;
+use crate::attach;
 
 /// Poll period in jiffies: half a second.
 fn period() -> kernel::time::Jiffies {
@@ -48,7 +48,7 @@ impl WorkItem for Reaper {
         if this.stopping.load(Ordering::Acquire) {
             return;
         }
-        vm::reap_exited();
+        attach::reap_exited();
         Reaper::schedule(this);
     }
 }

@@ -14,9 +14,10 @@ use crate::guest_mem::{
     Context,
     GuestMemory, //
 };
-use crate::netlink::{
+use crate::events::{
     self,
-    Detection, //
+    Detection,
+    Record, //
 };
 use crate::pfi_core::scan_window::{
     Window,
@@ -33,7 +34,7 @@ use crate::sigs::{
     DETECTIONS,
     PAGES_SCANNED, //
 };
-use crate::targets::ScanJob;
+use crate::targets::scans::ScanJob;
 use crate::vm::AttachedVm;
 
 /// Bytes of a neighbour page that can take part in a match with this one.
@@ -103,7 +104,7 @@ fn scan_page(vm: &AttachedVm, set: &SigSet, matcher: &Matcher<'_>, j: &ScanJob, 
         } else {
             (j.gva + offset, j.gpa + offset)
         };
-        netlink::detection(&Detection {
+        events::emit(Record::detection(&Detection {
             vm_id: vm.id,
             target_id: j.target_id,
             cr3: j.cr3,
@@ -116,13 +117,14 @@ fn scan_page(vm: &AttachedVm, set: &SigSet, matcher: &Matcher<'_>, j: &ScanJob, 
             generation: set.generation,
             how: j.how,
             injections: j.injections,
-        });
+        }));
         DETECTIONS.fetch_add(1, Ordering::Relaxed);
         reported += 1;
         reported < MAX_DETECTIONS_PER_PAGE
     });
-    // Counted after its detections went out: a reader that sees the count
-    // has seen the events (the selftests rely on it).
+    // Counted after its detections reached the sinks: a reader that sees
+    // the count has its events (the selftests rely on it).
+    events::flush();
     BYTES_SCANNED.fetch_add(hay.len() as u64, Ordering::Relaxed);
     PAGES_SCANNED.fetch_add(1, Ordering::Release);
     true

@@ -22,6 +22,10 @@ use kernel::uaccess::{
 };
 
 use crate::bindings::uapi;
+use crate::events::{
+    self,
+    Record, //
+};
 use crate::pfi_core::sigs::{
     self,
     Matcher,
@@ -142,9 +146,10 @@ pub(crate) fn load(req: &uapi::kvm_pfi_sigs_load) -> Result<(u32, u32)> {
     let old = active.set.replace(set);
     ACTIVE_GENERATION.store(generation, Ordering::Relaxed);
     // Under the lock, so that concurrent loads announce in order.
-    crate::netlink::sigs_loaded(generation, nr_rules);
+    events::emit(Record::sigs_loaded(generation, nr_rules));
     drop(active);
     drop(old);
+    events::flush();
     Ok((generation, nr_rules))
 }
 
@@ -155,9 +160,10 @@ pub(crate) fn clear() -> u32 {
     active.generation = generation;
     let old = active.set.take();
     ACTIVE_GENERATION.store(0, Ordering::Relaxed);
-    crate::netlink::sigs_loaded(generation, 0);
+    events::emit(Record::sigs_loaded(generation, 0));
     drop(active);
     drop(old);
+    events::flush();
     generation
 }
 

@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The event stream: descriptors from `KVM_PFI_EVENTS` on which `read()`
-//! returns whole `struct kvm_pfi_event` records and `poll()` waits for one.
-//! The same events as the netlink group, for readers that want no netlink.
+//! The event stream, a sink: descriptors from `KVM_PFI_EVENTS` on which
+//! `read()` returns whole `struct kvm_pfi_event` records and `poll()` waits
+//! for one. The same events as the netlink group, for readers that want no
+//! netlink.
 //!
-//! Producers (ioctls, the report work) run in process context; they copy
-//! each record into every reader's bounded queue. A full queue drops the
-//! record and counts it in the reader's next one.
-
+//! The sink stage (`sinks.rs`) encodes each record once and queues a
+//! reference to it for every reader; a full queue drops it and counts it in
+//! that reader's next record. Locks: `READERS` (the reader list: the sink
+//! stage, open, release) and each reader's `queue` spinlock, held only to
+//! move a reference in or out. `read()` copies to user space with neither
+//! held, under its own descriptor's `reading` mutex, so a reader whose
+//! buffer faults for ever (userfaultfd, FUSE) stalls nobody else.
 use core::ffi::{
     c_int,
     c_uint,
@@ -25,7 +29,8 @@ use kernel::sync::poll::{
 };
 use kernel::sync::{
     Arc,
-    Mutex, //
+    Mutex,
+    SpinLock, //
 };
 use kernel::uaccess::{
     UserPtr,
@@ -37,14 +42,29 @@ use crate::bindings::{
     glue,
     uapi, //
 };
+use crate::events::Record;
+use crate::pfi_core::ring::Ring;
 
 const QUEUE: usize = uapi::KVM_PFI_EVENT_QUEUE as usize;
 const MAX_READERS: usize = uapi::KVM_PFI_MAX_EVENT_READERS as usize;
 const HDR: usize = size_of::<uapi::kvm_pfi_event>();
+const LOST_AT: usize = core::mem::offset_of!(uapi::kvm_pfi_event, lost);
+
+/// A record as the stream delivers it: header, then data. Shared by every
+/// reader it was queued for.
+struct Encoded {
+    bytes: KVec<u8>,
+}
+
+/// A record queued for one reader, and how many this reader dropped just
+/// before it (added to the record's own `lost` when it is read).
+struct Queued {
+    rec: Arc<Encoded>,
+    lost: u32,
+}
 
 struct Queue {
-    /// Serialised records, oldest first.
-    records: KVVec<KVVec<u8>>,
+    records: Ring<KVec<Option<Queued>>>,
     /// Records dropped since the last one queued.
     lost: u32,
 }
@@ -52,7 +72,11 @@ struct Queue {
 #[pin_data]
 pub(crate) struct Reader {
     #[pin]
-    queue: Mutex<Queue>,
+    queue: SpinLock<Queue>,
+    /// Serialises `read()`s of this descriptor (so records leave in order);
+    /// nothing else takes it.
+    #[pin]
+    reading: Mutex<()>,
     #[pin]
     ready: PollCondVar,
 }
@@ -73,55 +97,60 @@ impl Readers {
     }
 }
 
-/// Makes a new record: the header with `time_ns`, `version` and `type` set.
-pub(crate) fn record(kind: u32) -> uapi::kvm_pfi_event {
-    uapi::kvm_pfi_event {
-        version: uapi::KVM_PFI_EVENT_VERSION as u16,
-        type_: kind as u16,
-        // SAFETY: reads the clock.
-        time_ns: unsafe { glue::kvm_pfi_realtime_ns() },
-        ..Default::default()
-    }
+fn encode(rec: &Record) -> Result<Arc<Encoded>> {
+    let data = rec.data();
+    let mut ev = rec.ev;
+    ev.size = (HDR + data.len()) as u32;
+    ev.data_len = data.len() as u32;
+    let mut bytes = KVec::with_capacity(HDR + data.len(), GFP_KERNEL)?;
+    bytes.extend_from_slice(ev.as_bytes(), GFP_KERNEL)?;
+    bytes.extend_from_slice(data, GFP_KERNEL)?;
+    Ok(Arc::new(Encoded { bytes }, GFP_KERNEL)?)
 }
 
-/// Queues `ev` (and `data`, the page bytes) for every reader.
-pub(crate) fn publish(mut ev: uapi::kvm_pfi_event, data: Option<&[u8]>) {
+/// The sink stage's side: queues `rec` for every reader.
+pub(crate) fn deliver(rec: &Record) {
     let readers = READERS.lock();
     if readers.iter().all(Option::is_none) {
         return;
     }
-    let data = data.unwrap_or(&[]);
-    ev.size = (HDR + data.len()) as u32;
-    ev.data_len = data.len() as u32;
+    let enc = encode(rec).ok();
     for r in readers.iter().flatten() {
-        let mut q = r.queue.lock();
-        let mut rec = ev;
-        rec.lost = q.lost;
-        let bytes = KVVec::with_capacity(HDR + data.len(), GFP_KERNEL).and_then(|mut b| {
-            b.extend_from_slice(rec.as_bytes(), GFP_KERNEL)?;
-            b.extend_from_slice(data, GFP_KERNEL)?;
-            Ok(b)
-        });
-        match bytes {
-            Ok(b) if q.records.len() < QUEUE => {
-                if q.records.push(b, GFP_KERNEL).is_ok() {
+        let refused = {
+            let mut q = r.queue.lock();
+            let lost = q.lost;
+            match enc.as_ref().map(|e| q.records.push_back(Queued { rec: e.clone(), lost })) {
+                Some(Ok(())) => {
                     q.lost = 0;
-                    drop(q);
-                    r.ready.notify_all();
-                    continue;
+                    None
                 }
-                q.lost = q.lost.saturating_add(1);
+                Some(Err(refused)) => {
+                    q.lost = q.lost.saturating_add(1);
+                    Some(refused)
+                }
+                None => {
+                    q.lost = q.lost.saturating_add(1);
+                    None
+                }
             }
-            _ => q.lost = q.lost.saturating_add(1),
+        };
+        if refused.is_none() && enc.is_some() {
+            r.ready.notify_all();
         }
     }
 }
 
 /// `KVM_PFI_EVENTS`: a new reader descriptor.
 pub(crate) fn open_reader() -> Result<isize> {
+    let mut slots = KVec::with_capacity(QUEUE, GFP_KERNEL)?;
+    for _ in 0..QUEUE {
+        // Capacity reserved: cannot fail.
+        slots.push(None, GFP_KERNEL)?;
+    }
     let reader = Arc::pin_init(
         pin_init!(Reader {
-            queue <- kernel::new_mutex!(Queue { records: KVVec::new(), lost: 0 }),
+            queue <- kernel::new_spinlock!(Queue { records: Ring::new(slots), lost: 0 }),
+            reading <- kernel::new_mutex!(()),
             ready <- kernel::new_poll_condvar!("kvm_pfi::events"),
         }),
         GFP_KERNEL,
@@ -145,12 +174,12 @@ pub(crate) fn open_reader() -> Result<isize> {
 }
 
 fn forget_reader(reader: &Arc<Reader>) {
-    let mut readers = READERS.lock();
-    for slot in readers.iter_mut() {
-        if slot.as_ref().is_some_and(|r| core::ptr::eq(&**r, &**reader)) {
-            *slot = None;
-        }
-    }
+    let gone = {
+        let mut readers = READERS.lock();
+        let slot = readers.iter_mut().find(|s| s.as_ref().is_some_and(|r| core::ptr::eq(&**r, &**reader)));
+        slot.and_then(Option::take)
+    };
+    drop(gone);
 }
 
 /// # Safety
@@ -171,26 +200,48 @@ unsafe extern "C" fn events_read(
     let reader = unsafe { reader_of(file) };
     // SAFETY: as above.
     let nonblock = unsafe { (*file).f_flags } & bindings::O_NONBLOCK != 0;
-    let mut q = reader.queue.lock();
-    while q.records.is_empty() {
-        if nonblock {
-            return -(bindings::EAGAIN as isize);
-        }
-        if reader.ready.wait_interruptible(&mut q) {
-            return -(bindings::ERESTARTSYS as isize);
+    let _reading = reader.reading.lock();
+    {
+        let mut q = reader.queue.lock();
+        while q.records.is_empty() {
+            if nonblock {
+                return -(bindings::EAGAIN as isize);
+            }
+            if reader.ready.wait_interruptible(&mut q) {
+                return -(bindings::ERESTARTSYS as isize);
+            }
         }
     }
     let mut out = UserSlice::new(UserPtr::from_addr(buf as usize), count).writer();
     let mut done = 0usize;
-    while let Some(rec) = q.records.first() {
-        if rec.len() > count - done {
-            break;
-        }
-        if let Err(e) = out.write_slice(rec) {
+    loop {
+        let next = {
+            let mut q = reader.queue.lock();
+            match q.records.front() {
+                Some(n) if n.rec.bytes.len() <= count - done => q.records.pop_front(),
+                _ => None,
+            }
+        };
+        let Some(n) = next else { break };
+        let (hdr, data) = n.rec.bytes.split_at(HDR);
+        let mut h = [0u8; HDR];
+        h.copy_from_slice(hdr);
+        let own = u32::from_ne_bytes([h[LOST_AT], h[LOST_AT + 1], h[LOST_AT + 2], h[LOST_AT + 3]]);
+        h[LOST_AT..LOST_AT + 4].copy_from_slice(&own.saturating_add(n.lost).to_ne_bytes());
+        // No lock is held here: the copy may fault and sleep for as long as
+        // user space makes it.
+        if let Err(e) = out.write_slice(&h).and_then(|()| out.write_slice(data)) {
+            // Not delivered: it stays first, unless the queue filled
+            // meanwhile (then it counts as lost, like any other drop).
+            let refused = {
+                let mut q = reader.queue.lock();
+                let lost = n.lost;
+                q.records.push_front(n).inspect_err(|_| q.lost = q.lost.saturating_add(lost).saturating_add(1))
+            };
+            drop(refused);
             return if done > 0 { done as isize } else { e.to_errno() as isize };
         }
-        done += rec.len();
-        q.records.remove(0).ok();
+        done += n.rec.bytes.len();
     }
     if done == 0 {
         // The buffer cannot hold the next record.

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Attached VMs: the table the probes look VMs up in, and attach/detach.
+//! Attached VMs: the state of each, and the table the probes look VMs up
+//! in. Attaching and detaching (announcing, ending the report work) is
+//! `attach.rs`'s; what the report work does is `report.rs`'s.
 //!
 //! The probes run on every vCPU entry and exit of every VM on the host, with
 //! interrupts off. They find an attached VM in a fixed table of atomics,
@@ -33,22 +35,24 @@ use kernel::workqueue::{
     self,
     impl_has_work,
     new_work,
-    Work,
-    WorkItem, //
+    Work, //
 };
 
 use crate::bindings::glue;
 use crate::bindings::uapi;
-use crate::netlink;
+use crate::events::VmIdentity;
 use crate::pfi_core::walk::GuestPaging;
-use crate::targets::Targets;
+use crate::targets::{
+    self,
+    Targets, //
+};
 
 /// Attached VMs at once, over all files (`KVM_PFI_MAX_VMS`).
 pub(crate) const MAX_VMS: usize = uapi::KVM_PFI_MAX_VMS as usize;
 /// vCPUs per VM with their own counters (`KVM_PFI_MAX_VCPUS`); vCPUs beyond
 /// are counted in the VM's totals only.
 pub(crate) const MAX_VCPUS: usize = uapi::KVM_PFI_MAX_VCPUS as usize;
-const STATS_ID_LEN: usize = uapi::KVM_PFI_STATS_ID_LEN as usize;
+const STATS_ID_LEN: usize = crate::events::STATS_ID_LEN;
 
 /// Who ends an attachment besides the VM's death and module unload.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -57,15 +61,6 @@ pub(crate) enum Owner {
     Module,
     /// Closing the `/dev/kvm_pfi` file with this id detaches the VM.
     File(u64),
-}
-
-/// Why a VM is detached: the netlink `detach-reason` enum.
-#[derive(Clone, Copy)]
-pub(crate) enum DetachReason {
-    Requested = uapi::KVM_PFI_DETACH_REASON_REQUESTED as isize,
-    FileClosed = uapi::KVM_PFI_DETACH_REASON_FILE_CLOSED as isize,
-    VmExited = uapi::KVM_PFI_DETACH_REASON_VM_EXITED as isize,
-    Unload = uapi::KVM_PFI_DETACH_REASON_UNLOAD as isize,
 }
 
 /// Counters of one vCPU. Only that vCPU's thread writes them (a vCPU runs on
@@ -130,21 +125,15 @@ pub(crate) struct AttachedVm {
     /// went: ordered before `targets`.
     #[pin]
     pub(crate) tracking: Mutex<()>,
-    /// Reports settled pages (netlink, page contents) outside the probes.
+    /// The report work: everything about this VM that may sleep or take
+    /// long (walks outside the probes, events, protection, scans). Its
+    /// `WorkItem` implementation is `report.rs`.
     #[pin]
     work: Work<AttachedVm>,
 }
 
 impl_has_work! {
     impl HasWork<Self> for AttachedVm { self.work }
-}
-
-impl WorkItem for AttachedVm {
-    type Pointer = Arc<AttachedVm>;
-
-    fn run(this: Arc<AttachedVm>) {
-        crate::report::run(&this);
-    }
 }
 
 // SAFETY: `kvm` is only passed to KVM functions that may be called from any
@@ -189,6 +178,11 @@ impl AttachedVm {
         sum
     }
 
+    /// Who the VM is, for its events.
+    pub(crate) fn identity(&self) -> VmIdentity {
+        VmIdentity { vm_id: self.id, vmm_pid: self.vmm_pid, stats_id: self.stats_id }
+    }
+
     pub(crate) fn info(&self) -> uapi::kvm_pfi_vm_info {
         let mut info = uapi::kvm_pfi_vm_info {
             vm_id: self.id,
@@ -205,7 +199,7 @@ impl AttachedVm {
 
     /// The VM is dead when the only references left are the ones we hold:
     /// its VMM closed the VM and every vCPU file.
-    fn only_we_hold_it(&self) -> bool {
+    pub(crate) fn only_we_hold_it(&self) -> bool {
         // Ours: the attachment's, and the page-track notifier's.
         let ours = 1 + u32::from(!self.tracker.load(Ordering::Acquire).is_null());
         // SAFETY: `self.kvm` is referenced (type invariant).
@@ -256,11 +250,11 @@ impl AttachedVm {
         if v == 0 {
             return None;
         }
-        Some(crate::targets::paging(v & (1 << 8) != 0, v as u8))
+        Some(targets::probe::paging(v & (1 << 8) != 0, v as u8))
     }
 
     /// Waits until no report of this VM runs or is queued.
-    fn flush_report(&self) {
+    pub(crate) fn flush_report(&self) {
         let work = core::ptr::from_ref(&self.work).cast_mut().cast::<bindings::work_struct>();
         // SAFETY: `Work` is a transparent wrapper of `work_struct`, alive
         // as long as `self`.
@@ -298,7 +292,7 @@ pub(crate) struct Control {
 }
 
 kernel::sync::global_lock! {
-    // SAFETY: initialised by `Attachments::new` before anything can use it.
+    // SAFETY: initialised by `init` in module init before anything can use it.
     unsafe(uninit) static CONTROL: Mutex<Control> = Control { next_id: 1 };
 }
 
@@ -358,9 +352,10 @@ pub(crate) fn with_id<R>(id: u32, f: impl FnOnce(&AttachedVm) -> R) -> Result<R>
     Err(ENOENT)
 }
 
-/// Attaches the VM behind `vm_fd` of the calling process. Errors leave
-/// nothing attached and no reference held.
-pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner) -> Result<u32> {
+/// Attaches the VM behind `vm_fd` of the calling process and calls
+/// `announce` on it while no writer can detach it yet. Errors leave nothing
+/// attached and no reference held.
+pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce(&AttachedVm)) -> Result<u32> {
     let mut err = 0;
     // SAFETY: `err` is a valid out-pointer; the function validates `vm_fd`.
     let kvm = unsafe { glue::kvm_pfi_vm_get_from_fd(vm_fd, &mut err) };
@@ -446,15 +441,35 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner) -> Result<u32> {
     slot.kvm.store(kvm, Ordering::Release);
     TABLE.attached.fetch_add(1, Ordering::Relaxed);
     // SAFETY: just published, and `CONTROL` keeps writers from freeing it.
-    netlink::vm_attached(unsafe { &*slot.vm.load(Ordering::Relaxed) });
+    announce(unsafe { &*slot.vm.load(Ordering::Relaxed) });
     Ok(id)
 }
 
-/// Detaches every VM `select` picks; returns how many. Sleeps (grace period,
-/// and dropping a VM's last reference destroys it).
-pub(crate) fn detach_where(select: impl Fn(&AttachedVm) -> bool, reason: DetachReason) -> usize {
-    let mut taken: [*mut AttachedVm; MAX_VMS] = [ptr::null_mut(); MAX_VMS];
-    let mut n = 0;
+/// VMs taken out of the table, no longer reachable by any probe; the
+/// caller must consume it (`into_iter`), which gives it their references.
+#[must_use]
+pub(crate) struct Taken {
+    vms: [*mut AttachedVm; MAX_VMS],
+    n: usize,
+}
+
+impl Taken {
+    /// The taken VMs, each with the table's reference, marked detached.
+    pub(crate) fn into_iter(self) -> impl Iterator<Item = Arc<AttachedVm>> {
+        self.vms.into_iter().take(self.n).map(|vm| {
+            // SAFETY: came from `Arc::into_raw` in `attach`, and left the
+            // table (and every probe) in `take_where`: the reference is ours.
+            let vm = unsafe { Arc::from_raw(vm) };
+            vm.detached.store(true, Ordering::Relaxed);
+            vm
+        })
+    }
+}
+
+/// Takes every VM `select` picks out of the table, then waits until no
+/// probe can still see them. Sleeps.
+pub(crate) fn take_where(select: impl Fn(&AttachedVm) -> bool) -> Taken {
+    let mut taken = Taken { vms: [ptr::null_mut(); MAX_VMS], n: 0 };
     {
         let _guard = CONTROL.lock();
         for slot in &TABLE.slots {
@@ -465,65 +480,22 @@ pub(crate) fn detach_where(select: impl Fn(&AttachedVm) -> bool, reason: DetachR
                     slot.kvm.store(ptr::null_mut(), Ordering::Release);
                     slot.vm.store(ptr::null_mut(), Ordering::Release);
                     TABLE.attached.fetch_sub(1, Ordering::Relaxed);
-                    taken[n] = vm;
-                    n += 1;
+                    taken.vms[taken.n] = vm;
+                    taken.n += 1;
                 }
                 _ => {}
             }
         }
     }
-    if n == 0 {
-        return 0;
+    if taken.n > 0 {
+        // No probe can still be looking at what left the table.
+        rcu::synchronize_rcu();
     }
-    // No probe can still be looking at what left the table.
-    rcu::synchronize_rcu();
-    for &vm in &taken[..n] {
-        // SAFETY: came from `Arc::into_raw` in `attach`, unreachable now.
-        let vm = unsafe { Arc::from_raw(vm) };
-        vm.detached.store(true, Ordering::Relaxed);
-        vm.flush_report();
-        crate::report::teardown(&vm);
-        netlink::vm_detached(&vm, reason);
-        drop(vm); // drops the VM reference, possibly destroying the VM
-    }
-    n
+    taken
 }
 
-/// Detaches the VM with `id` on behalf of the file `caller`.
-pub(crate) fn detach(id: u32, caller: u64) -> Result {
-    // Checked and detached under separate lock holds: a concurrent detach of
-    // the same id simply makes ours find nothing.
-    let owner = with_id(id, |vm| vm.owner)?;
-    if let Owner::File(f) = owner {
-        if f != caller {
-            return Err(EPERM);
-        }
-    }
-    match detach_where(|vm| vm.id == id, DetachReason::Requested) {
-        0 => Err(ENOENT),
-        _ => Ok(()),
-    }
-}
-
-/// Detaches VMs whose VMM is gone (we hold the last reference).
-pub(crate) fn reap_exited() -> usize {
-    detach_where(AttachedVm::only_we_hold_it, DetachReason::VmExited)
-}
-
-/// Ownership of the table for the module's lifetime: initialises the lock,
-/// and detaches everything left (persistent attachments) on unload.
-pub(crate) struct Attachments;
-
-impl Attachments {
-    pub(crate) fn new() -> Self {
-        // SAFETY: called once, from module init, before any user of CONTROL.
-        unsafe { CONTROL.init() };
-        Attachments
-    }
-}
-
-impl Drop for Attachments {
-    fn drop(&mut self) {
-        detach_where(|_| true, DetachReason::Unload);
-    }
+/// Initialises the table's writer lock; called once from module init.
+pub(crate) fn init() {
+    // SAFETY: called once, from module init, before any user of CONTROL.
+    unsafe { CONTROL.init() };
 }

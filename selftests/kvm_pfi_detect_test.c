@@ -12,7 +12,9 @@
  */
 #include "kvm_pfi_mini_os.h"
 
+#include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sys/mman.h>
 
 /* ---- signature sets ---- */
 
@@ -688,6 +690,181 @@ TEST_F(pfi, protect_flag_errors)
 				    KVM_PFI_MAX_ENFORCE_PAGES * PAGE, NULL));
 	EXPECT_EQ(0, pfi_detach(self->pfi, vm_id));
 	mini_free(&m);
+}
+
+/* ---- a stuck event reader ---- */
+
+#define STUCK_LEN	(3 * PAGE)	/* room for a record with a page of data */
+
+struct stuck_reader {
+	int fd;			/* the stream */
+	uint8_t *buf;		/* a userfaultfd-registered region, never populated */
+	ssize_t got;		/* what read() returned, once it did */
+	volatile int done;
+};
+
+static void *stuck_read(void *arg)
+{
+	struct stuck_reader *s = arg;
+
+	s->got = read(s->fd, s->buf, STUCK_LEN);
+	s->done = 1;
+	return NULL;
+}
+
+/* Reads every record queued on `fd` into types[] (up to max); returns how
+ * many, and adds up their `lost` in *lost. */
+static int read_all(int fd, uint8_t *buf, size_t len, uint16_t *types, int max, uint64_t *lost)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	int n = 0;
+
+	while (poll(&pfd, 1, 0) == 1) {
+		ssize_t got = read(fd, buf, len);
+		struct kvm_pfi_event ev;
+
+		TEST_ASSERT(got > 0, "read events: %s", strerror(errno));
+		for (ssize_t off = 0; off < got; off += ev.size) {
+			memcpy(&ev, buf + off, sizeof(ev));
+			TEST_ASSERT(ev.size >= sizeof(ev), "record size %u", ev.size);
+			*lost += ev.lost;
+			if (n < max)
+				types[n] = ev.type;
+			n++;
+		}
+	}
+	return n;
+}
+
+/*
+ * An event reader whose buffer faults for ever (a userfaultfd page nobody
+ * serves) blocks nobody: while its read() sleeps in the copy to user space,
+ * a second VM is attached, targets come and go, a page is scanned and its
+ * signature detected, and another reader receives every event. Released,
+ * the stuck reader gets the events its queue held, and the `lost` of its
+ * records accounts exactly for the ones it dropped meanwhile.
+ */
+TEST_F_TIMEOUT(pfi, stuck_reader_blocks_nobody, 180)
+{
+	static uint8_t rbuf[4 * (sizeof(struct kvm_pfi_event) + 4096)];
+	static uint16_t good[4096], stuck[4096];
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { 0 };
+	struct stuck_reader sr = { 0 };
+	struct kvm_vm *vm1 = vm_create_barebones();
+	struct pollfd up;
+	struct uffd_msg msg;
+	struct rec r[MAX_EVENTS];
+	uint64_t good_lost = 0, stuck_lost = 0;
+	int uffd, good_fd, n_good = 0, n_stuck, n;
+	uint32_t vm1_id, tid;
+	pthread_t thread;
+	struct det d;
+
+	REQUIRE_TARGETS();
+	uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	ASSERT_LE(0, uffd) TH_LOG("userfaultfd: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_API, &api));
+	sr.buf = mmap(NULL, STUCK_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, sr.buf);
+	reg.range = (struct uffdio_range){ .start = (uintptr_t)sr.buf, .len = STUCK_LEN };
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_REGISTER, &reg));
+
+	sr.fd = ioctl(self->pfi, KVM_PFI_EVENTS, 0);
+	good_fd = ioctl(self->pfi, KVM_PFI_EVENTS, 0);
+	ASSERT_LE(0, sr.fd);
+	ASSERT_LE(0, good_fd);
+	ASSERT_EQ(0, pthread_create(&thread, NULL, stuck_read, &sr));
+
+	/* The first event wakes the stuck reader, whose copy then faults on
+	 * the region: the fault reaching userfaultfd is the proof it is stuck
+	 * inside read(), with the record taken off its queue. */
+	ASSERT_EQ(0, pfi_attach(self->pfi, vm1->fd, 0, &vm1_id));
+	up = (struct pollfd){ .fd = uffd, .events = POLLIN };
+	ASSERT_EQ(1, poll(&up, 1, 10000));
+	ASSERT_EQ(sizeof(msg), read(uffd, &msg, sizeof(msg)));
+	ASSERT_EQ(UFFD_EVENT_PAGEFAULT, msg.event);
+	ASSERT_EQ((uintptr_t)sr.buf, msg.arg.pagefault.address & ~(uint64_t)(PAGE - 1));
+
+	/* A second VM with a planted signature: attach, load rules, target,
+	 * scan, detection. Each step returns while the reader is stuck. */
+	det_setup(_metadata, self->pfi, &d, 1, PK_RESIDENT, plant_page0);
+	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, 0, d.m.cr3, d.gva, PAGE, &d.t.id));
+	run_until_all_resident(_metadata, &d.m, &d.t, 1);
+	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 1));
+	n_good += read_all(good_fd, rbuf, sizeof(rbuf), good + n_good, 4096 - n_good, &good_lost);
+	/* More events than the stuck reader's queue holds, the good reader
+	 * keeping up with them. */
+	for (int i = 0; i < KVM_PFI_EVENT_QUEUE; i++) {
+		ASSERT_EQ(0, pfi_target_add(self->pfi, vm1_id, KVM_PFI_TARGET_READ, 0x1000,
+					    0x400000, PAGE, &tid));
+		ASSERT_EQ(0, pfi_target_remove(self->pfi, vm1_id, tid));
+		n_good += read_all(good_fd, rbuf, sizeof(rbuf), good + n_good, 4096 - n_good,
+				   &good_lost);
+	}
+	ASSERT_EQ(0, pfi_detach(self->pfi, vm1_id));
+	n_good += read_all(good_fd, rbuf, sizeof(rbuf), good + n_good, 4096 - n_good, &good_lost);
+	EXPECT_FALSE(sr.done);
+
+	/* The good reader got everything, in order, and lost nothing. */
+	EXPECT_EQ(0, good_lost);
+	ASSERT_LE(n_good, 4096);
+	EXPECT_EQ(KVM_PFI_CMD_VM_ATTACHED, good[0]);
+	EXPECT_EQ(KVM_PFI_CMD_VM_DETACHED, good[n_good - 1]);
+	n = 0;
+	for (int i = 0; i < n_good; i++)
+		n += good[i] == KVM_PFI_CMD_DETECTION;
+	EXPECT_EQ(1, n);
+	n = 0;
+	for (int i = 0; i < n_good; i++)
+		n += good[i] == KVM_PFI_CMD_TARGET_ADDED;
+	EXPECT_EQ(KVM_PFI_EVENT_QUEUE + 1, n);
+
+	/* Released, the stuck read returns the record it held ... */
+	struct uffdio_zeropage zp = {
+		.range = { .start = (uintptr_t)sr.buf, .len = STUCK_LEN },
+	};
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_ZEROPAGE, &zp));
+	ASSERT_EQ(0, pthread_join(thread, NULL));
+	ASSERT_LT(0, sr.got);
+	struct kvm_pfi_event first;
+
+	memcpy(&first, sr.buf, sizeof(first));
+	EXPECT_EQ(KVM_PFI_CMD_VM_ATTACHED, first.type);
+	EXPECT_EQ(vm1_id, first.vm_id);
+	EXPECT_EQ(0, first.lost);
+	/* ... and the rest: what it kept plus what it lost is what the good
+	 * reader got, and it did lose some. The region is populated now. */
+	stuck[0] = first.type;
+	n_stuck = 1;
+	for (ssize_t off = first.size; off < sr.got; off += first.size) {
+		memcpy(&first, sr.buf + off, sizeof(first));
+		stuck[n_stuck++] = first.type;
+		stuck_lost += first.lost;
+	}
+	n_stuck += read_all(sr.fd, sr.buf, STUCK_LEN, stuck + n_stuck, 4096 - n_stuck, &stuck_lost);
+	/* The count of what it dropped arrives with its next record. */
+	ASSERT_EQ(0, pfi_ioctl(self->pfi, KVM_PFI_SIGS_CLEAR, NULL));
+	n_good += read_all(good_fd, rbuf, sizeof(rbuf), good + n_good, 4096 - n_good, &good_lost);
+	n_stuck += read_all(sr.fd, sr.buf, STUCK_LEN, stuck + n_stuck, 4096 - n_stuck, &stuck_lost);
+	EXPECT_EQ(KVM_PFI_CMD_SIGS_LOADED, stuck[n_stuck - 1]);
+	TH_LOG("good reader %d records; stuck reader %d records, %lu lost", n_good, n_stuck,
+	       (unsigned long)stuck_lost);
+	EXPECT_LT(0, stuck_lost);
+	EXPECT_EQ(n_good, n_stuck + stuck_lost);
+	/* At most: the record it held, a full queue, the one after release. */
+	EXPECT_GE(KVM_PFI_EVENT_QUEUE + 2, n_stuck);
+	/* Its first records are the good reader's first ones. */
+	for (int i = 0; i < n_stuck && i < 8; i++)
+		EXPECT_EQ(good[i], stuck[i]);
+
+	close(sr.fd);
+	close(good_fd);
+	close(uffd);
+	munmap(sr.buf, STUCK_LEN);
+	det_teardown(self->pfi, &d);
+	kvm_vm_free(vm1);
 }
 
 TEST_HARNESS_MAIN

@@ -47,6 +47,10 @@ pub mod vendor;
 // neighbours' bytes are context), and where they start.
 pub mod scan_window;
 
+// A bounded FIFO over preallocated slots: the event outbox and the event
+// readers' queues.
+pub mod ring;
+
 // Signature sets: validation of the binary layout user space loads, the
 // automaton built from it, and the allocation-free scan of guest pages.
 pub mod sigs;

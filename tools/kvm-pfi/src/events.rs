@@ -196,6 +196,11 @@ pub const EVENT_ATTRS: &[AttrDesc] = &[
         name: "nr-rules",
         kind: Kind::U32,
     },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_LOST as u16,
+        name: "lost",
+        kind: Kind::U32,
+    },
     #[cfg(kvm_pfi_has_pad_attr)]
     AttrDesc {
         id: abi::KVM_PFI_A_EVENT_PAD as u16,

@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One target page: what the module knows of it, and the state machine
+//! (`pfi_core::inject`) fed with walks of it. The fields are grouped by the
+//! concept that changes them: walking and injection here and in
+//! `probe.rs`, page-table tracking in `tables.rs`, scans in `scans.rs`,
+//! protection in `protection.rs`. Guarded by the VM's targets lock
+//! (`mod.rs`).
+
+use kernel::prelude::*;
+
+use crate::bindings::uapi;
+use crate::guest_mem::GuestMemory;
+use crate::pfi_core::inject::{
+    Action,
+    FailReason,
+    Injection,
+    State, //
+};
+use crate::pfi_core::walk::{
+    self,
+    GuestPaging,
+    WalkOutcome, //
+};
+
+pub(crate) const PAGE_SIZE: u64 = 4096;
+/// A page waiting for context is walked again this often, to notice the
+/// guest bringing it back by itself.
+const REWALK_WAITING_NS: u64 = 1_000_000_000;
+
+/// Guest frames (page-table pages) write-tracked for one page: at most one
+/// per paging level.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Gfns {
+    gfns: [u64; 5],
+    len: usize,
+}
+
+impl Gfns {
+    pub(super) fn from_tables(t: &walk::TablePages) -> Self {
+        let mut g = Gfns::default();
+        for &gpa in t.as_slice().iter().take(5) {
+            g.gfns[g.len] = gpa >> 12;
+            g.len += 1;
+        }
+        g
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u64] {
+        &self.gfns[..self.len]
+    }
+
+    pub(super) fn contains(&self, gfn: u64) -> bool {
+        self.as_slice().contains(&gfn)
+    }
+
+    /// Forgets frames in `[first, first + n)` (their memslot is gone).
+    pub(super) fn forget_range(&mut self, first: u64, n: u64) {
+        let mut kept = Gfns::default();
+        for &g in self.as_slice() {
+            if g < first || g - first >= n {
+                kept.gfns[kept.len] = g;
+                kept.len += 1;
+            }
+        }
+        *self = kept;
+    }
+}
+
+/// One page of a target.
+pub(crate) struct Page {
+    pub(super) inj: Injection,
+    /// `enum kvm_pfi_how`, once resident.
+    pub(super) how: u32,
+    pub(super) gpa: u64,
+    pub(super) page_size: u32,
+    pub(super) fail_reason: u32,
+    /// Walk at the next exit that has budget left.
+    pub(super) walk_due: bool,
+    /// Do not walk before this (periodic re-walks of waiting pages).
+    pub(super) next_walk_ns: u64,
+    /// Walked at least once.
+    pub(super) walked: bool,
+    /// A walk found the page not present (swapped out).
+    pub(super) seen_swapped: bool,
+    /// We injected a #PF for it.
+    pub(super) injected: bool,
+    /// The settled state has been reported (event sent).
+    pub(super) reported: bool,
+    /// Table pages of the last walk, while the page is live: to track.
+    pub(super) tables_wanted: Gfns,
+    /// Table pages write-tracked for this page now.
+    pub(crate) tables_tracked: Gfns,
+    /// Generation of the signature set it was last scanned with; 0 until
+    /// its first scan and again after a guest write.
+    pub(super) scan_gen: u32,
+    /// Bytes `[lo, hi)` guest writes changed since a scan with set
+    /// generation `.0`: the next scan reports only matches touching them
+    /// (the others were reported already).
+    pub(super) written: Option<(u32, u32, u32)>,
+    /// `Targets::scan_seq` when it was last taken for a scan, and when it
+    /// last became due for a rescan after writes.
+    pub(super) scanned_seq: u64,
+    pub(super) pending_seq: u64,
+    /// Bytes of the page its last scan reported matches for (all, or what
+    /// writes had changed), for its neighbours' rescans.
+    pub(super) last_change: (i32, i32),
+    /// Its last scan could not read it (`KVM_PFI_PAGE_SCANNED` stays off).
+    pub(super) scan_failed: bool,
+    /// KVM refused to track its frame (no memslot there): not retried.
+    pub(super) protect_failed: bool,
+    /// `KVM_PFI_TARGET_PROTECT`: its own frame, write-tracked now.
+    pub(crate) data_tracked: Option<u64>,
+    /// `KVM_PFI_TARGET_ENFORCE`: its bytes when protection began, restored
+    /// after every guest write.
+    pub(super) shadow: Option<KVec<u8>>,
+    /// A write found the page moved to another frame: `gpa` is stale, so
+    /// it is neither scanned nor protected again (the report work untracks
+    /// `data_tracked`).
+    pub(super) moved: bool,
+}
+
+impl Page {
+    pub(super) fn uapi_state(&self) -> u32 {
+        match self.inj.state() {
+            _ if !self.walked => uapi::KVM_PFI_PAGE_UNKNOWN,
+            State::WaitingForContext => uapi::KVM_PFI_PAGE_WAITING,
+            State::Injected { .. } | State::AwaitingUpdate { .. } => uapi::KVM_PFI_PAGE_INJECTED,
+            State::Resident { .. } | State::Done => uapi::KVM_PFI_PAGE_RESIDENT,
+            State::Failed(_) | State::Cancelled(_) => uapi::KVM_PFI_PAGE_FAILED,
+        }
+    }
+
+    pub(crate) fn info(&self) -> uapi::kvm_pfi_page_info {
+        let stats = self.inj.stats();
+        uapi::kvm_pfi_page_info {
+            gva: self.inj.target().gva,
+            gpa: self.gpa,
+            state: self.uapi_state(),
+            how: self.how,
+            injections: stats.injections,
+            reinjections: stats.reinjections,
+            page_size: self.page_size,
+            fail_reason: self.fail_reason,
+            entries_to_delivery: stats.entries_to_delivery.unwrap_or(0),
+            flags: self.flags(),
+        }
+    }
+
+    pub(super) fn flags(&self) -> u32 {
+        let mut f = 0;
+        if self.data_tracked.is_some() {
+            f |= uapi::KVM_PFI_PAGE_PROTECTED;
+        }
+        if self.shadow.is_some() {
+            f |= uapi::KVM_PFI_PAGE_ENFORCED;
+        }
+        let generation = crate::sigs::active_generation();
+        if generation != 0 && self.scan_gen == generation && !self.scan_failed {
+            f |= uapi::KVM_PFI_PAGE_SCANNED;
+        }
+        f
+    }
+
+    pub(super) fn is_resident(&self) -> bool {
+        !self.moved && matches!(self.inj.state(), State::Resident { .. } | State::Done)
+    }
+}
+
+/// Why a page failed: the netlink `fail-reason` enum.
+pub(super) fn fail_code(reason: &FailReason) -> u32 {
+    match reason {
+        FailReason::Timeout { .. } => uapi::KVM_PFI_FAIL_REASON_TIMEOUT,
+        FailReason::AddressSpaceGone => uapi::KVM_PFI_FAIL_REASON_ADDRESS_SPACE_GONE,
+        FailReason::GuestMemoryInvalid(_) => uapi::KVM_PFI_FAIL_REASON_INVALID_TABLES,
+        FailReason::Unmapped => uapi::KVM_PFI_FAIL_REASON_UNMAPPED,
+        FailReason::NotSwapEntry(_) => uapi::KVM_PFI_FAIL_REASON_NOT_SWAPPED,
+    }
+}
+
+/// Walks the page now and feeds the result to its state machine.
+pub(super) fn walk_page(p: &mut Page, mem: &mut GuestMemory, paging: &GuestPaging, now: u64) {
+    let root = p.inj.target().space.root_gpa();
+    let w = walk::walk(mem, paging, root, p.inj.target().gva);
+    apply_walk(p, &w, now);
+}
+
+/// Feeds a finished walk of the page to its state machine.
+pub(super) fn apply_walk(p: &mut Page, w: &walk::Walk, now: u64) {
+    p.walk_due = false;
+    p.next_walk_ns = now + REWALK_WAITING_NS;
+    p.walked = true;
+    match w.outcome {
+        WalkOutcome::Resident { gpa, page_size, .. } => {
+            // The GVA is 4 KiB aligned: `gpa` is its own 4 KiB page, also
+            // inside a larger guest mapping.
+            p.gpa = gpa & !(PAGE_SIZE - 1);
+            p.page_size = page_size.bytes() as u32;
+            p.how = if p.injected {
+                uapi::KVM_PFI_HOW_INJECTED
+            } else if p.seen_swapped {
+                uapi::KVM_PFI_HOW_GUEST
+            } else {
+                uapi::KVM_PFI_HOW_ALREADY_RESIDENT
+            };
+        }
+        WalkOutcome::NotPresent { .. } => p.seen_swapped = true,
+        WalkOutcome::Invalid(_) => {}
+    }
+    let a = p.inj.on_walk(&w.outcome);
+    apply(p, a);
+    p.tables_wanted = if p.inj.state().is_live() { Gfns::from_tables(&w.tables) } else { Gfns::default() };
+}
+
+/// Applies the machine's requested action to the page.
+pub(super) fn apply(p: &mut Page, a: Action) {
+    match a {
+        Action::Rewalk | Action::RewalkLater => p.walk_due = true,
+        Action::None | Action::Settled => {}
+    }
+}
+
+/// When the page next needs an exit's attention: now while a walk is due or
+/// a fault is in flight (its delivery, re-walks and timeout), at its next
+/// periodic walk while it waits for context, never once settled.
+pub(super) fn page_needs_exit_at(p: &Page, now: u64) -> u64 {
+    match p.inj.state() {
+        _ if p.walk_due => now,
+        State::Injected { .. } | State::AwaitingUpdate { .. } => now,
+        State::WaitingForContext => p.next_walk_ns,
+        _ => u64::MAX,
+    }
+}
+
+/// Records how a page settled; returns whether it is newly reportable.
+pub(super) fn settle(p: &mut Page) -> bool {
+    if !p.inj.state().is_live() {
+        p.tables_wanted = Gfns::default();
+    }
+    match p.inj.state() {
+        State::Resident { .. } => !p.reported,
+        State::Failed(reason) => {
+            p.fail_reason = fail_code(&reason);
+            !p.reported
+        }
+        _ => false,
+    }
+}

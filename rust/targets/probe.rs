@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The probes' work on a VM's targets: at an entry, whether to inject a #PF
+//! for a page of the address space the vCPU runs in; at an exit, the
+//! delivery of an injected fault, timeouts, and the walks that are due. All
+//! of it bounded: at most [`WALKS_PER_EXIT`] walks of at most five 8-byte
+//! reads each per exit, one walk per entry.
+
+
+use crate::bindings::{
+    glue,
+    uapi, //
+};
+use crate::guest_mem::{
+    Context,
+    GuestMemory, //
+};
+use crate::pfi_core::inject::{
+    EntryContext,
+    EntryDecision,
+    ExitDelivery,
+    State, //
+};
+use crate::pfi_core::pte::{
+    LinuxSwapLayout,
+    PagingFeatures, //
+};
+use crate::pfi_core::vendor::CpuView;
+use crate::pfi_core::walk::{
+    self,
+    GuestPaging, //
+};
+use crate::vendor::GuestState;
+
+use super::page::{
+    apply,
+    apply_walk,
+    page_needs_exit_at,
+    settle,
+    walk_page, //
+};
+use super::Targets;
+
+/// Walks one exit may do, over all targets of the VM.
+const WALKS_PER_EXIT: usize = 8;
+/// Of those, periodic re-walks of pages waiting for context.
+const PERIODIC_WALKS_PER_EXIT: usize = 2;
+
+const CR4_LA57: u64 = 1 << 12;
+const CR4_SMAP: u64 = 1 << 21;
+
+impl Targets {
+    /// At a VM entry: the #PF to inject now (`(cr2, error code)`), if a
+    /// page may have one; and whether a page settled (found resident by the
+    /// walk made just before injecting).
+    pub(crate) fn on_entry(
+        &mut self,
+        kvm: *mut glue::kvm,
+        vcpu: *mut glue::kvm_vcpu,
+        vcpu_idx: usize,
+        gs: &GuestState,
+    ) -> (Option<(u64, u32)>, bool) {
+        let (st, v) = (&gs.raw, &gs.view);
+        let Some(slot) = self.slots.get_mut(vcpu_idx) else { return (None, false) };
+        if slot.in_flight().is_some() {
+            return (None, false);
+        }
+        let ctx = EntryContext {
+            vcpu: vcpu_idx as u32,
+            // SAFETY: reads the clock.
+            now_ns: unsafe { glue::kvm_pfi_now_ns() },
+            cr3: v.cr3,
+            cpl: v.cpl,
+            rflags: v.rflags,
+            cr4_smap: v.cr4 & CR4_SMAP != 0,
+            event_inj_valid: v.event_inj_valid,
+            exception_pending: st.exception_pending != 0,
+            interrupt_pending: st.interrupt_pending != 0,
+            nmi_pending: st.nmi_pending != 0,
+            interrupt_shadow: v.interrupt_shadow,
+            guest_mode: st.guest_mode != 0,
+            smm: st.smm != 0,
+        };
+        // What blocks every target alike is checked once, not per page.
+        let blocked = ctx.event_inj_valid
+            || ctx.exception_pending
+            || ctx.interrupt_pending
+            || ctx.nmi_pending
+            || ctx.interrupt_shadow
+            || ctx.guest_mode
+            || ctx.smm
+            || (ctx.cpl != 3 && ctx.cpl != 0);
+        if blocked {
+            return (None, false);
+        }
+        // SAFETY: `vcpu` is the running vCPU (a probe).
+        let paging = unsafe { guest_paging(vcpu, v) };
+        // SAFETY: `kvm` is referenced by the attachment; a probe.
+        let mut mem = unsafe { GuestMemory::new(kvm, Context::Probe) };
+        for t in self.targets.iter_mut().flatten() {
+            // All pages of a target share its address space and mode.
+            if !t.space.matches_cr3(v.cr3)
+                || (ctx.cpl == 0 && t.flags & uapi::KVM_PFI_TARGET_KERNEL == 0)
+            {
+                continue;
+            }
+            for p in t.pages.iter_mut() {
+                if p.inj.state() != State::WaitingForContext || !p.inj.is_armed() {
+                    continue;
+                }
+                // The last walk may be a second old: the guest may have
+                // brought the page in since. Walk again right before
+                // injecting, so a present page never gets a fault.
+                walk_page(p, &mut mem, &paging, ctx.now_ns);
+                if !p.inj.is_armed() {
+                    self.next_scan_ns = 0;
+                    return (None, settle(p));
+                }
+                let decision = p.inj.on_entry(slot, &ctx);
+                if let EntryDecision::Inject(pf) = decision {
+                    p.injected = true;
+                    self.next_scan_ns = 0;
+                    return (Some((pf.cr2, pf.error_code)), false);
+                }
+                // One walk per entry at most: the other pages wait.
+                return (None, false);
+            }
+        }
+        (None, false)
+    }
+
+    /// At a VM exit: settle the vCPU's delivery, time out, walk what is due.
+    /// Returns whether the report work has something to do (a page settled,
+    /// or write tracking must follow a walk).
+    pub(crate) fn on_exit(&mut self, kvm: *mut glue::kvm, vcpu: *mut glue::kvm_vcpu, vcpu_idx: usize, gs: &GuestState) -> bool {
+        let st = &gs.view;
+        // SAFETY: reads the clock.
+        let now = unsafe { glue::kvm_pfi_now_ns() };
+        if let Some(slot) = self.slots.get_mut(vcpu_idx) {
+            if let Some(d) = slot.on_exit(&ExitDelivery { now_ns: now, exit_int_info: st.exit_int_info }) {
+                for t in self.targets.iter_mut().flatten().filter(|t| t.id == d.target.0) {
+                    for p in t.pages.iter_mut() {
+                        if matches!(p.inj.state(), State::Injected { vcpu, .. } if vcpu == d.vcpu) {
+                            let a = p.inj.on_delivery(&d);
+                            apply(p, a);
+                        }
+                    }
+                }
+                self.next_scan_ns = 0;
+            }
+        }
+        if now < self.next_scan_ns {
+            return false;
+        }
+        // SAFETY: `vcpu` is the running vCPU.
+        let paging = unsafe { guest_paging(vcpu, st) };
+        let long_mode = st.long_mode();
+        // SAFETY: `kvm` is referenced by the attachment; a probe.
+        let mut mem = unsafe { GuestMemory::new(kvm, Context::Probe) };
+        let mut budget = WALKS_PER_EXIT;
+        let mut periodic_budget = PERIODIC_WALKS_PER_EXIT;
+        let mut settled = false;
+        let mut stale = false;
+        // The earliest time a page will need an exit again.
+        let mut next_scan = u64::MAX;
+        for t in self.targets.iter_mut().flatten() {
+            let n = t.pages.len();
+            let start = t.cursor;
+            let mut last_walked = None;
+            for k in 0..n {
+                let i = (start + k) % n;
+                let p = &mut t.pages[i];
+                if let State::Injected { .. } | State::AwaitingUpdate { .. } = p.inj.state() {
+                    let a = p.inj.on_tick(now);
+                    apply(p, a);
+                }
+                // After a delivered fault the guest is swapping the page in:
+                // re-walk at every exit until it shows up. Pages waiting for
+                // context are re-walked now and then, to notice the guest
+                // bringing them back by itself.
+                let periodic = !p.walk_due
+                    && p.inj.state() == State::WaitingForContext
+                    && now >= p.next_walk_ns;
+                let due = p.walk_due || matches!(p.inj.state(), State::AwaitingUpdate { .. }) || periodic;
+                if !due || budget == 0 || (periodic && periodic_budget == 0) || !long_mode {
+                    settled |= settle(p);
+                    stale |= p.tables_wanted != p.tables_tracked;
+                    next_scan = next_scan.min(page_needs_exit_at(p, now));
+                    continue;
+                }
+                budget -= 1;
+                if periodic {
+                    periodic_budget -= 1;
+                }
+                walk_page(p, &mut mem, &paging, now);
+                settled |= settle(p);
+                stale |= p.tables_wanted != p.tables_tracked;
+                next_scan = next_scan.min(page_needs_exit_at(p, now));
+                last_walked = Some(i);
+            }
+            // The next exit's walks start after the last page walked.
+            if let Some(i) = last_walked {
+                t.cursor = (i + 1) % n;
+            }
+        }
+        self.next_scan_ns = next_scan;
+        self.tracking_stale |= stale;
+        settled || stale
+    }
+
+    /// Pages not walked yet, for the walk at once after `KVM_PFI_TARGET_ADD`:
+    /// fills `out` with (target id, page index, root GPA, GVA); returns how
+    /// many.
+    pub(crate) fn unwalked(&self, out: &mut [(u32, usize, u64, u64)]) -> usize {
+        let mut n = 0;
+        for t in self.targets.iter().flatten() {
+            for (i, p) in t.pages.iter().enumerate().filter(|(_, p)| !p.walked) {
+                if n == out.len() {
+                    return n;
+                }
+                out[n] = (t.id, i, p.inj.target().space.root_gpa(), p.inj.target().gva);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Applies a walk made outside the lock, unless a probe walked the page
+    /// meanwhile (its walk is as fresh).
+    pub(crate) fn apply_remote_walk(&mut self, target_id: u32, index: usize, w: &walk::Walk, now: u64) {
+        let Some(t) = self.targets.iter_mut().flatten().find(|t| t.id == target_id) else { return };
+        let Some(p) = t.pages.get_mut(index) else { return };
+        if !p.walked {
+            apply_walk(p, w, now);
+            settle(p);
+            if p.tables_wanted != p.tables_tracked {
+                self.tracking_stale = true;
+            }
+            self.next_scan_ns = 0;
+        }
+    }
+}
+
+/// How the running vCPU translates addresses.
+///
+/// # Safety
+///
+/// `vcpu` is the vCPU being run (a probe).
+pub(crate) unsafe fn guest_paging(vcpu: *mut glue::kvm_vcpu, v: &CpuView) -> GuestPaging {
+    // SAFETY: the caller's contract.
+    let maxphyaddr = unsafe { glue::kvm_pfi_vcpu_maxphyaddr(vcpu) } as u8;
+    paging(v.cr4 & CR4_LA57 != 0, maxphyaddr)
+}
+
+/// A Linux x86-64 guest's paging with 5-level paging on or off and the
+/// given MAXPHYADDR; the rest is what every such guest has.
+pub(crate) fn paging(la57: bool, maxphyaddr: u8) -> GuestPaging {
+    GuestPaging {
+        la57,
+        features: PagingFeatures {
+            maxphyaddr,
+            nx: true,
+            gbpages: true,
+            amd: crate::vendor::host() == crate::vendor::Vendor::Svm,
+        },
+        swap_layout: LinuxSwapLayout::distro_default(),
+    }
+}

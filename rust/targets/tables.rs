@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Write tracking of the page-table pages of target walks
+//! (`track_page_tables`, off by default: see Documentation/design.rst): which
+//! frames each page's last walk went through, and what changes when the
+//! guest writes one or a memslot goes.
+
+use super::page::apply;
+use super::Targets;
+
+impl Targets {
+    /// A write-tracked guest page was written: pages whose walk went
+    /// through it walk again (and may not inject before that).
+    pub(crate) fn on_page_table_write(&mut self, gpa: u64) -> bool {
+        let gfn = gpa >> 12;
+        let mut hit = false;
+        self.next_scan_ns = 0;
+        for t in self.targets.iter_mut().flatten() {
+            for p in t.pages.iter_mut().filter(|p| p.tables_tracked.contains(gfn)) {
+                let a = p.inj.on_page_table_write();
+                apply(p, a);
+                p.walk_due = true;
+                hit = true;
+            }
+        }
+        hit
+    }
+
+    /// A memslot went away, and KVM's tracking of its frames with it.
+    pub(crate) fn on_region_gone(&mut self, gfn: u64, n: u64) {
+        self.next_scan_ns = 0;
+        for t in self.targets.iter_mut().flatten() {
+            for p in t.pages.iter_mut() {
+                p.tables_tracked.forget_range(gfn, n);
+                // Its tracking went with the memslot: not protected now,
+                // and nothing to untrack later.
+                if p.data_tracked.is_some_and(|g| g >= gfn && g - gfn < n) {
+                    p.data_tracked = None;
+                    p.shadow = None;
+                    p.protect_failed = true;
+                }
+                p.walk_due = true;
+            }
+        }
+        self.tracking_stale = true;
+    }
+
+    /// Moves up to `adds.len()` / `removes.len()` tracking changes out,
+    /// recording them as done: the caller applies them outside the lock.
+    /// Returns (adds, removes, whether more remain).
+    pub(crate) fn take_tracking_changes(&mut self, adds: &mut [u64], removes: &mut [u64]) -> (usize, usize, bool) {
+        let (mut na, mut nr) = (0, 0);
+        for t in self.targets.iter_mut().flatten() {
+            for p in t.pages.iter_mut() {
+                if p.tables_wanted == p.tables_tracked {
+                    continue;
+                }
+                if na + 5 > adds.len() || nr + 5 > removes.len() {
+                    return (na, nr, true);
+                }
+                for &g in p.tables_wanted.as_slice() {
+                    if !p.tables_tracked.contains(g) {
+                        adds[na] = g;
+                        na += 1;
+                    }
+                }
+                for &g in p.tables_tracked.as_slice() {
+                    if !p.tables_wanted.contains(g) {
+                        removes[nr] = g;
+                        nr += 1;
+                    }
+                }
+                p.tables_tracked = p.tables_wanted;
+            }
+        }
+        self.tracking_stale = false;
+        (na, nr, false)
+    }
+}

@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A VM's page-track notifier (KVM's write tracking): created on first use
+//! by the report work, it tells us about guest writes to tracked frames,
+//! which are either page-table pages of target walks (`track_page_tables`)
+//! or protected target pages (`protect.rs`), and about memslots going away.
+
+use core::ffi::c_void;
+use core::sync::atomic::Ordering;
+
+
+use crate::bindings::glue;
+use crate::protect;
+use crate::targets::protection::ProtectedWrite;
+use crate::targets::Target;
+use crate::vm::AttachedVm;
+
+/// Called by KVM, in the writing vCPU's thread, after it emulated a guest
+/// write of `bytes` bytes (`new`) at `gpa` to a tracked page.
+unsafe extern "C" fn on_track_write(owner: *mut c_void, gpa: u64, new: *const u8, bytes: u32) {
+    // SAFETY: `owner` is the `AttachedVm` the tracker was created for; it
+    // outlives the tracker (destroyed in `destroy`, before the VM's last
+    // reference can go).
+    let vm = unsafe { &*owner.cast::<AttachedVm>() };
+    let mut protected: [Option<ProtectedWrite>; protect::SHARED_FRAME_PAGES] = [None; protect::SHARED_FRAME_PAGES];
+    let (table_write, n) = {
+        let mut targets = vm.targets.lock();
+        (targets.on_page_table_write(gpa), targets.protected_pages(gpa >> 12, &mut protected))
+    };
+    if table_write {
+        vm.busy.store(true, Ordering::Relaxed);
+    }
+    if n > 0 {
+        let new = if new.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: KVM passes the `bytes` bytes it wrote.
+            unsafe { core::slice::from_raw_parts(new, bytes as usize) }
+        };
+        protect::on_guest_write(vm, &protected[..n], gpa, new);
+    }
+}
+
+/// Called by KVM when a memslot goes away, with its tracking.
+unsafe extern "C" fn on_region_gone(owner: *mut c_void, gfn: u64, nr_pages: usize) {
+    // SAFETY: as in `on_track_write`.
+    let vm = unsafe { &*owner.cast::<AttachedVm>() };
+    vm.targets.lock().on_region_gone(gfn, nr_pages as u64);
+    vm.busy.store(true, Ordering::Relaxed);
+}
+
+/// The VM's notifier, registered on first use (process context).
+pub(crate) fn tracker(vm: &AttachedVm) -> Option<*mut glue::kvm_pfi_tracker> {
+    let t = vm.tracker.load(Ordering::Acquire);
+    if !t.is_null() {
+        return Some(t);
+    }
+    let mut err = 0;
+    // SAFETY: the VM is referenced; we run in a kworker (the glue borrows the
+    // VMM's mm to register); `vm` outlives the tracker (see `destroy`).
+    let t = unsafe {
+        glue::kvm_pfi_tracker_create(
+            vm.kvm,
+            Some(on_track_write),
+            Some(on_region_gone),
+            core::ptr::from_ref(vm).cast_mut().cast(),
+            &mut err,
+        )
+    };
+    if t.is_null() {
+        // Without tracking, the walks at every exit still notice the update.
+        return None;
+    }
+    vm.tracker.store(t, Ordering::Release);
+    Some(t)
+}
+
+/// Brings the tracking of page-table pages in line with the last walks.
+pub(crate) fn sync_page_tables(vm: &AttachedVm) {
+    // Off by default: with a page-table page write-tracked, KVM must emulate
+    // every guest write to it, including the accessed/dirty bits the guest's
+    // page walker sets; when that happens during event delivery (our #PF's,
+    // for one) KVM cannot emulate it and fails the vCPU with an internal
+    // error. The re-walks at exits confirm swap-in without it.
+    if !crate::module_parameters::track_page_tables.value() {
+        return;
+    }
+    if !vm.targets.lock().tracking_stale || vm.detached.load(Ordering::Relaxed) {
+        return;
+    }
+    let _serial = vm.tracking.lock();
+    if tracker(vm).is_none() {
+        return;
+    }
+    loop {
+        let mut adds = [0u64; 40];
+        let mut removes = [0u64; 40];
+        let (na, nr, more) = vm.targets.lock().take_tracking_changes(&mut adds, &mut removes);
+        for &g in &adds[..na] {
+            // SAFETY: the VM is referenced; process context.
+            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 1) };
+        }
+        for &g in &removes[..nr] {
+            // SAFETY: as above; each gfn was added once before.
+            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Stops write tracking of a removed target's pages. The caller holds
+/// `vm.tracking`, or the report work can no longer run.
+pub(crate) fn untrack(vm: &AttachedVm, t: &Target) {
+    for p in t.pages.iter() {
+        for &g in Iterator::chain(p.tables_tracked.as_slice().iter(), p.data_tracked.as_slice()) {
+            // SAFETY: the VM is referenced; process context; added before.
+            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
+        }
+    }
+}
+
+/// Unregisters the notifier (the VM is being detached); waits for calls in
+/// flight.
+pub(crate) fn destroy(vm: &AttachedVm) {
+    let t = vm.tracker.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    if !t.is_null() {
+        // SAFETY: created for this VM by `tracker`, destroyed once here.
+        unsafe { glue::kvm_pfi_tracker_destroy(vm.kvm, t) };
+    }
+}
