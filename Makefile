@@ -18,6 +18,9 @@ RUSTC ?= $(if $(wildcard /usr/bin/rustc),/usr/bin/rustc,rustc)
 LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 BINDGEN ?= $(firstword $(wildcard $(KVM_PFI_CACHE)/tools/bin/bindgen) bindgen)
 export CARGO_TARGET_DIR ?= $(KVM_PFI_CACHE)/target
+# Which checkout builds: the tool's build script regenerates its ABI
+# bindings when this changes (checkouts share CARGO_TARGET_DIR).
+export KVM_PFI_SOURCE_DIR := $(CURDIR)
 # Selftest binaries: per kernel build (they link that tree's KVM library,
 # built once in kvm-lib/) and per checkout (two clones must not share them).
 KVM_PFI_SELFTESTS_DIR = $(KVM_PFI_CACHE)/selftests/$(notdir $(realpath $(KDIR)))

@@ -30,6 +30,11 @@ fn main() {
         println!("cargo:rerun-if-changed={}", header.display());
     }
     println!("cargo:rerun-if-changed=build.rs");
+    // Checkouts share the cargo target dir (the Makefile keeps it in the
+    // cache), and the paths above are absolute: a build of another
+    // checkout would look fresh here. The Makefile names the checkout, so
+    // switching checkouts regenerates the bindings from this one's headers.
+    println!("cargo:rerun-if-env-changed=KVM_PFI_SOURCE_DIR");
     println!("cargo:rerun-if-env-changed=LIBCLANG_PATH");
 
     if env::var_os("LIBCLANG_PATH").is_none() {
