@@ -45,8 +45,9 @@ if man -l "$dest/usr/share/man/man1/kvm-pfi-watch.1" 2>/dev/null | grep -q -- "-
 else
 	fail "man kvm-pfi-watch renders and documents --format"
 fi
-# bash parses the completion script and completes a subcommand.
-if bash -c "source '$dest/usr/share/bash-completion/completions/kvm-pfi'; COMP_WORDS=(kvm-pfi wat); COMP_CWORD=1; _kvm-pfi kvm-pfi wat kvm-pfi; printf '%s\n' \"\${COMPREPLY[@]}\"" 2>/dev/null | grep -qx watch; then
+# bash parses the completion script and completes a subcommand (through the
+# function the script registers for kvm-pfi).
+if bash -c "source '$dest/usr/share/bash-completion/completions/kvm-pfi'; f=\$(complete -p kvm-pfi | sed -E 's/.*-F ([^ ]+).*/\\1/'); COMP_WORDS=(kvm-pfi wat); COMP_CWORD=1; \$f kvm-pfi wat kvm-pfi; printf '%s\n' \"\${COMPREPLY[@]}\"" 2>/dev/null | grep -qx watch; then
 	ok "bash completion completes 'wat' to 'watch'"
 else
 	fail "bash completion completes 'wat' to 'watch'"
