@@ -36,6 +36,7 @@ neither the module nor privileges.";
     // --version is ours: it also asks the loaded module (commands::version_flag).
     disable_version_flag = true,
     args_conflicts_with_subcommands = true,
+    override_usage = "kvm-pfi <COMMAND>\n       kvm-pfi --version",
     arg_required_else_help = true,
     about = "Attach the kvm-pfi introspection module to KVM VMs and observe them",
     long_about = "Attach the kvm-pfi introspection module to KVM virtual machines, \
