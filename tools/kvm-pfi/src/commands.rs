@@ -61,10 +61,12 @@ pub fn run(cli: Cli) -> Result<()> {
                     formats::check_journal()?;
                     Output::Journald
                 }
-                Format::Syslog => Output::Syslog(formats::Syslog::connect(match syslog_tcp {
-                    Some(addr) => SyslogTarget::Tcp(addr),
-                    None => SyslogTarget::Unix(syslog_socket),
-                })?),
+                Format::Syslog => {
+                    Output::Syslog(Box::new(formats::Syslog::connect(match syslog_tcp {
+                        Some(addr) => SyslogTarget::Tcp(addr),
+                        None => SyslogTarget::Unix(syslog_socket),
+                    })?))
+                }
             };
             let mut printer = watch::Printer { output };
             if let Some(path) = replay {
@@ -582,46 +584,6 @@ fn hold(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hold_ends_when_the_vm_is_gone() {
-        let signals = Signals::block().unwrap();
-        let mut polls = 0;
-        let end = hold(&signals, Duration::from_millis(1), || {
-            polls += 1;
-            Ok(polls < 3)
-        });
-        assert_eq!(end.unwrap(), HoldEnd::Gone);
-        assert_eq!(polls, 3);
-    }
-
-    #[test]
-    fn hold_ends_on_sigterm_without_dying() {
-        // The mask is per thread: this blocks SIGTERM in this test's thread
-        // only, and raise() directs the signal at this very thread.
-        let signals = Signals::block().unwrap();
-        // SAFETY: SIGTERM is blocked here, so it stays pending.
-        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
-        let end = hold(&signals, Duration::from_secs(5), || Ok(true)).unwrap();
-        assert_eq!(end, HoldEnd::Signal(libc::SIGTERM));
-    }
-
-    #[test]
-    fn hold_passes_errors_on() {
-        let signals = Signals::block().unwrap();
-        let err = hold(&signals, Duration::from_millis(1), || {
-            Err(Error::os("KVM_PFI_LIST_VMS", libc::EIO))
-        });
-        assert_eq!(
-            err.unwrap_err().to_string(),
-            "KVM_PFI_LIST_VMS: Input/output error"
-        );
-    }
-}
-
 /// `kvm-pfi --version`: this tool's version and ABI, and the loaded
 /// module's (its ABI version from KVM_PFI_VERSION, its srcversion from
 /// sysfs), saying whether they differ. Without the module, only the tool's
@@ -667,5 +629,45 @@ fn generate(what: GenerateCommand) -> Result<()> {
             clap_complete::generate(shell, &mut cmd, "kvm-pfi", &mut out);
             out.flush().map_err(|e| Error::from_io("write stdout", e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_ends_when_the_vm_is_gone() {
+        let signals = Signals::block().unwrap();
+        let mut polls = 0;
+        let end = hold(&signals, Duration::from_millis(1), || {
+            polls += 1;
+            Ok(polls < 3)
+        });
+        assert_eq!(end.unwrap(), HoldEnd::Gone);
+        assert_eq!(polls, 3);
+    }
+
+    #[test]
+    fn hold_ends_on_sigterm_without_dying() {
+        // The mask is per thread: this blocks SIGTERM in this test's thread
+        // only, and raise() directs the signal at this very thread.
+        let signals = Signals::block().unwrap();
+        // SAFETY: SIGTERM is blocked here, so it stays pending.
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+        let end = hold(&signals, Duration::from_secs(5), || Ok(true)).unwrap();
+        assert_eq!(end, HoldEnd::Signal(libc::SIGTERM));
+    }
+
+    #[test]
+    fn hold_passes_errors_on() {
+        let signals = Signals::block().unwrap();
+        let err = hold(&signals, Duration::from_millis(1), || {
+            Err(Error::os("KVM_PFI_LIST_VMS", libc::EIO))
+        });
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "KVM_PFI_LIST_VMS: Input/output error"
+        );
     }
 }

@@ -564,7 +564,7 @@ pub enum Output<'a> {
         hostname: String,
     },
     Journald,
-    Syslog(Syslog),
+    Syslog(Box<Syslog>),
 }
 
 impl Output<'_> {
