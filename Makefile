@@ -30,7 +30,16 @@ CARGO ?= cargo
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) BINDGEN=$(BINDGEN) \
 	LIBCLANG_PATH=$(LIBCLANG_PATH)
 
-.PHONY: all help deps kernel module tool selftests test unit-test check-imports vm-test demo bench nested-guest clean
+# Installation (`make install`): the module into /lib/modules/$(KVER)/updates
+# (KVER: the release of KDIR, i.e. $(uname -r) when KDIR is that kernel's
+# build tree), the tool, its man pages, completions and systemd unit under
+# $(PREFIX); DESTDIR for staging.
+PREFIX ?= /usr/local
+DESTDIR ?=
+KVER ?= $(shell $(MAKE) -s -C $(KDIR) kernelrelease 2>/dev/null)
+TOOL_BIN = $(CARGO_TARGET_DIR)/release/kvm-pfi
+
+.PHONY: all help deps kernel module tool selftests test unit-test check-imports format-test packaging-test install vm-test demo bench nested-guest clean
 
 all: module tool
 
@@ -40,7 +49,8 @@ help:
 	@echo "make module     build kvm_pfi.ko against KDIR (default: the test kernel)"
 	@echo "make tool       build the kvm-pfi command-line tool"
 	@echo "make selftests  build the kselftest suite"
-	@echo "make test       everything above, host unit tests, then the suite in a VM"
+	@echo "make test       everything above, host unit tests, receiver and packaging checks, then the suite in a VM"
+	@echo "make install    module, tool, man pages, completions, systemd unit (PREFIX, DESTDIR, KVER)"
 	@echo "make demo       boot the test VM, load a rule, detect it in a swapped-out page kvm-pfi brings back"
 	@echo "make bench      overhead figures of the probes and the cost of signature scans (ratios)"
 	@echo "make nested-guest  try a real Linux guest in the test VM (does not boot under TCG yet)"
@@ -69,12 +79,42 @@ check-imports:
 	python3 scripts/import-graph.py --self-test
 	python3 scripts/import-graph.py
 
+# watch --format journald/syslog/ocsf against systemd-journald, rsyslogd and
+# the OCSF schema, on the host (root: a private mount namespace for journald).
+format-test: tool
+	scripts/format-test.sh
+
+# make install into a staging folder, and `dkms build` against KDIR.
+packaging-test: module tool
+	scripts/packaging-test.sh
+
+install: module tool
+	install -D -m 644 kvm_pfi.ko $(DESTDIR)/lib/modules/$(KVER)/updates/kvm_pfi.ko
+	install -D -m 755 $(TOOL_BIN) $(DESTDIR)$(PREFIX)/bin/kvm-pfi
+	$(TOOL_BIN) generate man $(DESTDIR)$(PREFIX)/share/man/man1
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system \
+		$(DESTDIR)$(PREFIX)/share/doc/kvm-pfi/examples
+	$(TOOL_BIN) generate completions bash >$(DESTDIR)$(PREFIX)/share/bash-completion/completions/kvm-pfi
+	$(TOOL_BIN) generate completions zsh >$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_kvm-pfi
+	$(TOOL_BIN) generate completions fish >$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/kvm-pfi.fish
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' tools/kvm-pfi/dist/kvm-pfi-watch.service \
+		>$(DESTDIR)$(PREFIX)/lib/systemd/system/kvm-pfi-watch.service
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' tools/kvm-pfi/dist/kvm-pfi-watch-syslog.conf \
+		>$(DESTDIR)$(PREFIX)/share/doc/kvm-pfi/examples/kvm-pfi-watch-syslog.conf
+	install -m 644 tools/kvm-pfi/dist/rsyslog-kvm-pfi.conf $(DESTDIR)$(PREFIX)/share/doc/kvm-pfi/examples/
+	$(if $(DESTDIR),,depmod -a $(KVER))
+
 vm-test: module tool selftests
 	scripts/vm-test.sh
 
 # The one command CI and newcomers run: sets up what is missing, then tests.
 test: kernel
 	$(MAKE) unit-test
+	$(MAKE) format-test
+	$(MAKE) packaging-test
 	$(MAKE) vm-test
 
 demo: kernel

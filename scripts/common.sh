@@ -18,6 +18,9 @@ KERNEL_SUITE=trixie-backports
 BINDGEN_VERSION=0.72.1
 VIRTME_NG_VERSION=1.42
 LLVM_VERSION=19
+# Ships the OCSF schema as JSON (ocsf/schemas/v1_5_0.json): the ground truth
+# of the OCSF output test.
+PYDANTIC_OCSF_VERSION=3.0.0
 
 TOOLS_DIR="$KVM_PFI_CACHE/tools"          # cargo install --root
 VENV_DIR="$KVM_PFI_CACHE/venv"            # virtme-ng

@@ -12,6 +12,7 @@ APT_PACKAGES=(
 	"rustc-web" "rust-web-src"
 	"libclang-${LLVM_VERSION}-dev" "clang-${LLVM_VERSION}" "lld-${LLVM_VERSION}"
 	libmnl-dev pkg-config python3-yaml python3-jsonschema uuid-dev udev
+	rsyslog dkms
 )
 
 missing=()
@@ -35,6 +36,12 @@ if ! "$VENV_DIR/bin/vng" --version 2>/dev/null | grep -q "$VIRTME_NG_VERSION"; t
 	log "installing virtme-ng $VIRTME_NG_VERSION into $VENV_DIR"
 	/usr/bin/python3 -m venv "$VENV_DIR"
 	"$VENV_DIR/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION"
+fi
+
+# The OCSF schema (its JSON, not the models) for selftests/formats_test.py.
+if ! "$VENV_DIR/bin/pip" show pydantic-ocsf 2>/dev/null | grep -q "^Version: $PYDANTIC_OCSF_VERSION\$"; then
+	log "installing the OCSF schema (pydantic-ocsf $PYDANTIC_OCSF_VERSION, no dependencies)"
+	"$VENV_DIR/bin/pip" install -q --no-deps "pydantic-ocsf==$PYDANTIC_OCSF_VERSION"
 fi
 
 log "toolchain ready: $($KVM_PFI_RUSTC --version), bindgen $(bindgen --version | awk '{print $2}'), vng $("$VENV_DIR/bin/vng" --version 2>&1 | awk '{print $2}')"

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::abi;
+use crate::formats::Format;
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -32,6 +33,11 @@ neither the module nor privileges.";
 #[command(
     name = "kvm-pfi",
     version,
+    // --version is ours: it also asks the loaded module (commands::version_flag).
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true,
+    override_usage = "kvm-pfi <COMMAND>\n       kvm-pfi --version",
+    arg_required_else_help = true,
     about = "Attach the kvm-pfi introspection module to KVM VMs and observe them",
     long_about = "Attach the kvm-pfi introspection module to KVM virtual machines, \
         list and detach them, read their vCPU entry/exit counters, manage the \
@@ -43,8 +49,12 @@ neither the module nor privileges.";
     after_help = AFTER_HELP
 )]
 pub struct Cli {
+    /// Print the tool's version and the loaded module's, and whether they differ
+    #[arg(short = 'V', long, exclusive = true)]
+    pub version: bool,
+
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Only for the commands that use the device: `watch` does not.
@@ -168,29 +178,47 @@ pub enum Command {
         cmd: SigsCommand,
     },
 
-    /// Print the module's events as they happen, one JSON object per line
+    /// Print the module's events as they happen (JSON lines, journald, syslog, OCSF)
     #[command(
-        long_about = "Print the module's events as they happen: one JSON object \
-        per line on stdout, flushed at once, e.g.\n\n  \
-        {\"event\":\"vm-attached\",\"vm_id\":1,\"vmm_pid\":123,\"stats_id\":\"kvm-123\",\"attach_flags\":0,\"time_ns\":...}\n  \
-        {\"event\":\"detection\",\"vm_id\":1,\"target_id\":2,\"cr3\":...,\"gva\":...,\"gpa\":...,\"offset\":52,\"length\":16,\"rule_id\":0,\"rule_name\":\"demo\",\"generation\":3,\"how\":\"injected\",\"injections\":1,\"time_ns\":...}\n\n\
-        \"event\" is the netlink operation name, the other keys are its attributes \
-        (with '-' as '_'), bytes (\"data\": page contents, the bytes of a write) \
-        in hex, time_ns is CLOCK_REALTIME at reception. \
-        {\"event\":\"overrun\"} means events were lost. With --pretty, one line \
-        per event for people: a detection shows the rule, vm, address, offset \
-        and whether kvm-pfi brought the page in. If the module is not \
-        loaded, or is unloaded, watch waits for it to come back.\n\n\
-        Needs CAP_SYS_ADMIN.",
+        long_about = WATCH_ABOUT,
         mut_arg("count", |a| a.help("Exit (status 0) after N events"))
     )]
     Watch {
         /// Print a human-readable line per event instead of JSON
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         pretty: bool,
+
+        /// Output format: json lines, journal entries, RFC 5424 syslog, OCSF
+        #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Json)]
+        format: Format,
+
+        /// With --format syslog: the local socket to send to
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/dev/log",
+            conflicts_with = "syslog_tcp"
+        )]
+        syslog_socket: String,
+
+        /// With --format syslog: send over TCP to HOST:PORT instead
+        #[arg(long, value_name = "HOST:PORT")]
+        syslog_tcp: Option<String>,
+
+        /// Read the events from FILE ("-": stdin), as `watch --format json`
+        /// wrote them, instead of from the module
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["count", "timeout", "ready_file"])]
+        replay: Option<PathBuf>,
 
         #[command(flatten)]
         follow: Follow,
+    },
+
+    /// Write man pages or shell completions generated from this CLI
+    #[command(subcommand_required = true, arg_required_else_help = true)]
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCommand,
     },
 
     /// Save delivered page contents to a directory, and scan them with YARA rules
@@ -248,6 +276,46 @@ pub struct Follow {
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
 }
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Man pages (kvm-pfi.1, kvm-pfi-watch.1, ...) into DIR
+    Man {
+        /// Directory to write the pages into (created if needed)
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// A completion script for SHELL on stdout
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+const WATCH_ABOUT: &str = "\
+Print the module's events as they happen. By default one JSON object per \
+line on stdout, flushed at once, e.g.\n\n  \
+{\"event\":\"vm-attached\",\"vm_id\":1,\"vmm_pid\":123,\"stats_id\":\"kvm-123\",\"attach_flags\":0,\"time_ns\":...}\n  \
+{\"event\":\"detection\",\"vm_id\":1,\"target_id\":2,\"cr3\":...,\"gva\":...,\"gpa\":...,\"offset\":52,\"length\":16,\"rule_id\":0,\"rule_name\":\"demo\",\"generation\":3,\"how\":\"injected\",\"injections\":1,\"time_ns\":...}\n\n\
+\"event\" is the netlink operation name, the other keys are its attributes \
+(with '-' as '_'), bytes (\"data\": page contents, the bytes of a write) \
+in hex, time_ns is CLOCK_REALTIME at reception. \
+{\"event\":\"overrun\"} means events were lost. With --pretty, one line \
+per event for people: a detection shows the rule, vm, address, offset \
+and whether kvm-pfi brought the page in.\n\n\
+--format journald sends each event to the local systemd-journald (native \
+protocol): MESSAGE is the --pretty sentence, MESSAGE_ID one fixed id per \
+event type, PRIORITY its severity (detection 2, overrun 3, write-attempt \
+and page-failed 4, attach/detach/sigs-loaded 5, the others 6), and every \
+attribute is a KVM_PFI_<NAME> field. --format syslog sends RFC 5424 \
+messages (facility daemon, APP-NAME kvm-pfi, MSGID the event name, the \
+attributes as structured data [kvmpfi@32473 ...]) to --syslog-socket or \
+--syslog-tcp. --format ocsf prints OCSF 1.5.0 events: Detection Finding \
+(class 2004) for detection and write-attempt, Memory Activity (1004) for \
+page-resident and page-failed, Device Config State Change (5019) for the \
+others; see Documentation/operations.rst.\n\n\
+If the module is not loaded, or is unloaded, watch waits for it to come \
+back. Needs CAP_SYS_ADMIN (not with --replay).";
 
 const SIGS_ABOUT: &str = "\
 Load, inspect and clear the module's signature set. The module scans every \
@@ -550,8 +618,18 @@ mod tests {
     use clap::error::ErrorKind;
     use clap::CommandFactory;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("kvm-pfi").chain(args.iter().copied()))
+    /// A parsed command line that names a subcommand.
+    #[derive(Debug)]
+    struct Parsed {
+        command: Command,
+    }
+
+    fn parse(args: &[&str]) -> Result<Parsed, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kvm-pfi").chain(args.iter().copied())).map(|c| {
+            Parsed {
+                command: c.command.expect("these tests name a subcommand"),
+            }
+        })
     }
 
     fn usage_error(args: &[&str]) -> ErrorKind {
@@ -705,13 +783,74 @@ mod tests {
             "--pretty",
         ])
         .unwrap();
-        let Command::Watch { pretty, follow } = cli.command else {
+        let Command::Watch { pretty, follow, .. } = cli.command else {
             panic!()
         };
         assert!(pretty);
         assert_eq!(follow.count, Some(2));
         assert_eq!(follow.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(follow.ready_file, Some(PathBuf::from("/tmp/r")));
+    }
+
+    #[test]
+    fn watch_formats_and_targets() {
+        let watch = |args: &[&str]| {
+            let all: Vec<&str> = std::iter::once("watch")
+                .chain(args.iter().copied())
+                .collect();
+            let Command::Watch {
+                format,
+                syslog_socket,
+                syslog_tcp,
+                replay,
+                ..
+            } = parse(&all).unwrap().command
+            else {
+                panic!()
+            };
+            (format, syslog_socket, syslog_tcp, replay)
+        };
+        assert_eq!(watch(&[]).0, Format::Json);
+        assert_eq!(watch(&[]).1, "/dev/log");
+        assert_eq!(watch(&["--format", "journald"]).0, Format::Journald);
+        assert_eq!(watch(&["--format", "ocsf"]).0, Format::Ocsf);
+        let (f, _, tcp, _) = watch(&["--format", "syslog", "--syslog-tcp", "siem:6514"]);
+        assert_eq!((f, tcp.as_deref()), (Format::Syslog, Some("siem:6514")));
+        let (_, _, _, replay) = watch(&["--format", "ocsf", "--replay", "-"]);
+        assert_eq!(replay, Some(PathBuf::from("-")));
+        assert_eq!(
+            usage_error(&["watch", "--format", "xml"]),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            usage_error(&["watch", "--format", "json", "--pretty"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            usage_error(&["watch", "--syslog-socket", "/a", "--syslog-tcp", "h:1"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            usage_error(&["watch", "--replay", "f", "--count", "1"]),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn version_flag_is_ours() {
+        let cli = Cli::try_parse_from(["kvm-pfi", "--version"]).unwrap();
+        assert!(cli.version && cli.command.is_none());
+        let cli = Cli::try_parse_from(["kvm-pfi", "-V"]).unwrap();
+        assert!(cli.version);
+        assert_eq!(
+            usage_error(&["--version", "list"]),
+            ErrorKind::ArgumentConflict
+        );
+        let err = Cli::try_parse_from(["kvm-pfi"]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
     }
 
     #[test]
@@ -913,7 +1052,6 @@ mod tests {
     fn help_and_version_exit_zero() {
         for args in [
             &["--help"][..],
-            &["--version"],
             &["watch", "--help"],
             &["attach", "-h"],
             &["target", "add", "--help"],

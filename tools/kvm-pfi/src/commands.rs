@@ -1,16 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The subcommands: ioctls on /dev/kvm_pfi and their output.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::abi;
-use crate::cli::{Cli, Command, Output, SigsCommand, TargetCommand};
+use crate::cli::{Cli, Command, GenerateCommand, Output as OutputOpt, SigsCommand, TargetCommand};
 use crate::dev::{Device, VmInfo};
 use crate::error::{Error, Result};
+use crate::formats::{self, Format, Output, SyslogTarget};
 use crate::sigs;
 use crate::snapshot;
 use crate::targets;
@@ -18,7 +19,11 @@ use crate::vmfd;
 use crate::watch;
 
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        // clap lets no other option stand alone (arg_required_else_help).
+        return version_flag(&abi::device_path());
+    };
+    match command {
         Command::Version { out, dev } => version(&dev.device, out),
         Command::List { out, dev } => list(&dev.device, out),
         Command::Stats { vm, out, dev } => stats(&dev.device, vm, out),
@@ -33,25 +38,57 @@ pub fn run(cli: Cli) -> Result<()> {
         } => attach(&dev.device, pid, fd, vm_fd, persistent, out),
         Command::Target { cmd } => target(cmd),
         Command::Sigs { cmd } => sigs_command(cmd),
-        Command::Watch { pretty, follow } => {
-            let mut transport = watch::NetlinkTransport::new()?;
+        Command::Watch {
+            pretty,
+            format,
+            syslog_socket,
+            syslog_tcp,
+            replay,
+            follow,
+        } => {
             let stdout = io::stdout();
             let mut out = stdout.lock();
+            let output = match format {
+                Format::Json => Output::Lines {
+                    out: &mut out,
+                    pretty,
+                },
+                Format::Ocsf => Output::Ocsf {
+                    out: &mut out,
+                    hostname: formats::hostname(),
+                },
+                Format::Journald => {
+                    formats::check_journal()?;
+                    Output::Journald
+                }
+                Format::Syslog => {
+                    Output::Syslog(Box::new(formats::Syslog::connect(match syslog_tcp {
+                        Some(addr) => SyslogTarget::Tcp(addr),
+                        None => SyslogTarget::Unix(syslog_socket),
+                    })?))
+                }
+            };
+            let mut printer = watch::Printer { output };
+            if let Some(path) = replay {
+                for record in formats::read_replay(&path)? {
+                    printer.output.emit(&record, watch::realtime_ns())?;
+                }
+                return Ok(());
+            }
+            let mut transport = watch::NetlinkTransport::new()?;
             let mut note = |s: &str| eprintln!("kvm-pfi: {s}");
             let mut now = watch::realtime_ns;
             watch::run(
                 &mut transport,
                 &follow.into(),
-                &mut watch::Printer {
-                    out: &mut out,
-                    pretty,
-                },
+                &mut printer,
                 &mut watch::Io {
                     note: &mut note,
                     now_ns: &mut now,
                 },
             )
         }
+        Command::Generate { what } => generate(what),
         Command::Snapshot {
             out,
             follow,
@@ -80,6 +117,8 @@ pub fn run(cli: Cli) -> Result<()> {
                             note: &mut note,
                             now_ns: &mut now,
                         },
+                        // Progress for people only: never in a pipe or a file.
+                        io::stdout().is_terminal(),
                     )?
                 }
                 (None, None) => unreachable!("clap requires --out or --from"),
@@ -184,7 +223,7 @@ struct VersionJson {
     vendor: String,
 }
 
-fn version(path: &str, out: Output) -> Result<()> {
+fn version(path: &str, out: OutputOpt) -> Result<()> {
     let v = Device::open(path)?.version()?;
     let j = VersionJson {
         abi_version: v.abi_version,
@@ -222,7 +261,7 @@ fn list_all(dev: &Device) -> Result<(abi::kvm_pfi_version, Vec<VmInfo>)> {
     Ok((v, vms))
 }
 
-fn list(path: &str, out: Output) -> Result<()> {
+fn list(path: &str, out: OutputOpt) -> Result<()> {
     let dev = Device::open(path)?;
     let (_, vms) = list_all(&dev)?;
     if out.json {
@@ -275,7 +314,7 @@ struct StatsJson {
     vcpus: Vec<VcpuJson>,
 }
 
-fn stats(path: &str, only: Option<u32>, out: Output) -> Result<()> {
+fn stats(path: &str, only: Option<u32>, out: OutputOpt) -> Result<()> {
     let dev = Device::open(path)?;
     let (v, vms) = list_all(&dev)?;
     let selected: Vec<&VmInfo> = match only {
@@ -348,7 +387,7 @@ struct VmIdJson {
     vm_id: u32,
 }
 
-fn detach(path: &str, vm: u32, out: Output) -> Result<()> {
+fn detach(path: &str, vm: u32, out: OutputOpt) -> Result<()> {
     Device::open(path)?.detach(vm)?;
     if out.json {
         json(&VmIdJson { vm_id: vm })
@@ -456,7 +495,7 @@ fn attach(
     fd: Option<i32>,
     vm_fd: Option<i32>,
     persistent: bool,
-    out: Output,
+    out: OutputOpt,
 ) -> Result<()> {
     // Before anything else, so that a signal sent as soon as the vm id is
     // printed (or even earlier) still ends in a clean detach.
@@ -541,6 +580,54 @@ fn hold(
         }
         if !attached()? {
             return Ok(HoldEnd::Gone);
+        }
+    }
+}
+
+/// `kvm-pfi --version`: this tool's version and ABI, and the loaded
+/// module's (its ABI version from KVM_PFI_VERSION, its srcversion from
+/// sysfs), saying whether they differ. Without the module, only the tool's
+/// (exit 0: the question was answered).
+fn version_flag(device: &str) -> Result<()> {
+    let tool_abi = abi::KVM_PFI_ABI_VERSION;
+    let mut text = format!(
+        "kvm-pfi {} (ABI version {tool_abi})",
+        env!("CARGO_PKG_VERSION")
+    );
+    match Device::open(device).and_then(|d| d.version()) {
+        Ok(v) => {
+            let src = std::fs::read_to_string("/sys/module/kvm_pfi/srcversion")
+                .map(|s| format!(", srcversion {}", s.trim()))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "\nmodule kvm_pfi: ABI version {}{src}",
+                v.abi_version
+            ));
+            text.push_str(if v.abi_version == tool_abi {
+                "\ntool and module agree"
+            } else {
+                "\nwarning: the tool and the loaded module differ in ABI version"
+            });
+        }
+        Err(e) => text.push_str(&format!("\nmodule kvm_pfi: not available ({e})")),
+    }
+    say(&text)
+}
+
+fn generate(what: GenerateCommand) -> Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    match what {
+        GenerateCommand::Man { dir } => {
+            let what = || format!("write man pages to {}", dir.display());
+            std::fs::create_dir_all(&dir).map_err(|e| Error::from_io(what(), e))?;
+            clap_mangen::generate_to(cmd, &dir).map_err(|e| Error::from_io(what(), e))
+        }
+        GenerateCommand::Completions { shell } => {
+            let mut cmd = cmd;
+            let mut out = io::stdout().lock();
+            clap_complete::generate(shell, &mut cmd, "kvm-pfi", &mut out);
+            out.flush().map_err(|e| Error::from_io("write stdout", e))
         }
     }
 }

@@ -11,6 +11,7 @@ mod commands;
 mod dev;
 mod error;
 mod events;
+mod formats;
 mod genl;
 mod sigs;
 mod snapshot;

@@ -165,6 +165,17 @@ pub struct Saver<'a, 'r> {
     out: &'a mut dyn Write,
     /// Targets whose pages came without data (noted once each).
     no_data: HashSet<(u32, u32)>,
+    /// Where to show "N of M pages saved" as pages arrive: stderr, only
+    /// when stdout is a terminal (`follow`); None in scripts and pipes.
+    pub progress: Option<(&'a mut dyn Write, Option<u64>)>,
+}
+
+/// The progress line of `snapshot`, redrawn in place (\r, no newline).
+pub fn progress_line(saved: usize, count: Option<u64>) -> String {
+    match count {
+        Some(n) => format!("\rkvm-pfi: snapshot: {saved} of {n} pages saved"),
+        None => format!("\rkvm-pfi: snapshot: {saved} pages saved"),
+    }
 }
 
 impl<'a, 'r> Saver<'a, 'r> {
@@ -199,6 +210,7 @@ impl<'a, 'r> Saver<'a, 'r> {
             scan,
             out,
             no_data: HashSet::new(),
+            progress: None,
         })
     }
 
@@ -239,6 +251,11 @@ impl<'a, 'r> Saver<'a, 'r> {
             scan.scan(&[entry.page_ref(&self.dir)], data, self.out)?;
         }
         self.entries.push(entry);
+        if let Some((w, count)) = self.progress.as_mut() {
+            // Best effort: a progress line that cannot be shown is no error.
+            let _ = write!(w, "{}", progress_line(self.entries.len(), *count));
+            let _ = w.flush();
+        }
         Ok(())
     }
 }
@@ -290,14 +307,23 @@ pub fn follow<T: Transport>(
     opts: &FollowOpts,
     out: &mut dyn Write,
     io: &mut Io<'_>,
+    progress: bool,
 ) -> Result<u64> {
     // Compiled first: a bad rule file fails before anything is followed.
     let rules = rules.map(yara::compile_file).transpose()?;
     let mut scan = rules.as_ref().map(Scan::new);
+    let mut stderr = io::stderr();
     let mut saver = Saver::create(dir, scan.as_mut(), &mut *out)?;
+    if progress {
+        saver.progress = Some((&mut stderr, opts.count));
+    }
     let followed = watch::run(t, opts, &mut saver, io);
     let entries = std::mem::take(&mut saver.entries);
     drop(saver);
+    if progress && !entries.is_empty() {
+        // End the progress line before the notes below.
+        eprintln!();
+    }
     if followed.is_err() && entries.is_empty() {
         // Nothing saved (e.g. no right to join the group): leave no empty
         // index behind to refuse the next try.
@@ -389,6 +415,7 @@ mod tests {
                 note: &mut note,
                 now_ns: &mut now,
             },
+            false,
         );
         Followed {
             result,
@@ -743,5 +770,39 @@ mod tests {
         std::fs::remove_file(dir.join("vm1-t1-0000000000001000.page")).unwrap();
         let err = rescan(&dir, &rules, &mut Vec::new()).unwrap_err();
         assert_eq!(err.exit_code(), exit::NOINPUT, "{err}");
+    }
+
+    #[test]
+    fn progress_only_where_asked() {
+        assert_eq!(
+            progress_line(2, Some(5)),
+            "\rkvm-pfi: snapshot: 2 of 5 pages saved"
+        );
+        assert_eq!(progress_line(1, None), "\rkvm-pfi: snapshot: 1 pages saved");
+        let dir = tempfile::tempdir().unwrap();
+        let page = vec![0u8; 4096];
+        let p = |gva| events::PageResident {
+            vm_id: 1,
+            target_id: 2,
+            cr3: 0,
+            gva,
+            gpa: 0,
+            how: None,
+            data: None,
+        };
+        let mut out = Vec::new();
+        let mut shown = Vec::new();
+        {
+            let mut saver = Saver::create(dir.path(), None, &mut out).unwrap();
+            // By default (not a terminal): nothing but the files.
+            saver.save(p(0x1000), &page).unwrap();
+            saver.progress = Some((&mut shown, Some(3)));
+            saver.save(p(0x2000), &page).unwrap();
+        }
+        assert!(out.is_empty());
+        assert_eq!(
+            String::from_utf8(shown).unwrap(),
+            "\rkvm-pfi: snapshot: 2 of 3 pages saved"
+        );
     }
 }

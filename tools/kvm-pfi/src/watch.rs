@@ -8,7 +8,6 @@
 //! (or an overrun, which may have swallowed one) as "re-resolve and re-join".
 //! Re-joining an existing membership is harmless, so we err on that side.
 
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +17,8 @@ use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
 
 use crate::abi;
 use crate::error::{Error, Result};
-use crate::events::{decode_event, render, Record};
+use crate::events::{decode_event, Record};
+use crate::formats::Output;
 use crate::genl::{self, classify_ctrl, parse_datagram, CtrlNote, FamilyInfo, Msg, Resolve};
 
 /// How often to look for the family while it is not registered.
@@ -61,19 +61,14 @@ pub trait Sink {
     fn overrun(&mut self, now_ns: u64, note: &mut dyn FnMut(&str)) -> Result<()>;
 }
 
-/// `watch`: every event as a line of JSON (or `--pretty` text).
+/// `watch`: every event in the `--format` asked for.
 pub struct Printer<'a> {
-    pub out: &'a mut dyn Write,
-    pub pretty: bool,
+    pub output: Output<'a>,
 }
 
 impl Printer<'_> {
     fn emit(&mut self, record: &Record, now_ns: u64) -> Result<()> {
-        let line = render(record, self.pretty, now_ns);
-        // Flushed per line: consumers read events as they happen.
-        writeln!(self.out, "{line}")
-            .and_then(|_| self.out.flush())
-            .map_err(|e| Error::from_io("write stdout", e))
+        self.output.emit(record, now_ns)
     }
 }
 
@@ -472,8 +467,10 @@ pub mod tests {
             fake,
             &follow,
             &mut Printer {
-                out: &mut out,
-                pretty: opts.pretty,
+                output: Output::Lines {
+                    out: &mut out,
+                    pretty: opts.pretty,
+                },
             },
             &mut Io {
                 note: &mut note,

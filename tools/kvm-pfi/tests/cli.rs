@@ -287,3 +287,108 @@ fn snapshot_from_with_yara() {
         stderr(&o)
     );
 }
+
+/// `--version` answers even without the module, and says so.
+#[test]
+fn version_flag_without_module() {
+    if Path::new("/dev/kvm_pfi").exists() {
+        return; // the module is loaded here: the in-VM suite covers that case
+    }
+    for flag in ["--version", "-V"] {
+        let o = tool(&[flag]);
+        assert_eq!(status(&o), 0, "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let mut lines = out.lines();
+        let head = format!("kvm-pfi {} (ABI version ", env!("CARGO_PKG_VERSION"));
+        assert!(lines.next().is_some_and(|l| l.starts_with(&head)), "{out}");
+        assert!(
+            lines
+                .next()
+                .is_some_and(|l| l.starts_with("module kvm_pfi: not available (open /dev/kvm_pfi")),
+            "{out}"
+        );
+    }
+    assert_eq!(status(&tool(&["--version", "list"])), 2);
+}
+
+#[test]
+fn generated_man_pages_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tool(&["generate", "man", s(dir.path())]);
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    let watch = std::fs::read_to_string(dir.path().join("kvm-pfi-watch.1")).unwrap();
+    assert!(
+        watch.starts_with(".ie \\n(.g .ds Aq"),
+        "not roff: {}",
+        &watch[..80]
+    );
+    assert!(watch.contains("journald"), "{watch}");
+    for page in ["kvm-pfi.1", "kvm-pfi-target-add.1", "kvm-pfi-snapshot.1"] {
+        assert!(dir.path().join(page).exists(), "{page}");
+    }
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = tool(&["generate", "completions", shell]);
+        assert_eq!(status(&o), 0, "{shell}: {}", stderr(&o));
+        let script = String::from_utf8_lossy(&o.stdout);
+        assert!(script.contains("syslog-tcp"), "{shell}");
+    }
+    assert_eq!(status(&tool(&["generate", "completions", "tcsh"])), 2);
+}
+
+/// `watch --replay`: bad input is 65 with file:line, a missing file 66, a
+/// receiver that is not there 1; OCSF lines come out as JSON.
+#[test]
+fn watch_replay_errors_and_ocsf() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"event\":\"vm-attached\",\"vm_id\":1}\nnot json\n").unwrap();
+    let o = tool(&["watch", "--replay", s(&bad), "--format", "ocsf"]);
+    assert_eq!(status(&o), 65, "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!("kvm-pfi: {}:2: ", bad.display())),
+        "{}",
+        stderr(&o)
+    );
+    let o = tool(&["watch", "--replay", s(&dir.path().join("none"))]);
+    assert_eq!(status(&o), 66, "{}", stderr(&o));
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(
+        &good,
+        "{\"event\":\"detection\",\"vm_id\":2,\"rule_name\":\"r\",\"time_ns\":5000000}\n{\"event\":\"overrun\"}\n",
+    )
+    .unwrap();
+    let o = tool(&["watch", "--replay", s(&good), "--format", "ocsf"]);
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["class_uid"], 2004);
+    assert_eq!(lines[0]["time"], 5);
+    assert_eq!(lines[1]["class_uid"], 5019);
+    // JSON in, JSON out: the same line.
+    let o = tool(&["watch", "--replay", s(&good)]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        std::fs::read_to_string(&good).unwrap()
+    );
+    let sock = dir.path().join("no-syslog");
+    let o = tool(&[
+        "watch",
+        "--format",
+        "syslog",
+        "--syslog-socket",
+        s(&sock),
+        "--replay",
+        s(&good),
+    ]);
+    assert_eq!(status(&o), 1, "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "kvm-pfi: connect to syslog socket {}: No such file or directory\n",
+            sock.display()
+        )
+    );
+}
