@@ -39,21 +39,23 @@ DESTDIR ?=
 KVER ?= $(shell $(MAKE) -s -C $(KDIR) kernelrelease 2>/dev/null)
 TOOL_BIN = $(CARGO_TARGET_DIR)/release/kvm-pfi
 
-.PHONY: all help deps kernel module tool selftests test unit-test check-imports format-test packaging-test install vm-test demo bench nested-guest clean
+.PHONY: all help deps kernel qemu guest module tool selftests test unit-test check-imports format-test packaging-test install vm-test e2e demo bench clean
 
 all: module tool
 
 help:
 	@echo "make deps       install the toolchain (Debian packages, bindgen, virtme-ng)"
 	@echo "make kernel     fetch and build the test kernel in $(KVM_PFI_CACHE)"
+	@echo "make qemu       fetch, patch and build the emulator the test VM runs under"
+	@echo "make guest      build the real-guest tests' Linux guest (kernel + initramfs)"
 	@echo "make module     build kvm_pfi.ko against KDIR (default: the test kernel)"
 	@echo "make tool       build the kvm-pfi command-line tool"
 	@echo "make selftests  build the kselftest suite"
 	@echo "make test       everything above, host unit tests, receiver and packaging checks, then the suite in a VM"
 	@echo "make install    module, tool, man pages, completions, systemd unit (PREFIX, DESTDIR, KVER)"
+	@echo "make e2e        the real Linux guest cases (not in make test yet), then the boot figures over 10 boots"
 	@echo "make demo       boot the test VM, load a rule, detect it in a swapped-out page kvm-pfi brings back"
 	@echo "make bench      overhead figures of the probes and the cost of signature scans (ratios)"
-	@echo "make nested-guest  try a real Linux guest in the test VM (does not boot under TCG yet)"
 	@echo "make clean      remove build products from the repository"
 
 deps:
@@ -61,6 +63,12 @@ deps:
 
 kernel: deps
 	scripts/kernel.sh
+
+qemu: deps
+	scripts/qemu.sh
+
+guest: kernel
+	scripts/real-guest.sh --initramfs
 
 module:
 	$(KMAKE) modules
@@ -111,21 +119,23 @@ vm-test: module tool selftests
 	scripts/vm-test.sh
 
 # The one command CI and newcomers run: sets up what is missing, then tests.
-test: kernel
+test: kernel qemu
 	$(MAKE) unit-test
 	$(MAKE) format-test
 	$(MAKE) packaging-test
 	$(MAKE) vm-test
 
-demo: kernel
+# The real-guest cases in full, and the boot figures (Documentation/testing.rst).
+e2e: kernel qemu guest
+	$(MAKE) module tool selftests
+	scripts/real-guest.sh
+	scripts/real-guest.sh --boots 10
+
+demo: kernel qemu
 	$(MAKE) module tool selftests
 	scripts/demo.sh
 
-# Reproduces why real-guest tests are not in `make test` yet (testing.rst).
-nested-guest: kernel
-	scripts/nested-guest.sh
-
-bench: kernel
+bench: kernel qemu
 	$(CARGO) run --release --locked -q -p pfi_core --features text --example scan_throughput
 	$(MAKE) module selftests
 	scripts/bench.sh

@@ -41,11 +41,33 @@ kernel_key() {
 }
 kernel_src_dir() { echo "$KVM_PFI_CACHE/src"; }
 kernel_build_dir() { echo "$KVM_PFI_CACHE/build-$(kernel_key)"; }
+# The nested guest's kernel (scripts/guest-kernel.sh), keyed the same way.
+guest_kernel_dir() {
+	echo "$KVM_PFI_CACHE/guest-build-${KERNEL_SERIES}-$(sha256sum "$KVM_PFI_ROOT/scripts/guest-kernel.config" | cut -c1-12)"
+}
 # Where `make selftests` puts this checkout's test programs for kernel build
 # $1 (the Makefile's KVM_PFI_TESTS; keep the two in step).
 selftests_dir() {
 	echo "$KVM_PFI_CACHE/selftests/$(basename "$(readlink -f "$1")")/$(echo "$KVM_PFI_ROOT" | sha1sum | cut -c1-8)"
 }
+
+# The emulator the test VM runs under: Debian's QEMU of the machine's own
+# qemu-system-x86 version, rebuilt with scripts/qemu-patches/ (scripts/qemu.sh).
+# Its folder is keyed by that version, the patches and the configure line.
+QEMU_CONFIGURE=(--target-list=x86_64-softmmu --disable-docs --disable-werror
+	--disable-gtk --disable-sdl --disable-vnc --disable-opengl --disable-spice
+	--disable-xen --disable-curl --disable-rbd --disable-glusterfs --disable-libiscsi
+	--disable-libnfs --disable-libssh --disable-capstone --disable-guest-agent
+	--disable-tools --enable-virtfs --enable-attr --enable-cap-ng --enable-kvm --enable-tcg
+	--firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu)
+qemu_version() { dpkg-query -W -f='${source:Version}' qemu-system-x86 2>/dev/null || die "qemu-system-x86 is not installed: run scripts/toolchain.sh"; }
+qemu_patch_dir() { echo "$KVM_PFI_ROOT/scripts/qemu-patches"; }
+qemu_dir() {
+	local h
+	h="$( (cat "$(qemu_patch_dir)"/*.patch; printf '%s\n' "${QEMU_CONFIGURE[@]}") | sha256sum | cut -c1-12)"
+	echo "$KVM_PFI_CACHE/qemu-$(qemu_version | tr ':~+' '__.')-$h"
+}
+qemu_bin() { echo "$(qemu_dir)/bin/qemu-system-x86_64"; }
 
 # Boot $1 (a kernel build dir) under virtme-ng and run the command $2 in it.
 # TCG only (no nested hardware virtualisation here), single-threaded TCG for
@@ -55,9 +77,13 @@ selftests_dir() {
 # Output goes through a pipe: virtme-ng has QEMU reopen /proc/self/fd/1 as a
 # file chardev, which truncates a log file that stdout points to, erasing
 # everything printed before the VM booted.
+#
+# The emulator is the patched one (scripts/qemu.sh); KVM_PFI_QEMU=PATH runs
+# another (e.g. Debian's, to see the nested-guest hang again).
 run_vng() {
-	local kdir=$1 cmd=$2
-	timeout "${KVM_PFI_VM_TIMEOUT:-1800}" vng --disable-kvm --force-9p -r "$kdir" \
+	local kdir=$1 cmd=$2 qemu="${KVM_PFI_QEMU:-$(qemu_bin)}"
+	[ -x "$qemu" ] || die "no emulator at $qemu: run scripts/qemu.sh (make qemu)"
+	timeout "${KVM_PFI_VM_TIMEOUT:-1800}" vng --disable-kvm --force-9p -r "$kdir" --qemu "$qemu" \
 		-p 2 -m 2G --qemu-opts="-accel tcg,thread=single ${KVM_PFI_QEMU_OPTS:-}" \
 		-- "$cmd" </dev/null 2>&1 | cat
 }

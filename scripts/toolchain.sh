@@ -13,6 +13,11 @@ APT_PACKAGES=(
 	"libclang-${LLVM_VERSION}-dev" "clang-${LLVM_VERSION}" "lld-${LLVM_VERSION}"
 	libmnl-dev pkg-config python3-yaml python3-jsonschema uuid-dev udev
 	rsyslog dkms
+	# The patched QEMU (scripts/qemu.sh): its source package, meson and
+	# ninja, the libraries of an x86_64 system emulator, and virtfs (9p,
+	# which virtme-ng's --force-9p needs).
+	dpkg-dev meson ninja-build libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev
+	libcap-ng-dev libattr1-dev
 )
 
 missing=()

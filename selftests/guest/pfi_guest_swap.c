@@ -1,25 +1,49 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The real-guest test's program, run by the nested Linux guest's init: it
- * owns NR_PAGES anonymous pages with known contents (page i starts with the
- * marker "KVMPFI-PAGE-<i>", SIG_PAGE also holds the EICAR test string at
- * SIG_OFFSET), pushes them to swap (zram) with MADV_PAGEOUT, confirms with
- * /proc/self/pagemap that they are swapped out, and prints one JSON line of
- * ground truth. Then, until a line arrives on stdin, it alternates a busy
- * loop in user mode with poll() in the kernel, never touching the pages.
- * Last it checks every page against what it wrote (touching them brings
- * back any page kvm-pfi did not) and prints the result.
+ * The real-guest test's program, run by the nested Linux guest's init
+ * (selftests/real_guest.py drives it). Usage:
+ *
+ *	pfi_guest_swap [NPROC] <commands
+ *
+ * It forks NPROC (default 1) workers. Each worker owns NR_PAGES anonymous
+ * pages with known contents (page i starts with the marker
+ * "KVMPFI-PAGE-<i>", the rest is a xorshift stream seeded by i; SIG_PAGE
+ * also holds the EICAR test string at SIG_OFFSET) and a PROT_NONE page
+ * (NONE_PAGE of the same contents, swapped out, then made inaccessible),
+ * pushes them to swap (zram) with MADV_PAGEOUT, confirms through
+ * /proc/self/pagemap that they are swapped out, and prints one line of
+ * ground truth, "PFI {json}": its PID, where the pages are, how many are
+ * swapped, the GVA and physical frame of a resident anchor page (so the
+ * test can tell which CR3 is this process's by walking its page tables),
+ * and the guest's pswpin count. Then it alternates a busy loop in user
+ * mode with poll() in the kernel, never touching its pages.
+ *
+ * The parent reads commands, one a line, and passes each to its worker:
+ *	verify K	worker K counts which of its pages are present without
+ *			touching them (pagemap), reads pswpin, then checks every
+ *			page against what it wrote and exits
+ *	memset K P O N	worker K writes N bytes of 0xa5 at offset O of page P
+ *			with glibc's memset, reads them back, prints the result
+ *	block K		worker K stops running in user mode: it waits in
+ *			read() (in the kernel) for its next command
+ *	exit K		worker K exits at once, without touching its pages
+ * Every result is a "PFI {json}" line on stdout. When all workers are gone
+ * the parent prints "PFI {"done":...}" and exits (status 0 if every worker
+ * did).
  *
  * Statically linked: the initramfs has no libc.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,9 +54,9 @@
 #define NR_PAGES	16
 #define SIG_PAGE	5
 #define SIG_OFFSET	1000
+#define NONE_PAGE	99	/* seed of the PROT_NONE page's contents */
+#define MAX_PROC	4
 #define EICAR		"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
-
-extern char __executable_start[], etext[];
 
 static void fill(uint8_t *p, int i)
 {
@@ -49,19 +73,45 @@ static void fill(uint8_t *p, int i)
 		memcpy(p + SIG_OFFSET, EICAR, sizeof(EICAR) - 1);
 }
 
-/* Pages of [p, p + n pages) that pagemap reports swapped (bit 62). */
-static int swapped(uint8_t *p, int n)
+/* pagemap entries of [p, p + n pages): bit 63 present, bit 62 swapped. */
+static int pagemap(const void *p, int n, uint64_t *e)
 {
-	int fd = open("/proc/self/pagemap", O_RDONLY), count = 0;
-	uint64_t e;
+	int fd = open("/proc/self/pagemap", O_RDONLY), ok;
 
-	for (int i = 0; fd >= 0 && i < n; i++) {
-		if (pread(fd, &e, 8, ((uintptr_t)p / PAGE + i) * 8) == 8 && (e >> 62 & 1))
-			count++;
-	}
-	if (fd >= 0)
-		close(fd);
+	if (fd < 0)
+		return -1;
+	ok = pread(fd, e, 8 * n, (uintptr_t)p / PAGE * 8) == 8 * n;
+	close(fd);
+	return ok ? 0 : -1;
+}
+
+static int count_bit(const void *p, int n, int bit)
+{
+	uint64_t e[NR_PAGES];
+	int count = 0;
+
+	if (n > NR_PAGES || pagemap(p, n, e))
+		return -1;
+	for (int i = 0; i < n; i++)
+		count += e[i] >> bit & 1;
 	return count;
+}
+
+static long vmstat(const char *name)
+{
+	FILE *f = fopen("/proc/vmstat", "r");
+	char key[64];
+	long v, found = -1;
+
+	while (f && fscanf(f, "%63s %ld", key, &v) == 2) {
+		if (!strcmp(key, name)) {
+			found = v;
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+	return found;
 }
 
 static volatile uint64_t sink;
@@ -78,33 +128,177 @@ static void spin_us(long us)
 	} while ((b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000 < us);
 }
 
-int main(void)
+static void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void report(const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0 || n >= (int)sizeof(line) - 1)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	/* One write per line: lines of several workers do not interleave. */
+	if (write(1, line, n) != n)
+		exit(3);
+}
+
+/* Worker k: the test's pages, then commands from fd cmd. */
+static int worker(int k, int cmd)
 {
 	uint8_t *buf = mmap(NULL, NR_PAGES * PAGE, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *none = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *anchor = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	uint8_t want[PAGE];
-	struct pollfd in = { .fd = 0, .events = POLLIN };
-	int out = 0, bad = 0;
+	uint64_t e;
+	int out = 0, none_out = 0, blocked = 0, ms_page = -1, ms_off = 0, ms_len = 0;
+	char line[128], cur[128];
 
-	if (buf == MAP_FAILED)
+	if (buf == MAP_FAILED || none == MAP_FAILED || anchor == MAP_FAILED)
 		return 1;
+	memset(anchor, k + 1, PAGE);
+	mlock(anchor, PAGE);
 	for (int i = 0; i < NR_PAGES; i++)
 		fill(buf + i * PAGE, i);
-	for (int tries = 0; tries < 10 && (out = swapped(buf, NR_PAGES)) < NR_PAGES; tries++)
+	fill(none, NONE_PAGE);
+	for (int tries = 0; tries < 10; tries++) {
+		out = count_bit(buf, NR_PAGES, 62);
+		none_out = count_bit(none, 1, 62);
+		if (out == NR_PAGES && none_out == 1)
+			break;
 		madvise(buf, NR_PAGES * PAGE, MADV_PAGEOUT);
-	printf("{\"pid\":%d,\"gva\":%lu,\"pages\":%d,\"swapped\":%d,\"sig_page\":%d,"
-	       "\"sig_offset\":%d,\"text_lo\":%lu,\"text_hi\":%lu}\n",
-	       getpid(), (unsigned long)buf, NR_PAGES, out, SIG_PAGE, SIG_OFFSET,
-	       (unsigned long)__executable_start, (unsigned long)etext);
-	fflush(stdout);
-	/* User mode and system calls, until told to finish. */
-	while (poll(&in, 1, 1) == 0)
-		spin_us(2000);
-	for (int i = 0; i < NR_PAGES; i++) {
-		fill(want, i);
-		bad += memcmp(buf + i * PAGE, want, PAGE) != 0;
+		madvise(none, PAGE, MADV_PAGEOUT);
 	}
-	printf("{\"verify\":\"%s\",\"bad_pages\":%d}\n", bad ? "fail" : "ok", bad);
-	fflush(stdout);
-	return bad != 0;
+	mprotect(none, PAGE, PROT_NONE);
+	if (pagemap(anchor, 1, &e))
+		e = 0;
+	report("PFI {\"worker\":%d,\"pid\":%d,\"gva\":%lu,\"pages\":%d,\"swapped\":%d,"
+	       "\"sig_page\":%d,\"sig_offset\":%d,\"none_gva\":%lu,\"none_seed\":%d,"
+	       "\"none_swapped\":%d,\"anchor_gva\":%lu,\"anchor_pfn\":%lu,\"pswpin\":%ld}",
+	       k, getpid(), (unsigned long)buf, NR_PAGES, out, SIG_PAGE, SIG_OFFSET,
+	       (unsigned long)none, NONE_PAGE, none_out, (unsigned long)anchor,
+	       (unsigned long)(e >> 63 & 1 ? e & ((1ULL << 55) - 1) : 0), vmstat("pswpin"));
+
+	for (int have = 0;;) {
+		struct pollfd in = { .fd = cmd, .events = POLLIN };
+		int page, off, len, n;
+		char *nl = memchr(line, '\n', have);
+
+		if (!nl) {
+			if (!blocked && poll(&in, 1, 1) == 0) {
+				spin_us(2000);	/* user mode, then the kernel again */
+				continue;
+			}
+			n = read(cmd, line + have, sizeof(line) - 1 - have);
+			if (n <= 0)
+				return 2;
+			have += n;
+			continue;
+		}
+		/* One command line; keep what follows it for the next round. */
+		*nl = 0;
+		n = nl + 1 - line;
+		memcpy(cur, line, n);
+		memmove(line, nl + 1, have - n);
+		have -= n;
+		if (!strncmp(cur, "exit", 4)) {
+			report("PFI {\"worker\":%d,\"exit\":\"early\"}", k);
+			return 0;
+		}
+		if (!strncmp(cur, "block", 5)) {
+			blocked = 1;
+			report("PFI {\"worker\":%d,\"blocked\":1}", k);
+			continue;
+		}
+		if (sscanf(cur, "memset %d %d %d", &page, &off, &len) == 3 &&
+		    page >= 0 && page < NR_PAGES && off >= 0 && len > 0 && off + len <= PAGE) {
+			int bad = 0;
+
+			memset(buf + page * PAGE + off, 0xa5, len);
+			for (int j = 0; j < len; j++)
+				bad += buf[page * PAGE + off + j] != 0xa5;
+			report("PFI {\"worker\":%d,\"memset\":%d,\"offset\":%d,\"length\":%d,\"read_back_bad\":%d}",
+			       k, page, off, len, bad);
+			/* verify expects these bytes there from now on. */
+			ms_page = page, ms_off = off, ms_len = len;
+			continue;
+		}
+		if (!strncmp(cur, "verify", 6)) {
+			int present = count_bit(buf, NR_PAGES, 63);
+			long pswpin = vmstat("pswpin");
+			int bad = 0, first_bad = -1;
+
+			for (int i = 0; i < NR_PAGES; i++) {
+				fill(want, i);
+				if (i == ms_page)
+					memset(want + ms_off, 0xa5, ms_len);
+				if (memcmp(buf + i * PAGE, want, PAGE)) {
+					bad++;
+					if (first_bad < 0)
+						first_bad = i;
+				}
+			}
+			report("PFI {\"worker\":%d,\"verify\":\"%s\",\"bad_pages\":%d,\"first_bad\":%d,"
+			       "\"present_before_touch\":%d,\"pswpin\":%ld}",
+			       k, bad ? "fail" : "ok", bad, first_bad, present, pswpin);
+			return bad != 0;
+		}
+		report("PFI {\"worker\":%d,\"unknown_command\":1}", k);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	int nproc = argc > 1 ? atoi(argv[1]) : 1, pipes[MAX_PROC][2], alive, failed = 0;
+	pid_t pids[MAX_PROC];
+	char line[128];
+	FILE *in = fdopen(0, "r");
+
+	if (nproc < 1 || nproc > MAX_PROC || !in)
+		return 1;
+	/* A worker killed by a signal is reported, not fatal to the parent. */
+	signal(SIGPIPE, SIG_IGN);
+	for (int k = 0; k < nproc; k++) {
+		if (pipe(pipes[k]))
+			return 1;
+		pids[k] = fork();
+		if (pids[k] < 0)
+			return 1;
+		if (pids[k] == 0) {
+			close(pipes[k][1]);
+			_exit(worker(k, pipes[k][0]));
+		}
+		close(pipes[k][0]);
+	}
+	alive = nproc;
+	while (alive > 0 && fgets(line, sizeof(line), in)) {
+		char *sp = strchr(line, ' '), *rest = NULL;
+		long k = sp ? strtol(sp + 1, &rest, 10) : -1;
+		int status;
+
+		if (!sp || rest == sp + 1 || k < 0 || k >= nproc || pids[k] <= 0) {
+			report("PFI {\"bad_command\":1}");
+			continue;
+		}
+		/* "verb K rest" goes to worker K as "verb rest". */
+		*sp = 0;
+		dprintf(pipes[k][1], "%s%s", line, rest);
+		if (!strcmp(line, "verify") || !strcmp(line, "exit")) {
+			waitpid(pids[k], &status, 0);
+			failed += !WIFEXITED(status) || WEXITSTATUS(status);
+			report("PFI {\"worker\":%ld,\"exited\":%d,\"signal\":%d}", k,
+			       WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+			       WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+			pids[k] = 0;
+			alive--;
+		}
+	}
+	report("PFI {\"done\":%d,\"failed\":%d}", nproc - alive, failed);
+	return failed != 0;
 }

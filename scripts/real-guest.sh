@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# The real-guest tests: a Linux guest (scripts/guest-kernel.sh) with zram
+# swap and selftests/guest/pfi_guest_swap.c in its initramfs, booted by
+# QEMU under KVM inside the test VM; selftests/real_guest.py drives it.
+#
+#   scripts/real-guest.sh [CASE ...]   the end-to-end cases (default: all;
+#                                      `make e2e`)
+#   scripts/real-guest.sh --boots N    boot figures over N boots
+#   scripts/real-guest.sh --initramfs  only build the guest's kernel and initramfs
+#
+# Needs the module, tool and selftests built (make module tool selftests)
+# for the cases, and the patched emulator (scripts/qemu.sh): unpatched
+# QEMU TCG hangs nested Linux guests (Documentation/testing.rst).
+source "$(dirname "$0")/common.sh"
+
+KDIR="${KDIR:-$KVM_PFI_CACHE/build}"
+GUEST="$(guest_kernel_dir)"
+WORK="$KVM_PFI_CACHE/real-guest"
+[ -f "$GUEST/.kvm-pfi-built" ] || "$KVM_PFI_ROOT/scripts/guest-kernel.sh"
+
+# -- initramfs ---------------------------------------------------------------
+ROOT="$WORK/root"
+rm -rf "$ROOT"
+mkdir -p "$ROOT"/{bin,proc,sys,dev}
+cp /bin/busybox "$ROOT/bin/"
+for c in sh mount cat grep sleep stty mkswap swapon reboot; do ln -sf busybox "$ROOT/bin/$c"; done
+gcc -O2 -static -Wall -o "$ROOT/pfi_guest_swap" "$KVM_PFI_ROOT/selftests/guest/pfi_guest_swap.c"
+cat >"$ROOT/init" <<'INIT'
+#!/bin/sh
+# pfi.procs=N on the command line: run the test program with N workers,
+# its commands from ttyS1; without it, only boot, set up swap and power off.
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo "INIT: up $(cat /proc/uptime)"
+echo 64M >/sys/block/zram0/disksize && mkswap /dev/zram0 >/dev/null &&
+	swapon /dev/zram0 && echo "INIT: zram swap on"
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	pfi.procs=*)
+		stty -F /dev/ttyS1 -echo
+		/pfi_guest_swap "${arg#pfi.procs=}" </dev/ttyS1
+		echo "INIT: program status $?" ;;
+	esac
+done
+echo "INIT: $(grep -E '^pswp(in|out) ' /proc/vmstat | tr '\n' ' ')"
+echo "INIT: done $(cat /proc/uptime)"
+reboot -f
+INIT
+chmod +x "$ROOT/init"
+(cd "$ROOT" && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"$WORK/initramfs.gz")
+[ "${1:-}" = --initramfs ] && exit 0
+
+# The test VM's own suite runner: loads the modules, runs real_guest.py,
+# checks the module unloads and the test VM's log is clean.
+export KVM_PFI_GUEST_KERNEL="$GUEST/arch/x86/boot/bzImage" KVM_PFI_GUEST_INITRD="$WORK/initramfs.gz"
+export KVM_PFI_REAL_GUEST_ARGS="${*:-swapped_pages memset prot_none two_processes exit_pending}"
+KVM_PFI_ONLY="${KVM_PFI_ONLY:-real_guest}" exec "$KVM_PFI_ROOT/scripts/vm-test.sh"
