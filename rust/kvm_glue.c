@@ -175,7 +175,13 @@ void kvm_pfi_svm_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_stat
 	if (!vmcb)
 		return;
 	st->cr0 = vmcb->save.cr0;
-	st->cr3 = vmcb->save.cr3;
+	/*
+	 * With nested paging the VMCB holds the guest's CR3; with shadow
+	 * paging it holds KVM's shadow root, and KVM's copy is the guest's
+	 * (CR3 accesses exit). svm_vcpu_run() makes the same choice.
+	 */
+	st->cr3 = (vmcb->control.misc_ctl & SVM_MISC_ENABLE_NP) ? vmcb->save.cr3 :
+									    vcpu->arch.cr3;
 	st->cr4 = vmcb->save.cr4;
 	st->efer = vmcb->save.efer;
 	st->rflags = vmcb->save.rflags;
@@ -229,18 +235,27 @@ static bool vmcs_write(unsigned long field, unsigned long value)
 
 void kvm_pfi_vmx_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st)
 {
-	unsigned long cr0, cr3, cr4, rflags, ss_ar, intr_state, entry_info, idt_info;
+	unsigned long cr0, cr3, cr4, rflags, ss_ar, intr_state, entry_info, idt_info, activity,
+		exec_ctl, exit_reason;
 
 	memset(st, 0, sizeof(*st));
 	if (!vmcs_read(GUEST_CR0, &cr0) || !vmcs_read(GUEST_CR3, &cr3) ||
 	    !vmcs_read(GUEST_CR4, &cr4) || !vmcs_read(GUEST_RFLAGS, &rflags) ||
 	    !vmcs_read(GUEST_SS_AR_BYTES, &ss_ar) ||
 	    !vmcs_read(GUEST_INTERRUPTIBILITY_INFO, &intr_state) ||
+	    !vmcs_read(GUEST_ACTIVITY_STATE, &activity) ||
 	    !vmcs_read(VM_ENTRY_INTR_INFO_FIELD, &entry_info) ||
-	    !vmcs_read(IDT_VECTORING_INFO_FIELD, &idt_info))
+	    !vmcs_read(IDT_VECTORING_INFO_FIELD, &idt_info) ||
+	    !vmcs_read(CPU_BASED_VM_EXEC_CONTROL, &exec_ctl) ||
+	    !vmcs_read(VM_EXIT_REASON, &exit_reason))
 		return;
 	st->cr0 = cr0;
-	st->cr3 = cr3;
+	/*
+	 * While CR3 loads exit (shadow paging), GUEST_CR3 is KVM's shadow
+	 * root and KVM's copy is the guest's: vmx_cache_reg() decides the
+	 * same way.
+	 */
+	st->cr3 = (exec_ctl & CPU_BASED_CR3_LOAD_EXITING) ? vcpu->arch.cr3 : cr3;
 	st->cr4 = cr4;
 	/* The VMCS holds EFER only with the "load IA32_EFER" controls. */
 	st->efer = vcpu->arch.efer;
@@ -248,7 +263,12 @@ void kvm_pfi_vmx_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_stat
 	st->cpl_field = ss_ar;
 	st->event_field = entry_info;
 	st->shadow_field = intr_state;
-	st->exit_int_info = idt_info;
+	st->activity_state = activity;
+	/*
+	 * A failed VM entry delivered nothing and leaves the field as it was:
+	 * vmx_vcpu_enter_exit() reads it only after a successful entry too.
+	 */
+	st->exit_int_info = (exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY) ? 0 : idt_info;
 	read_kvm_events(vcpu, st);
 	st->valid = 1;
 }
@@ -256,15 +276,26 @@ void kvm_pfi_vmx_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_stat
 void kvm_pfi_vmx_inject(struct kvm_vcpu *vcpu, unsigned long long cr2, unsigned int event,
 			unsigned int error_code)
 {
-	unsigned long entry_info;
+	unsigned long entry_info, activity;
 
 	if (WARN_ON_ONCE(!vmcs_read(VM_ENTRY_INTR_INFO_FIELD, &entry_info) ||
-			 (entry_info & INTR_INFO_VALID_MASK)))
+			 (entry_info & INTR_INFO_VALID_MASK) ||
+			 !vmcs_read(GUEST_ACTIVITY_STATE, &activity)))
 		return;
 	/* vmx_vcpu_enter_exit() loads arch.cr2 into CR2 after kvm_entry. */
 	vcpu->arch.cr2 = cr2;
-	if (vmcs_write(VM_ENTRY_EXCEPTION_ERROR_CODE, error_code))
-		vmcs_write(VM_ENTRY_INTR_INFO_FIELD, event);
+	/* Bits 31:16 of the error code make VM entry fail (vmx_inject_exception()). */
+	if (!vmcs_write(VM_ENTRY_EXCEPTION_ERROR_CODE, (u16)error_code) ||
+	    !vmcs_write(VM_ENTRY_INTR_INFO_FIELD, event))
+		return;
+	/*
+	 * A guest that halts without exiting (KVM_X86_DISABLE_EXITS_HLT) is
+	 * entered in the HLT activity state, in which VM entry refuses a #PF:
+	 * the event wakes it, as vmx_clear_hlt() does for KVM's own events
+	 * (RIP is already past the HLT).
+	 */
+	if (activity == GUEST_ACTIVITY_HLT)
+		vmcs_write(GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_ACTIVE);
 }
 
 unsigned int kvm_pfi_vcpu_maxphyaddr(const struct kvm_vcpu *vcpu)

@@ -44,6 +44,7 @@ struct kvm_pfi_cpu_state {
 	unsigned int event_field;	/* SVM: EVENTINJ; VMX: VM_ENTRY_INTR_INFO_FIELD */
 	unsigned int shadow_field;	/* SVM: INTERRUPT_SHADOW; VMX: GUEST_INTERRUPTIBILITY_INFO */
 	unsigned int exit_int_info;	/* SVM: EXITINTINFO; VMX: IDT_VECTORING_INFO_FIELD */
+	unsigned int activity_state;	/* SVM: 0 (active); VMX: GUEST_ACTIVITY_STATE */
 	unsigned char exception_pending; /* KVM: exception pending or injected */
 	unsigned char interrupt_pending; /* KVM: interrupt injected */
 	unsigned char nmi_pending;	/* KVM: NMI queued, pending or injected */
@@ -61,7 +62,7 @@ struct kvm_pfi_cpu_state {
 void kvm_pfi_svm_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st);
 void kvm_pfi_svm_inject(struct kvm_vcpu *vcpu, unsigned long long cr2, unsigned int event,
 			unsigned int error_code);
-/* Intel: written from the SDM, not exercised by this project's CI (no VMX under TCG). */
+/* Intel: run by the VMX stage of make test (Bochs). */
 void kvm_pfi_vmx_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st);
 void kvm_pfi_vmx_inject(struct kvm_vcpu *vcpu, unsigned long long cr2, unsigned int event,
 			unsigned int error_code);

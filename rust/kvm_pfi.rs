@@ -49,10 +49,6 @@ module! {
             default: 1000,
             description: "Re-inject a #PF after this many ms without the page (default per target)",
         },
-        vmx_untested: bool {
-            default: false,
-            description: "Allow targets on Intel VMX hosts (implemented from the SDM, not yet run on hardware)",
-        },
         track_page_tables: bool {
             default: false,
             description: "Write-track the page-table pages of target walks (see Documentation/design.rst)",

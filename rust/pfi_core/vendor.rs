@@ -45,6 +45,10 @@ pub struct CpuView {
     /// The exit's interrupted-delivery information in the shared layout
     /// (see [`super::inject::is_interrupted_page_fault`]).
     pub exit_int_info: u32,
+    /// The vCPU is in an activity state in which VM entry refuses a #PF
+    /// (VMX shutdown or wait-for-SIPI). HLT is not one: the injection
+    /// leaves it, as KVM's own injections do.
+    pub inactive: bool,
 }
 
 impl CpuView {
@@ -93,6 +97,7 @@ impl SvmFields {
             event_inj_valid: self.event_inj & EXIT_INT_INFO_VALID != 0,
             interrupt_shadow: self.int_state & 1 != 0,
             exit_int_info: self.exit_int_info,
+            inactive: false,
         }
     }
 }
@@ -119,7 +124,13 @@ pub struct VmxFields {
     pub entry_intr_info: u32,
     /// IDT_VECTORING_INFO_FIELD.
     pub idt_vectoring_info: u32,
+    /// GUEST_ACTIVITY_STATE: 0 active, 1 HLT, 2 shutdown, 3 wait-for-SIPI.
+    pub activity_state: u32,
 }
+
+/// GUEST_ACTIVITY_STATE values (SDM vol. 3C, 25.4.2).
+const VMX_ACTIVITY_ACTIVE: u32 = 0;
+const VMX_ACTIVITY_HLT: u32 = 1;
 
 impl VmxFields {
     /// The vendor-neutral view.
@@ -134,6 +145,7 @@ impl VmxFields {
             event_inj_valid: self.entry_intr_info & EXIT_INT_INFO_VALID != 0,
             interrupt_shadow: self.interruptibility & 3 != 0,
             exit_int_info: self.idt_vectoring_info,
+            inactive: !matches!(self.activity_state, VMX_ACTIVITY_ACTIVE | VMX_ACTIVITY_HLT),
         }
     }
 }
@@ -184,6 +196,16 @@ mod tests {
         assert!(v.event_inj_valid && v.interrupt_shadow);
         // A CPL byte with stray bits still yields a ring number.
         assert_eq!(SvmFields { cpl: 0xff, ..f }.view().cpl, 3);
+    }
+
+    #[test]
+    fn vmx_activity_states() {
+        let v = |activity_state| VmxFields { activity_state, ..Default::default() }.view().inactive;
+        // Active, and HLT (which the injection leaves, as KVM does).
+        assert!(!v(0) && !v(1));
+        // Shutdown and wait-for-SIPI take no #PF.
+        assert!(v(2) && v(3));
+        assert!(!SvmFields::default().view().inactive);
     }
 
     #[test]

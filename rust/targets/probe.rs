@@ -81,8 +81,14 @@ impl Targets {
             guest_mode: st.guest_mode != 0,
             smm: st.smm != 0,
         };
-        // What blocks every target alike is checked once, not per page.
-        let blocked = ctx.event_inj_valid
+        // What blocks every target alike is checked once, not per page:
+        // also a vCPU out of IA-32e paging (real mode, vm86, protected mode
+        // without paging: the target's tables do not translate there, and
+        // KVM would have to inject through its real-mode path), and a VMX
+        // activity state that takes no #PF.
+        let blocked = !v.long_mode()
+            || v.inactive
+            || ctx.event_inj_valid
             || ctx.exception_pending
             || ctx.interrupt_pending
             || ctx.nmi_pending
