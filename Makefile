@@ -39,7 +39,7 @@ DESTDIR ?=
 KVER ?= $(shell $(MAKE) -s -C $(KDIR) kernelrelease 2>/dev/null)
 TOOL_BIN = $(CARGO_TARGET_DIR)/release/kvm-pfi
 
-.PHONY: all help deps kernel qemu guest module tool selftests test unit-test check-imports format-test packaging-test install vm-test e2e demo bench clean
+.PHONY: all help deps kernel qemu guest module tool selftests test unit-test check-imports format-test packaging-test install vm-test vmx-test e2e demo bench clean
 
 all: module tool
 
@@ -51,7 +51,9 @@ help:
 	@echo "make module     build kvm_pfi.ko against KDIR (default: the test kernel)"
 	@echo "make tool       build the kvm-pfi command-line tool"
 	@echo "make selftests  build the kselftest suite"
-	@echo "make test       everything above, host unit tests, receiver and packaging checks, then the suite in a VM"
+	@echo "make vm-test    the suite in a VM on AMD SVM (QEMU TCG)"
+	@echo "make vmx-test   the suite in a VM on Intel VMX (Bochs)"
+	@echo "make test       everything above, host unit tests, receiver and packaging checks, then the suite on SVM and VMX"
 	@echo "make install    module, tool, man pages, completions, systemd unit (PREFIX, DESTDIR, KVER)"
 	@echo "make e2e        the real Linux guest cases (not in make test yet), then the boot figures over 10 boots"
 	@echo "make demo       boot the test VM, load a rule, detect it in a swapped-out page kvm-pfi brings back"
@@ -118,12 +120,21 @@ install: module tool
 vm-test: module tool selftests
 	scripts/vm-test.sh
 
+# The same suite on Intel VMX, under Bochs (Documentation/testing.rst).
+vmx-test: deps module tool selftests
+	scripts/vmx-test.sh
+
 # The one command CI and newcomers run: sets up what is missing, then tests.
+# Each VM stage keeps its KTAP in RESULTS; the last line is the sum of both.
+RESULTS = $(KVM_PFI_TESTS)/results
 test: kernel qemu
+	rm -rf $(RESULTS)
 	$(MAKE) unit-test
 	$(MAKE) format-test
 	$(MAKE) packaging-test
-	$(MAKE) vm-test
+	$(MAKE) vm-test KVM_PFI_RESULTS=$(RESULTS)/svm.ktap
+	$(MAKE) vmx-test KVM_PFI_RESULTS=$(RESULTS)/vmx.ktap
+	@scripts/test-totals.sh $(RESULTS)/svm.ktap $(RESULTS)/vmx.ktap
 
 # The real-guest cases in full, and the boot figures (Documentation/testing.rst).
 e2e: kernel qemu guest

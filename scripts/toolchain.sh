@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 # Install the host toolchain that builds a Rust-enabled kernel, the module
-# and the selftests, and runs them under virtme-ng. Idempotent: each step is
-# skipped when already done.
+# and the selftests, and runs them under virtme-ng and Bochs. Idempotent:
+# each step is skipped when already done.
 source "$(dirname "$0")/common.sh"
 
 APT_PACKAGES=(
@@ -18,6 +18,11 @@ APT_PACKAGES=(
 	# which virtme-ng's --force-9p needs).
 	dpkg-dev meson ninja-build libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev
 	libcap-ng-dev libattr1-dev
+	# The VMX stage (scripts/vmx-test.sh): Bochs, its BIOS images, and an
+	# ISO that isolinux boots. The terminal GUI stands in for the one
+	# Bochs depends on, which would otherwise be the wxWidgets/GTK one;
+	# the stage uses the RFB display built into bochs itself.
+	bochs bochs-term bochsbios vgabios isolinux syslinux-common xorriso
 )
 
 missing=()

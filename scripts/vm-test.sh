@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 # Boot the test kernel under virtme-ng (QEMU TCG, emulated AMD CPU with SVM,
 # see Documentation/testing.rst) and run the selftests in it.
+# KVM_PFI_RESULTS=FILE: also keep the output there (make test sums stages).
 source "$(dirname "$0")/common.sh"
 
 KDIR="${KDIR:-$KVM_PFI_CACHE/build}"
@@ -25,4 +26,4 @@ run_vng "$KDIR" "KVM_PFI_ONLY='${KVM_PFI_ONLY:-}' KVM_PFI_KO='$KVM_PFI_KO' KVM_P
 KVM_PFI_TOOL='$KVM_PFI_TOOL' KVM_PFI_ROOT='$KVM_PFI_ROOT' KVM_PFI_SRC='$(kernel_src_dir)' \
 KVM_PFI_GUEST_KERNEL='${KVM_PFI_GUEST_KERNEL:-}' KVM_PFI_GUEST_INITRD='${KVM_PFI_GUEST_INITRD:-}' \
 KVM_PFI_REAL_GUEST_ARGS='${KVM_PFI_REAL_GUEST_ARGS:-}' \
-$KVM_PFI_ROOT/selftests/run_in_vm.sh"
+$KVM_PFI_ROOT/selftests/run_in_vm.sh" | tee "${KVM_PFI_RESULTS:-/dev/null}"

@@ -1,8 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Runs inside the test VM (scripts/vm-test.sh boots it): loads kvm_amd and
-# kvm_pfi, runs every test program, prints KTAP and a final
+# Runs inside the test VM (scripts/vm-test.sh boots it under QEMU with SVM,
+# scripts/vmx-test.sh under Bochs with VMX): loads kvm_amd or kvm_intel,
+# whichever the CPU's flags call for, and kvm_pfi, runs every test program,
+# prints KTAP and a final
 #   N passed, M failed
 # line, and fails if the kernel log shows a warning, BUG, lockdep or
 # refcount report, or if the module does not unload cleanly.
@@ -69,7 +71,13 @@ run_python() {
 }
 
 echo "KTAP version 1"
-modprobe kvm_amd || { echo "Bail out! kvm_amd does not load"; exit 1; }
+if grep -qw svm /proc/cpuinfo; then kvm_vendor=kvm_amd; elif grep -qw vmx /proc/cpuinfo; then kvm_vendor=kvm_intel
+else echo "Bail out! the CPU has neither svm nor vmx"; exit 1; fi
+echo "# $kvm_vendor, $(nproc) CPU"
+if [ "$(nproc)" -lt 2 ]; then
+	echo "# one CPU: tests that need two vCPUs running in parallel run with their vCPU threads taking turns"
+fi
+modprobe $kvm_vendor || { echo "Bail out! $kvm_vendor does not load"; exit 1; }
 insmod "$KVM_PFI_KO" || { echo "Bail out! kvm_pfi does not load"; exit 1; }
 
 # KVM_PFI_ONLY="prog ...": run just these programs (a developer's shortcut;
