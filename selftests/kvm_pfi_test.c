@@ -592,7 +592,7 @@ extern char halt_resume[];
 
 static void halt_pf_handler(struct ex_regs *regs)
 {
-	GUEST_SYNC_ARGS(SMOKE_SYNC_PF, get_cr2(), regs->error_code, regs->rip, regs->cs & 3);
+	GUEST_SYNC5(SMOKE_SYNC_PF, get_cr2(), regs->error_code, regs->rip, regs->cs & 3);
 }
 
 static void halt_guest(void)
