@@ -8,7 +8,7 @@
 # result from the serial log (Bochs exits with status 1 whatever happens).
 # See Documentation/testing.rst, "Intel VMX under Bochs".
 #
-# Environment: KDIR (kernel build dir), KVM_PFI_TESTS, KVM_PFI_ONLY (as for
+# Environment: KDIR (kernel build dir), KVM_PFI_TESTS, KVM_PFI_TOOL, KVM_PFI_ONLY (as for
 # vm-test.sh), KVM_PFI_VMX_TIMEOUT (seconds, default 1500), KVM_PFI_RESULTS
 # (also keep the runner's output in this file).
 source "$(dirname "$0")/common.sh"
@@ -16,7 +16,7 @@ source "$(dirname "$0")/common.sh"
 KDIR="$(readlink -f "${KDIR:-$KVM_PFI_CACHE/build}")"
 KO="$KVM_PFI_ROOT/kvm_pfi.ko"
 TESTS="${KVM_PFI_TESTS:-$(selftests_dir "$KDIR")}"
-TOOL="${CARGO_TARGET_DIR:-$KVM_PFI_CACHE/target}/release/kvm-pfi"
+TOOL="${KVM_PFI_TOOL:-${CARGO_TARGET_DIR:-$KVM_PFI_CACHE/target}/release/kvm-pfi}"
 KSRC="$(kernel_src_dir)"
 # The test programs the runner starts (selftests/run_in_vm.sh).
 PROGS=(kvm_pfi_test kvm_pfi_inject_test kvm_pfi_detect_test kvm_pfi_unload_test kvm_pfi_vmm)
@@ -43,12 +43,12 @@ CMDLINE="console=ttyS0,115200 clearcpuid=ht,aperfmperf mitigations=off panic=-1 
 
 # What goes into the initramfs: ELF files with the shared libraries ldd
 # names for them, at their Debian paths (the tree is usr-merged).
-# Debug information is dropped: the BIOS reads the initramfs from the ISO
+# Debug information and local symbols are dropped: the BIOS reads the initramfs from the ISO
 # at emulated speed (kvm.ko alone is 26 MB with it).
 add_elf() { # root file [dest]
 	local root=$1 f=$2 dest=${3:-$2} lib
 	install -D -m 755 "$f" "$root$dest"
-	strip --strip-debug "$root$dest"
+	strip --strip-unneeded "$root$dest"
 	while read -r lib; do
 		[ -e "$root$lib" ] || install -D -m 755 "$(readlink -f "$lib")" "$root$lib"
 	done < <(ldd "$f" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
