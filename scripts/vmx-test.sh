@@ -43,8 +43,8 @@ CMDLINE="console=ttyS0,115200 clearcpuid=ht,aperfmperf mitigations=off panic=-1 
 
 # What goes into the initramfs: ELF files with the shared libraries ldd
 # names for them, at their Debian paths (the tree is usr-merged).
-# Debug information and local symbols are dropped: the BIOS reads the initramfs from the ISO
-# at emulated speed (kvm.ko alone is 26 MB with it).
+# Debug information and local symbols are dropped: the BIOS reads the
+# initramfs from the ISO at emulated speed (kvm.ko is 26 MB with them).
 add_elf() { # root file [dest]
 	local root=$1 f=$2 dest=${3:-$2} lib
 	install -D -m 755 "$f" "$root$dest"
