@@ -106,6 +106,11 @@ build_initramfs() { # root
 	mount -t proc proc /proc
 	mount -t sysfs sysfs /sys
 	mount -t devtmpfs devtmpfs /dev
+	# devtmpfs has no /dev/fd: bash's process substitution needs it.
+	ln -s /proc/self/fd /dev/fd
+	ln -s /proc/self/fd/0 /dev/stdin
+	ln -s /proc/self/fd/1 /dev/stdout
+	ln -s /proc/self/fd/2 /dev/stderr
 	mount -t tmpfs tmpfs /tmp
 	mount -t tmpfs tmpfs /run
 	mount -t debugfs debugfs /sys/kernel/debug
