@@ -128,7 +128,7 @@ vmx-test: deps module tool selftests
 # Each VM stage keeps its KTAP in RESULTS; the last line is the sum of both.
 RESULTS = $(KVM_PFI_TESTS)/results
 test: kernel qemu
-	rm -rf $(RESULTS)
+	rm -rf $(RESULTS) && mkdir -p $(RESULTS)
 	$(MAKE) unit-test
 	$(MAKE) format-test
 	$(MAKE) packaging-test
