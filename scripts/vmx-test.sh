@@ -169,7 +169,7 @@ fi
 touch "$ISO_DIR"
 
 # A failed run keeps its logs in its folder; the five newest are kept.
-ls -1dt "$VMX_DIR"/run.* 2>/dev/null | tail -n +6 | xargs -r rm -rf
+{ ls -1dt "$VMX_DIR"/run.* 2>/dev/null || true; } | tail -n +6 | xargs -r rm -rf
 RUN_DIR="$(mktemp -d "$VMX_DIR/run.XXXXXX")"
 SERIAL="$RUN_DIR/serial.log"
 cat >"$RUN_DIR/bochsrc" <<EOF
