@@ -100,18 +100,18 @@ pub(crate) struct Probes {
 
 impl Probes {
     pub(crate) fn register() -> Result<Self> {
-        // SAFETY: `on_entry` has the prototype of the kvm_entry tracepoint.
+        // SAFETY: `on_entry` has the kvm_entry prototype (the type says so).
         kernel::error::to_result(unsafe {
-            glue::kvm_pfi_register_entry_probe(on_entry as *mut c_void, core::ptr::null_mut())
+            glue::kvm_pfi_register_entry_probe(Some(on_entry), core::ptr::null_mut())
         })?;
-        // SAFETY: `on_exit` has the prototype of the kvm_exit tracepoint.
+        // SAFETY: `on_exit` has the kvm_exit prototype (the type says so).
         let r = kernel::error::to_result(unsafe {
-            glue::kvm_pfi_register_exit_probe(on_exit as *mut c_void, core::ptr::null_mut())
+            glue::kvm_pfi_register_exit_probe(Some(on_exit), core::ptr::null_mut())
         });
         if let Err(e) = r {
             // SAFETY: registered just above with the same arguments.
             unsafe {
-                glue::kvm_pfi_unregister_entry_probe(on_entry as *mut c_void, core::ptr::null_mut());
+                glue::kvm_pfi_unregister_entry_probe(Some(on_entry), core::ptr::null_mut());
                 glue::kvm_pfi_probes_synchronize();
             }
             return Err(e);
@@ -124,8 +124,8 @@ impl Drop for Probes {
     fn drop(&mut self) {
         // SAFETY: both were registered by `register` with these arguments.
         unsafe {
-            glue::kvm_pfi_unregister_exit_probe(on_exit as *mut c_void, core::ptr::null_mut());
-            glue::kvm_pfi_unregister_entry_probe(on_entry as *mut c_void, core::ptr::null_mut());
+            glue::kvm_pfi_unregister_exit_probe(Some(on_exit), core::ptr::null_mut());
+            glue::kvm_pfi_unregister_entry_probe(Some(on_entry), core::ptr::null_mut());
             glue::kvm_pfi_probes_synchronize();
         }
     }

@@ -233,7 +233,12 @@ impl AttachedVm {
 
     /// Records the guest's paging mode (a probe, long mode only).
     pub(crate) fn record_paging(&self, p: &GuestPaging) {
-        let v = 1 << 16 | u32::from(p.la57) << 8 | u32::from(p.features.maxphyaddr);
+        let f = &p.features;
+        let v = 1 << 16
+            | u32::from(f.gbpages) << 10
+            | u32::from(f.nx) << 9
+            | u32::from(p.la57) << 8
+            | u32::from(f.maxphyaddr);
         if self.paging_seen.load(Ordering::Relaxed) != v {
             self.paging_seen.store(v, Ordering::Relaxed);
         }
@@ -250,7 +255,8 @@ impl AttachedVm {
         if v == 0 {
             return None;
         }
-        Some(targets::probe::paging(v & (1 << 8) != 0, v as u8))
+        let bit = |n: u32| v & (1 << n) != 0;
+        Some(targets::probe::paging(bit(8), bit(9), bit(10), v as u8))
     }
 
     /// Waits until no report of this VM runs or is queued.
