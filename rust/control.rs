@@ -48,9 +48,11 @@ use crate::vm::{
     Owner, //
 };
 
-/// Per open file: an id that owns its non-persistent attachments.
+/// Per open file: an id that owns its non-persistent attachments, and what
+/// it may control.
 pub(crate) struct PfiFile {
     id: u64,
+    ctl: attach::Controller,
 }
 
 static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
@@ -97,12 +99,18 @@ impl PfiFile {
         if req.flags & !uapi::KVM_PFI_ATTACH_FLAGS_ALL != 0 || req.reserved != 0 || req.vm_id != 0 {
             return Err(EINVAL);
         }
-        let owner = if req.flags & uapi::KVM_PFI_ATTACH_PERSISTENT != 0 {
-            Owner::Module
-        } else {
-            Owner::File(self.id)
-        };
-        let id = attach::attach(req.vm_fd, req.flags, owner)?;
+        if req.flags & uapi::KVM_PFI_ATTACH_CLAIM != 0 {
+            if req.flags != uapi::KVM_PFI_ATTACH_CLAIM {
+                return Err(EINVAL);
+            }
+            // A claim only adds a right this file could get again with the
+            // same descriptor: a lost answer needs no undo.
+            req.vm_id = attach::claim(&self.ctl, req.vm_fd)?;
+            write_arg(arg, &req)?;
+            return Ok(0);
+        }
+        let persistent = req.flags & uapi::KVM_PFI_ATTACH_PERSISTENT != 0;
+        let id = attach::attach_for(&self.ctl, req.vm_fd, req.flags, persistent)?;
         req.vm_id = id;
         if let Err(e) = write_arg(arg, &req) {
             // The caller cannot learn the id: undo, so a failed call changes nothing.
@@ -117,7 +125,7 @@ impl PfiFile {
         if req.reserved != 0 {
             return Err(EINVAL);
         }
-        attach::detach(req.vm_id, self.id)?;
+        attach::detach(req.vm_id, &self.ctl)?;
         Ok(0)
     }
 
@@ -200,6 +208,7 @@ impl PfiFile {
         let spec = TargetSpec::validate(&req, default_config())?;
         vendor::injection_allowed()?;
         let id = vm::with_id(req.vm_id, |vm| -> Result<u32> {
+            self.ctl.check(vm)?;
             let id = vm.next_target_id.fetch_add(1, Ordering::Relaxed);
             let target = spec.build(id)?;
             let added = Record::target_added(vm.id, id, spec.flags, spec.cr3, spec.gva, spec.len);
@@ -238,7 +247,10 @@ impl PfiFile {
 
     fn target_remove(&self, arg: usize) -> Result<isize> {
         let req: uapi::kvm_pfi_target_remove = read_arg(arg)?;
-        let removed = vm::with_id(req.vm_id, |vm| remove_target(vm, req.target_id))?;
+        let removed = vm::with_id(req.vm_id, |vm| -> Result<_> {
+            self.ctl.check(vm)?;
+            Ok(remove_target(vm, req.target_id))
+        })??;
         events::flush();
         // Freed here, outside the spinlock.
         removed.map(|_| 0).ok_or(ENOENT)
@@ -315,7 +327,8 @@ impl MiscDevice for PfiFile {
         if !unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) } {
             return Err(EPERM);
         }
-        Ok(KBox::new(PfiFile { id: NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed) }, GFP_KERNEL)?)
+        let id = NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(KBox::new(PfiFile { id, ctl: attach::Controller::new(id) }, GFP_KERNEL)?)
     }
 
     fn release(me: KBox<Self>, _file: &File) {

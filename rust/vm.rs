@@ -358,6 +358,28 @@ pub(crate) fn with_id<R>(id: u32, f: impl FnOnce(&AttachedVm) -> R) -> Result<R>
     Err(ENOENT)
 }
 
+/// Runs `f` on the attached VM behind `vm_fd` of the calling process, with
+/// writers excluded: `ENOENT` if that VM is not attached, `EBADF`/`EINVAL`
+/// if `vm_fd` is no VM (as for `attach`).
+pub(crate) fn with_fd<R>(vm_fd: i32, f: impl FnOnce(&AttachedVm) -> R) -> Result<R> {
+    let mut err = 0;
+    // SAFETY: `err` is a valid out-pointer; the function validates `vm_fd`.
+    let kvm = unsafe { glue::kvm_pfi_vm_get_from_fd(vm_fd, &mut err) };
+    if kvm.is_null() {
+        return Err(Error::from_errno(err));
+    }
+    let r = {
+        let _guard = CONTROL.lock();
+        // SAFETY: as in `for_each`.
+        let vm = TABLE.slots.iter().find_map(|slot| unsafe { slot.vm.load(Ordering::Acquire).as_ref() }.filter(|vm| vm.kvm == kvm));
+        vm.map(f).ok_or(ENOENT)
+    };
+    // SAFETY: the reference taken above; the caller's descriptor (or our
+    // attachment) keeps the VM alive, so this is not the last one.
+    unsafe { glue::kvm_pfi_vm_put(kvm) };
+    r
+}
+
 /// Attaches the VM behind `vm_fd` of the calling process and calls
 /// `announce` on it while no writer can detach it yet. Errors leave nothing
 /// attached and no reference held.
