@@ -6,7 +6,6 @@
 
 /// The ioctl ABI and netlink enums, from include/kvm_pfi_bindgen.h.
 #[allow(
-    dead_code,
     non_camel_case_types,
     non_upper_case_globals,
     non_snake_case,
@@ -49,7 +48,6 @@ pub(crate) mod uapi {
 
 /// The C glue (rust/kvm_glue.c); `kvm` and `kvm_vcpu` are opaque here.
 #[allow(
-    dead_code,
     non_camel_case_types,
     non_upper_case_globals,
     missing_docs,

@@ -83,6 +83,8 @@ fn vendor_code() -> u32 {
 }
 
 impl PfiFile {
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn get_version(&self, arg: usize) -> Result<isize> {
         let v = uapi::kvm_pfi_version {
             abi_version: uapi::KVM_PFI_ABI_VERSION,
@@ -94,6 +96,8 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn attach(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_attach = read_arg(arg)?;
         if req.flags & !uapi::KVM_PFI_ATTACH_FLAGS_ALL != 0 || req.reserved != 0 || req.vm_id != 0 {
@@ -120,6 +124,8 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn detach(&self, arg: usize) -> Result<isize> {
         let req: uapi::kvm_pfi_detach = read_arg(arg)?;
         if req.reserved != 0 {
@@ -129,6 +135,8 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn list_vms(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_vm_list = read_arg(arg)?;
         if req.reserved != 0 {
@@ -148,6 +156,8 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn vm_stats(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_vm_stats = read_arg(arg)?;
         if req.reserved.iter().any(|&r| r != 0) || req.entries != 0 || req.exits != 0 {
@@ -194,22 +204,40 @@ fn remove_target(vm: &vm::AttachedVm, id: u32) -> Option<KBox<targets::Target>> 
     Some(t)
 }
 
-/// Injection limits from the module parameters.
+/// Injection limits from the module parameters, which `Parameters::check`
+/// found within the per-target limits at load.
 fn default_config() -> InjectConfig {
-    InjectConfig {
-        timeout_ns: u64::from(crate::module_parameters::pf_timeout_ms.value()) * 1_000_000,
-        max_tries: crate::module_parameters::pf_max_tries.value().max(1),
+    parameters_config().unwrap_or(InjectConfig::default_config())
+}
+
+fn parameters_config() -> Option<InjectConfig> {
+    InjectConfig::checked(
+        crate::module_parameters::pf_timeout_ms.value(),
+        crate::module_parameters::pf_max_tries.value(),
+    )
+}
+
+/// The module parameters, checked with the limits of a target's own values
+/// (`pf_timeout_ms` 1 to 60000, `pf_max_tries` 1 to 100): a module loaded
+/// with others fails to load (`EINVAL`).
+pub(crate) struct Parameters;
+
+impl Parameters {
+    pub(crate) fn check() -> Result<Self> {
+        parameters_config().map(|_| Parameters).ok_or(EINVAL)
     }
 }
 
 impl PfiFile {
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn target_add(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_target = read_arg(arg)?;
         let spec = TargetSpec::validate(&req, default_config())?;
         vendor::injection_allowed()?;
         let id = vm::with_id(req.vm_id, |vm| -> Result<u32> {
             self.ctl.check(vm)?;
-            let id = vm.next_target_id.fetch_add(1, Ordering::Relaxed);
+            let id = vm.take_target_id()?;
             let target = spec.build(id)?;
             let added = Record::target_added(vm.id, id, spec.flags, spec.cr3, spec.gva, spec.len);
             let r = {
@@ -245,6 +273,8 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn target_remove(&self, arg: usize) -> Result<isize> {
         let req: uapi::kvm_pfi_target_remove = read_arg(arg)?;
         let removed = vm::with_id(req.vm_id, |vm| -> Result<_> {
@@ -256,6 +286,8 @@ impl PfiFile {
         removed.map(|_| 0).ok_or(ENOENT)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn target_list(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_target_list = read_arg(arg)?;
         let cap = (req.nr_targets as usize).min(targets::MAX_TARGETS);
@@ -269,6 +301,8 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn target_pages(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_target_pages = read_arg(arg)?;
         if req.reserved != 0 {
@@ -295,20 +329,25 @@ impl PfiFile {
 }
 
 impl PfiFile {
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn sigs_load(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_sigs_load = read_arg(arg)?;
-        let (generation, nr_rules) = crate::sigs::load(&req)?;
+        let set = crate::sigs::prepare(&req)?;
+        // The answer is written before the set is activated: a refused
+        // write (EFAULT) leaves the previous set active.
+        crate::sigs::activate(set, |generation, nr_rules| {
+            (req.generation, req.nr_rules) = (generation, nr_rules);
+            write_arg(arg, &req)
+        })?;
         sigs_changed();
-        (req.generation, req.nr_rules) = (generation, nr_rules);
-        // The set is active already; a bad pointer only loses the answer.
-        write_arg(arg, &req)?;
         Ok(0)
     }
 
-    fn sigs_clear(&self) -> isize {
-        crate::sigs::clear();
+    fn sigs_clear(&self) -> Result<isize> {
+        crate::sigs::clear()?;
         sigs_changed();
-        0
+        Ok(0)
     }
 }
 
@@ -352,7 +391,7 @@ impl MiscDevice for PfiFile {
             uapi::KVM_PFI_IOCTL_EVENTS => Err(EINVAL),
             uapi::KVM_PFI_IOCTL_SIGS_LOAD => me.sigs_load(arg),
             uapi::KVM_PFI_IOCTL_SIGS_INFO => write_arg(arg, &crate::sigs::info()).map(|()| 0),
-            uapi::KVM_PFI_IOCTL_SIGS_CLEAR if arg == 0 => Ok(me.sigs_clear()),
+            uapi::KVM_PFI_IOCTL_SIGS_CLEAR if arg == 0 => me.sigs_clear(),
             uapi::KVM_PFI_IOCTL_SIGS_CLEAR => Err(EINVAL),
             _ => Err(ENOTTY),
         }

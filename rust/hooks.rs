@@ -18,12 +18,22 @@ use crate::vendor;
 use crate::vm;
 
 /// `void probe(void *data, struct kvm_vcpu *vcpu, bool force_immediate_exit)`
+///
+/// # Safety
+///
+/// Only as the kvm_entry tracepoint's probe: `vcpu` is the vCPU KVM is
+/// about to run, on this CPU, with interrupts off.
 unsafe extern "C" fn on_entry(_data: *mut c_void, vcpu: *mut glue::kvm_vcpu, _force_exit: bool) {
     // SAFETY: KVM passes the running vCPU, valid for the whole call.
     unsafe { handle(vcpu, false) };
 }
 
 /// `void probe(void *data, struct kvm_vcpu *vcpu, u32 isa)`
+///
+/// # Safety
+///
+/// Only as the kvm_exit tracepoint's probe: `vcpu` is the vCPU that just
+/// exited, on this CPU, with interrupts off.
 unsafe extern "C" fn on_exit(_data: *mut c_void, vcpu: *mut glue::kvm_vcpu, _isa: u32) {
     // SAFETY: as in `on_entry`.
     unsafe { handle(vcpu, true) };

@@ -374,10 +374,27 @@ static int vmm_thread_hva(struct kvm *kvm, unsigned long long gpa, unsigned int 
 	return r;
 }
 
+int kvm_pfi_mm_borrow(struct kvm *kvm)
+{
+	if (!(current->flags & PF_KTHREAD) || current->mm)
+		return -EINVAL;
+	if (!mmget_not_zero(kvm->mm))
+		return -ESRCH;
+	kthread_use_mm(kvm->mm);
+	return 0;
+}
+
+void kvm_pfi_mm_unborrow(struct kvm *kvm)
+{
+	kthread_unuse_mm(kvm->mm);
+	mmput(kvm->mm);
+}
+
 int kvm_pfi_read_guest(struct kvm *kvm, unsigned long long gpa, void *buf, unsigned int len,
 		       enum kvm_pfi_glue_context ctx)
 {
-	bool borrow = ctx == KVM_PFI_GLUE_CTX_KWORKER;
+	/* Unless the work borrowed the VMM's mm for its whole run already. */
+	bool borrow = ctx == KVM_PFI_GLUE_CTX_KWORKER && current->mm != kvm->mm;
 	unsigned long hva;
 	int idx, r;
 

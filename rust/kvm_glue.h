@@ -90,6 +90,14 @@ enum kvm_pfi_glue_context {
 int kvm_pfi_read_guest(struct kvm *kvm, unsigned long long gpa, void *buf, unsigned int len,
 		       enum kvm_pfi_glue_context ctx);
 /*
+ * A kernel thread's run of KVM_PFI_GLUE_CTX_KWORKER reads (and tracker
+ * creation) borrows the VMM's mm once (kthread_use_mm) instead of per read:
+ * 0, -ESRCH (the VMM's address space is gone), -EINVAL (not a kernel
+ * thread, or one using an mm). Unborrow from the same thread.
+ */
+int kvm_pfi_mm_borrow(struct kvm *kvm);
+void kvm_pfi_mm_unborrow(struct kvm *kvm);
+/*
  * Write tracking of guest pages through KVM's page-track notifier, to see the
  * guest OS rewrite a page-table entry. @write is called, in the vCPU thread,
  * after KVM emulated a guest write to a tracked page; @region_gone when a

@@ -41,6 +41,7 @@ use kernel::workqueue::{
 use crate::bindings::glue;
 use crate::bindings::uapi;
 use crate::events::VmIdentity;
+use crate::pfi_core::ids;
 use crate::pfi_core::walk::GuestPaging;
 use crate::targets::{
     self,
@@ -231,6 +232,20 @@ impl AttachedVm {
         let _ = queue.enqueue(this);
     }
 
+    /// A new target id of this VM, never one given before (`EOVERFLOW`
+    /// once all are used, see `ids`).
+    pub(crate) fn take_target_id(&self) -> Result<u32> {
+        let mut cur = self.next_target_id.load(Ordering::Relaxed);
+        loop {
+            let mut next = cur;
+            let id = ids::take(&mut next).ok_or(EOVERFLOW)?;
+            match self.next_target_id.compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(id),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// Records the guest's paging mode (a probe, long mode only).
     pub(crate) fn record_paging(&self, p: &GuestPaging) {
         let f = &p.features;
@@ -383,6 +398,7 @@ pub(crate) fn with_fd<R>(vm_fd: i32, f: impl FnOnce(&AttachedVm) -> R) -> Result
 /// Attaches the VM behind `vm_fd` of the calling process and calls
 /// `announce` on it while no writer can detach it yet. Errors leave nothing
 /// attached and no reference held.
+#[inline(never)]
 pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce(&AttachedVm)) -> Result<u32> {
     let mut err = 0;
     // SAFETY: `err` is a valid out-pointer; the function validates `vm_fd`.
@@ -409,6 +425,14 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
     // SAFETY: `kvm` is referenced.
     let vmm_pid = unsafe { glue::kvm_pfi_vm_creator_pid(kvm) };
     let mut control = CONTROL.lock();
+    // Taken only once the VM is in the table (below): a refused attach uses
+    // no id.
+    if control.next_id == 0 {
+        drop(control);
+        // SAFETY: drop the reference taken above; nothing else has it.
+        unsafe { glue::kvm_pfi_vm_put(kvm) };
+        return Err(EOVERFLOW);
+    }
     let id = control.next_id;
     let vm = Arc::pin_init(
         pin_init!(AttachedVm {
@@ -463,7 +487,8 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
         drop(control);
         return Err(ENOSPC); // `vm` drops our reference
     };
-    control.next_id = control.next_id.wrapping_add(1).max(1);
+    // Never reused: after u32::MAX attaches, EOVERFLOW (see `ids`).
+    let _ = ids::take(&mut control.next_id);
     let slot = &TABLE.slots[i];
     slot.vm.store(Arc::into_raw(vm).cast_mut(), Ordering::Release);
     slot.kvm.store(kvm, Ordering::Release);
