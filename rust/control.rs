@@ -65,6 +65,14 @@ fn write_arg<T: AsBytes>(arg: usize, val: &T) -> Result {
     UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).writer().write(val)
 }
 
+/// Checks that the answer of an ioctl that changes state can be written,
+/// before changing anything: a read-only or unmapped argument then fails
+/// with EFAULT and no event. (Writing it back unchanged: a concurrent
+/// unmap between this and the answer is still undone by the caller.)
+fn check_writable<T: AsBytes>(arg: usize, val: &T) -> Result {
+    write_arg(arg, val)
+}
+
 fn write_array<T: AsBytes>(addr: u64, items: &[T]) -> Result {
     let Ok(addr) = usize::try_from(addr) else { return Err(EFAULT) };
     let mut w = UserSlice::new(UserPtr::from_addr(addr), size_of_val(items)).writer();
@@ -113,6 +121,7 @@ impl PfiFile {
             write_arg(arg, &req)?;
             return Ok(0);
         }
+        check_writable(arg, &req)?;
         let persistent = req.flags & uapi::KVM_PFI_ATTACH_PERSISTENT != 0;
         let id = attach::attach_for(&self.ctl, req.vm_fd, req.flags, persistent)?;
         req.vm_id = id;
@@ -235,6 +244,7 @@ impl PfiFile {
         let mut req: uapi::kvm_pfi_target = read_arg(arg)?;
         let spec = TargetSpec::validate(&req, default_config())?;
         vendor::injection_allowed()?;
+        check_writable(arg, &req)?;
         let id = vm::with_id(req.vm_id, |vm| -> Result<u32> {
             self.ctl.check(vm)?;
             let id = vm.take_target_id()?;

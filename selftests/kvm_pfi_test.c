@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -803,6 +804,45 @@ TEST(persistent_attachment_is_controlled_by_presenting_the_vm)
 	close(other);
 	close(devnull);
 	kvm_vm_free(unattached);
+	kvm_vm_free(vm);
+}
+
+/* A state-changing ioctl whose answer cannot be written (a read-only
+ * argument) fails with EFAULT and changes nothing: no attachment, no
+ * target, no event (not an attach undone by a detach). */
+TEST(unwritable_answer_changes_nothing)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	int pfi = pfi_open(), events, added;
+	long page = sysconf(_SC_PAGESIZE);
+	void *ro = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint32_t id;
+
+	ASSERT_LE(0, pfi);
+	ASSERT_NE(MAP_FAILED, ro);
+	events = ioctl(pfi, KVM_PFI_EVENTS, 0);
+	ASSERT_LE(0, events);
+	*(struct kvm_pfi_attach *)ro = (struct kvm_pfi_attach){ .vm_fd = vm->fd };
+	ASSERT_EQ(0, mprotect(ro, page, PROT_READ));
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_ATTACH, ro));
+	EXPECT_EQ(0, pfi_nr_attached(pfi));
+	EXPECT_EQ(0, drain_events(events, 0, &added));
+
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	EXPECT_EQ(1, drain_events(events, KVM_PFI_CMD_VM_ATTACHED, &added));
+	ASSERT_EQ(0, mprotect(ro, page, PROT_READ | PROT_WRITE));
+	*(struct kvm_pfi_target *)ro = (struct kvm_pfi_target){
+		.vm_id = id, .cr3 = 0x1000, .gva = 0x400000, .len = 4096,
+	};
+	ASSERT_EQ(0, mprotect(ro, page, PROT_READ));
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, ro));
+	struct kvm_pfi_target_list l = { .vm_id = id };
+	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_LIST, &l));
+	EXPECT_EQ(0, l.nr_targets);
+	EXPECT_EQ(0, drain_events(events, 0, &added));
+	munmap(ro, page);
+	close(events);
+	close(pfi);
 	kvm_vm_free(vm);
 }
 
