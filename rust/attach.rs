@@ -6,6 +6,10 @@
 //! reference destroys it).
 
 use kernel::prelude::*;
+use kernel::sync::atomic::{
+    Atomic,
+    Relaxed, //
+};
 
 use crate::bindings::uapi;
 use crate::events::{
@@ -57,16 +61,95 @@ pub(crate) fn detach_where(select: impl Fn(&AttachedVm) -> bool, reason: DetachR
     n
 }
 
-/// Detaches the VM with `id` on behalf of the file `caller`.
-pub(crate) fn detach(id: u32, caller: u64) -> Result {
-    // Checked and detached under separate lock holds: a concurrent detach of
-    // the same id simply makes ours find nothing.
-    let owner = vm::with_id(id, |vm| vm.owner)?;
-    if let Owner::File(f) = owner {
-        if f != caller {
-            return Err(EPERM);
+/// What one open `/dev/kvm_pfi` file may control: the VMs it attached,
+/// and the persistent attachments it made or claimed by presenting the VM's
+/// descriptor again (`KVM_PFI_ATTACH_CLAIM`). Only a controller may add or
+/// remove a VM's targets or detach it (`EPERM` otherwise).
+pub(crate) struct Controller {
+    file: u64,
+    /// VM ids of persistent attachments this file controls; 0 is free. VM
+    /// ids are never reused, so the id of a VM detached since matches no VM.
+    claims: [Atomic<u32>; vm::MAX_VMS],
+}
+
+impl Controller {
+    pub(crate) fn new(file: u64) -> Self {
+        Controller { file, claims: [const { Atomic::new(0) }; vm::MAX_VMS] }
+    }
+
+    /// The owner of an attachment this file makes.
+    pub(crate) fn owner(&self, persistent: bool) -> Owner {
+        if persistent {
+            Owner::Module
+        } else {
+            Owner::File(self.file)
         }
     }
+
+    /// `Ok` if this file may change `vm`, `EPERM` otherwise.
+    pub(crate) fn check(&self, vm: &AttachedVm) -> Result {
+        let ok = match vm.owner {
+            Owner::File(f) => f == self.file,
+            Owner::Module => self.claims.iter().any(|c| c.load(Relaxed) == vm.id),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(EPERM)
+        }
+    }
+
+    /// Records that this file controls persistent attachment `id`.
+    fn record(&self, id: u32) -> Result {
+        if self.claims.iter().any(|c| c.load(Relaxed) == id) {
+            return Ok(());
+        }
+        // A free slot, or one whose VM has been detached since (at most
+        // `MAX_VMS` VMs are attached, so one of the two exists unless
+        // another thread of this file claims at the same time).
+        for c in &self.claims {
+            let old = c.load(Relaxed);
+            if (old == 0 || vm::with_id(old, |_| ()).is_err()) && c.cmpxchg(old, id, Relaxed).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(EBUSY)
+    }
+}
+
+/// Attaches the VM behind `vm_fd` for `ctl`'s file: owned by the file, or
+/// (`persistent`) by the module with the file as its first controller.
+pub(crate) fn attach_for(ctl: &Controller, vm_fd: i32, flags: u32, persistent: bool) -> Result<u32> {
+    let id = attach(vm_fd, flags, ctl.owner(persistent))?;
+    if persistent {
+        // Cannot fail: this file controls at most `MAX_VMS` attachments,
+        // and those it no longer does are reusable.
+        if let Err(e) = ctl.record(id) {
+            detach_where(|vm| vm.id == id, DetachReason::Requested);
+            return Err(e);
+        }
+    }
+    Ok(id)
+}
+
+/// `KVM_PFI_ATTACH_CLAIM`: the caller presents the descriptor `vm_fd` of
+/// a VM attached persistently and becomes one of its controllers. Returns
+/// its vm id; `ENOENT` if it is not attached, `EPERM` if it is attached by
+/// another file (not persistently). Changes nothing else: no event.
+pub(crate) fn claim(ctl: &Controller, vm_fd: i32) -> Result<u32> {
+    let (id, owner) = vm::with_fd(vm_fd, |vm| (vm.id, vm.owner))?;
+    match owner {
+        Owner::Module => ctl.record(id).map(|()| id),
+        Owner::File(f) if f == ctl.file => Ok(id),
+        Owner::File(_) => Err(EPERM),
+    }
+}
+
+/// Detaches the VM with `id` on behalf of `ctl`'s file.
+pub(crate) fn detach(id: u32, ctl: &Controller) -> Result {
+    // Checked and detached under separate lock holds: a concurrent detach of
+    // the same id simply makes ours find nothing.
+    vm::with_id(id, |vm| ctl.check(vm))??;
     match detach_where(|vm| vm.id == id, DetachReason::Requested) {
         0 => Err(ENOENT),
         _ => Ok(()),

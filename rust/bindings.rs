@@ -6,7 +6,6 @@
 
 /// The ioctl ABI and netlink enums, from include/kvm_pfi_bindgen.h.
 #[allow(
-    dead_code,
     non_camel_case_types,
     non_upper_case_globals,
     non_snake_case,
@@ -49,7 +48,6 @@ pub(crate) mod uapi {
 
 /// The C glue (rust/kvm_glue.c); `kvm` and `kvm_vcpu` are opaque here.
 #[allow(
-    dead_code,
     non_camel_case_types,
     non_upper_case_globals,
     missing_docs,
@@ -59,3 +57,19 @@ pub(crate) mod uapi {
 pub(crate) mod glue {
     include!("glue_generated.rs");
 }
+
+// pfi_core's vendor encodings are the kernel's: kvm_glue.c asserts the glue's
+// copies against asm/svm.h and asm/vmx.h, and these assert pfi_core's
+// against the glue's, so a kernel that encodes them differently fails here.
+const _: () = {
+    use crate::pfi_core::inject;
+    use crate::pfi_core::vendor;
+    assert!(vendor::page_fault_event() == glue::KVM_PFI_GLUE_SVM_PF_EVENT);
+    assert!(vendor::page_fault_event() == glue::KVM_PFI_GLUE_VMX_PF_EVENT);
+    assert!(inject::EXIT_INT_INFO_VALID == glue::KVM_PFI_GLUE_EVENT_VALID);
+    assert!(inject::EXIT_INT_INFO_TYPE_MASK == glue::KVM_PFI_GLUE_EVENT_TYPE_MASK);
+    assert!(inject::EXIT_INT_INFO_TYPE_HW_EXCEPTION == glue::KVM_PFI_GLUE_EVENT_TYPE_HW_EXCEPTION);
+    assert!(inject::PF_VECTOR == (glue::KVM_PFI_GLUE_SVM_PF_EVENT & inject::EXIT_INT_INFO_VECTOR_MASK));
+    assert!(vendor::SVM_INTERRUPT_SHADOW == glue::KVM_PFI_GLUE_SVM_INTERRUPT_SHADOW);
+    assert!(vendor::VMX_INTERRUPT_SHADOW == glue::KVM_PFI_GLUE_VMX_INTERRUPT_SHADOW);
+};

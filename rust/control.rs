@@ -48,9 +48,11 @@ use crate::vm::{
     Owner, //
 };
 
-/// Per open file: an id that owns its non-persistent attachments.
+/// Per open file: an id that owns its non-persistent attachments, and what
+/// it may control.
 pub(crate) struct PfiFile {
     id: u64,
+    ctl: attach::Controller,
 }
 
 static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
@@ -61,6 +63,14 @@ fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
 
 fn write_arg<T: AsBytes>(arg: usize, val: &T) -> Result {
     UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).writer().write(val)
+}
+
+/// Checks that the answer of an ioctl that changes state can be written,
+/// before changing anything: a read-only or unmapped argument then fails
+/// with EFAULT and no event. (Writing it back unchanged: a concurrent
+/// unmap between this and the answer is still undone by the caller.)
+fn check_writable<T: AsBytes>(arg: usize, val: &T) -> Result {
+    write_arg(arg, val)
 }
 
 fn write_array<T: AsBytes>(addr: u64, items: &[T]) -> Result {
@@ -81,6 +91,8 @@ fn vendor_code() -> u32 {
 }
 
 impl PfiFile {
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn get_version(&self, arg: usize) -> Result<isize> {
         let v = uapi::kvm_pfi_version {
             abi_version: uapi::KVM_PFI_ABI_VERSION,
@@ -92,17 +104,26 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn attach(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_attach = read_arg(arg)?;
         if req.flags & !uapi::KVM_PFI_ATTACH_FLAGS_ALL != 0 || req.reserved != 0 || req.vm_id != 0 {
             return Err(EINVAL);
         }
-        let owner = if req.flags & uapi::KVM_PFI_ATTACH_PERSISTENT != 0 {
-            Owner::Module
-        } else {
-            Owner::File(self.id)
-        };
-        let id = attach::attach(req.vm_fd, req.flags, owner)?;
+        if req.flags & uapi::KVM_PFI_ATTACH_CLAIM != 0 {
+            if req.flags != uapi::KVM_PFI_ATTACH_CLAIM {
+                return Err(EINVAL);
+            }
+            // A claim only adds a right this file could get again with the
+            // same descriptor: a lost answer needs no undo.
+            req.vm_id = attach::claim(&self.ctl, req.vm_fd)?;
+            write_arg(arg, &req)?;
+            return Ok(0);
+        }
+        check_writable(arg, &req)?;
+        let persistent = req.flags & uapi::KVM_PFI_ATTACH_PERSISTENT != 0;
+        let id = attach::attach_for(&self.ctl, req.vm_fd, req.flags, persistent)?;
         req.vm_id = id;
         if let Err(e) = write_arg(arg, &req) {
             // The caller cannot learn the id: undo, so a failed call changes nothing.
@@ -112,15 +133,19 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn detach(&self, arg: usize) -> Result<isize> {
         let req: uapi::kvm_pfi_detach = read_arg(arg)?;
         if req.reserved != 0 {
             return Err(EINVAL);
         }
-        attach::detach(req.vm_id, self.id)?;
+        attach::detach(req.vm_id, &self.ctl)?;
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn list_vms(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_vm_list = read_arg(arg)?;
         if req.reserved != 0 {
@@ -140,6 +165,8 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn vm_stats(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_vm_stats = read_arg(arg)?;
         if req.reserved.iter().any(|&r| r != 0) || req.entries != 0 || req.exits != 0 {
@@ -186,21 +213,41 @@ fn remove_target(vm: &vm::AttachedVm, id: u32) -> Option<KBox<targets::Target>> 
     Some(t)
 }
 
-/// Injection limits from the module parameters.
+/// Injection limits from the module parameters, which `Parameters::check`
+/// found within the per-target limits at load.
 fn default_config() -> InjectConfig {
-    InjectConfig {
-        timeout_ns: u64::from(crate::module_parameters::pf_timeout_ms.value()) * 1_000_000,
-        max_tries: crate::module_parameters::pf_max_tries.value().max(1),
+    parameters_config().unwrap_or(InjectConfig::default_config())
+}
+
+fn parameters_config() -> Option<InjectConfig> {
+    InjectConfig::checked(
+        crate::module_parameters::pf_timeout_ms.value(),
+        crate::module_parameters::pf_max_tries.value(),
+    )
+}
+
+/// The module parameters, checked with the limits of a target's own values
+/// (`pf_timeout_ms` 1 to 60000, `pf_max_tries` 1 to 100): a module loaded
+/// with others fails to load (`EINVAL`).
+pub(crate) struct Parameters;
+
+impl Parameters {
+    pub(crate) fn check() -> Result<Self> {
+        parameters_config().map(|_| Parameters).ok_or(EINVAL)
     }
 }
 
 impl PfiFile {
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn target_add(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_target = read_arg(arg)?;
         let spec = TargetSpec::validate(&req, default_config())?;
         vendor::injection_allowed()?;
+        check_writable(arg, &req)?;
         let id = vm::with_id(req.vm_id, |vm| -> Result<u32> {
-            let id = vm.next_target_id.fetch_add(1, Ordering::Relaxed);
+            self.ctl.check(vm)?;
+            let id = vm.take_target_id()?;
             let target = spec.build(id)?;
             let added = Record::target_added(vm.id, id, spec.flags, spec.cr3, spec.gva, spec.len);
             let r = {
@@ -236,14 +283,21 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn target_remove(&self, arg: usize) -> Result<isize> {
         let req: uapi::kvm_pfi_target_remove = read_arg(arg)?;
-        let removed = vm::with_id(req.vm_id, |vm| remove_target(vm, req.target_id))?;
+        let removed = vm::with_id(req.vm_id, |vm| -> Result<_> {
+            self.ctl.check(vm)?;
+            Ok(remove_target(vm, req.target_id))
+        })??;
         events::flush();
         // Freed here, outside the spinlock.
         removed.map(|_| 0).ok_or(ENOENT)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn target_list(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_target_list = read_arg(arg)?;
         let cap = (req.nr_targets as usize).min(targets::MAX_TARGETS);
@@ -257,6 +311,8 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn target_pages(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_target_pages = read_arg(arg)?;
         if req.reserved != 0 {
@@ -283,20 +339,25 @@ impl PfiFile {
 }
 
 impl PfiFile {
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn sigs_load(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_sigs_load = read_arg(arg)?;
-        let (generation, nr_rules) = crate::sigs::load(&req)?;
+        let set = crate::sigs::prepare(&req)?;
+        // The answer is written before the set is activated: a refused
+        // write (EFAULT) leaves the previous set active.
+        crate::sigs::activate(set, |generation, nr_rules| {
+            (req.generation, req.nr_rules) = (generation, nr_rules);
+            write_arg(arg, &req)
+        })?;
         sigs_changed();
-        (req.generation, req.nr_rules) = (generation, nr_rules);
-        // The set is active already; a bad pointer only loses the answer.
-        write_arg(arg, &req)?;
         Ok(0)
     }
 
-    fn sigs_clear(&self) -> isize {
-        crate::sigs::clear();
+    fn sigs_clear(&self) -> Result<isize> {
+        crate::sigs::clear()?;
         sigs_changed();
-        0
+        Ok(0)
     }
 }
 
@@ -315,7 +376,8 @@ impl MiscDevice for PfiFile {
         if !unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) } {
             return Err(EPERM);
         }
-        Ok(KBox::new(PfiFile { id: NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed) }, GFP_KERNEL)?)
+        let id = NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(KBox::new(PfiFile { id, ctl: attach::Controller::new(id) }, GFP_KERNEL)?)
     }
 
     fn release(me: KBox<Self>, _file: &File) {
@@ -339,7 +401,7 @@ impl MiscDevice for PfiFile {
             uapi::KVM_PFI_IOCTL_EVENTS => Err(EINVAL),
             uapi::KVM_PFI_IOCTL_SIGS_LOAD => me.sigs_load(arg),
             uapi::KVM_PFI_IOCTL_SIGS_INFO => write_arg(arg, &crate::sigs::info()).map(|()| 0),
-            uapi::KVM_PFI_IOCTL_SIGS_CLEAR if arg == 0 => Ok(me.sigs_clear()),
+            uapi::KVM_PFI_IOCTL_SIGS_CLEAR if arg == 0 => me.sigs_clear(),
             uapi::KVM_PFI_IOCTL_SIGS_CLEAR => Err(EINVAL),
             _ => Err(ENOTTY),
         }

@@ -30,6 +30,10 @@ use crate::pfi_core::ring::Ring;
 const OUTBOX_RECORDS: usize = 1024;
 pub(crate) const STATS_ID_LEN: usize = uapi::KVM_PFI_STATS_ID_LEN as usize;
 
+// One constructor per event of the netlink spec: a new event in the spec
+// (a new KVM_PFI_CMD_MAX) must come with its record.
+const _: () = assert!(uapi::KVM_PFI_CMD_MAX == uapi::KVM_PFI_CMD_SIGS_LOADED);
+
 /// One event.
 pub(crate) struct Record {
     /// The values, in the event stream's layout; `size` and `data_len` are

@@ -71,3 +71,33 @@ impl GuestPhysRead for GuestMemory {
         }
     }
 }
+
+/// The VMM's mm, borrowed by a kernel thread (the report work) for a run
+/// of `Context::Kworker` reads, so that they do not borrow it one by one.
+///
+/// # Invariants
+///
+/// `kvm` is referenced while this lives, and this thread uses its mm.
+pub(crate) struct BorrowedMm {
+    kvm: *mut glue::kvm,
+}
+
+impl BorrowedMm {
+    /// `None` if the VMM's address space is gone (the reads then fail).
+    ///
+    /// # Safety
+    ///
+    /// `kvm` stays referenced while the result lives, which is dropped on
+    /// this thread, a kernel thread using no mm.
+    pub(crate) unsafe fn new(kvm: *mut glue::kvm) -> Option<Self> {
+        // SAFETY: the caller's contract.
+        (unsafe { glue::kvm_pfi_mm_borrow(kvm) } == 0).then_some(BorrowedMm { kvm })
+    }
+}
+
+impl Drop for BorrowedMm {
+    fn drop(&mut self) {
+        // SAFETY: borrowed by `new` on this thread (type invariant).
+        unsafe { glue::kvm_pfi_mm_unborrow(self.kvm) };
+    }
+}

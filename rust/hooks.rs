@@ -18,12 +18,22 @@ use crate::vendor;
 use crate::vm;
 
 /// `void probe(void *data, struct kvm_vcpu *vcpu, bool force_immediate_exit)`
+///
+/// # Safety
+///
+/// Only as the kvm_entry tracepoint's probe: `vcpu` is the vCPU KVM is
+/// about to run, on this CPU, with interrupts off.
 unsafe extern "C" fn on_entry(_data: *mut c_void, vcpu: *mut glue::kvm_vcpu, _force_exit: bool) {
     // SAFETY: KVM passes the running vCPU, valid for the whole call.
     unsafe { handle(vcpu, false) };
 }
 
 /// `void probe(void *data, struct kvm_vcpu *vcpu, u32 isa)`
+///
+/// # Safety
+///
+/// Only as the kvm_exit tracepoint's probe: `vcpu` is the vCPU that just
+/// exited, on this CPU, with interrupts off.
 unsafe extern "C" fn on_exit(_data: *mut c_void, vcpu: *mut glue::kvm_vcpu, _isa: u32) {
     // SAFETY: as in `on_entry`.
     unsafe { handle(vcpu, true) };
@@ -100,18 +110,18 @@ pub(crate) struct Probes {
 
 impl Probes {
     pub(crate) fn register() -> Result<Self> {
-        // SAFETY: `on_entry` has the prototype of the kvm_entry tracepoint.
+        // SAFETY: `on_entry` has the kvm_entry prototype (the type says so).
         kernel::error::to_result(unsafe {
-            glue::kvm_pfi_register_entry_probe(on_entry as *mut c_void, core::ptr::null_mut())
+            glue::kvm_pfi_register_entry_probe(Some(on_entry), core::ptr::null_mut())
         })?;
-        // SAFETY: `on_exit` has the prototype of the kvm_exit tracepoint.
+        // SAFETY: `on_exit` has the kvm_exit prototype (the type says so).
         let r = kernel::error::to_result(unsafe {
-            glue::kvm_pfi_register_exit_probe(on_exit as *mut c_void, core::ptr::null_mut())
+            glue::kvm_pfi_register_exit_probe(Some(on_exit), core::ptr::null_mut())
         });
         if let Err(e) = r {
             // SAFETY: registered just above with the same arguments.
             unsafe {
-                glue::kvm_pfi_unregister_entry_probe(on_entry as *mut c_void, core::ptr::null_mut());
+                glue::kvm_pfi_unregister_entry_probe(Some(on_entry), core::ptr::null_mut());
                 glue::kvm_pfi_probes_synchronize();
             }
             return Err(e);
@@ -124,8 +134,8 @@ impl Drop for Probes {
     fn drop(&mut self) {
         // SAFETY: both were registered by `register` with these arguments.
         unsafe {
-            glue::kvm_pfi_unregister_exit_probe(on_exit as *mut c_void, core::ptr::null_mut());
-            glue::kvm_pfi_unregister_entry_probe(on_entry as *mut c_void, core::ptr::null_mut());
+            glue::kvm_pfi_unregister_exit_probe(Some(on_exit), core::ptr::null_mut());
+            glue::kvm_pfi_unregister_entry_probe(Some(on_entry), core::ptr::null_mut());
             glue::kvm_pfi_probes_synchronize();
         }
     }

@@ -19,16 +19,60 @@
 
 #include <net/genetlink.h>
 
+/*
+ * KVM's own private headers, from the tree the module is built against
+ * (Kbuild adds arch/x86 to the include path): the vendor vCPU structures and
+ * the tracepoint declarations. The glue reads those structures through the
+ * kernel's own definitions, so a kernel whose layout differs builds a
+ * different glue or none, never one that guesses. kvm_amd/kvm_intel are
+ * built from the same headers and .config; vermagic ties the module to it.
+ */
+#include "kvm/svm/svm.h"
+#include "kvm/vmx/vmx.h"
+#include "kvm/trace.h"
+
 #include "kvm_glue.h"
 
 static_assert(KVM_PFI_GLUE_MCAST_CAP_SYS_ADMIN == GENL_MCAST_CAP_SYS_ADMIN);
 
-/*
- * Exported by kvm.ko with EXPORT_TRACEPOINT_SYMBOL_GPL (arch/x86/kvm/x86.c);
- * declared in KVM's private arch/x86/kvm/trace.h, hence declared here.
- */
-extern struct tracepoint __tracepoint_kvm_entry;
-extern struct tracepoint __tracepoint_kvm_exit;
+/* The probe types are the tracepoints' TP_PROTO (see kvm_glue.h). */
+static_assert(__same_type(&register_trace_kvm_entry, int (*)(kvm_pfi_entry_probe_fn, void *)));
+static_assert(__same_type(&unregister_trace_kvm_entry, int (*)(kvm_pfi_entry_probe_fn, void *)));
+static_assert(__same_type(&register_trace_kvm_exit, int (*)(kvm_pfi_exit_probe_fn, void *)));
+static_assert(__same_type(&unregister_trace_kvm_exit, int (*)(kvm_pfi_exit_probe_fn, void *)));
+
+/* The encodings pfi_core uses (kvm_glue.h), as the kernel defines them. */
+static_assert(KVM_PFI_GLUE_SVM_PF_EVENT ==
+	      (SVM_EVTINJ_VALID | SVM_EVTINJ_VALID_ERR | SVM_EVTINJ_TYPE_EXEPT | PF_VECTOR));
+static_assert(KVM_PFI_GLUE_VMX_PF_EVENT ==
+	      (INTR_INFO_VALID_MASK | INTR_INFO_DELIVER_CODE_MASK | INTR_TYPE_HARD_EXCEPTION |
+	       PF_VECTOR));
+static_assert(KVM_PFI_GLUE_EVENT_VALID == SVM_EXITINTINFO_VALID &&
+	      KVM_PFI_GLUE_EVENT_VALID == VECTORING_INFO_VALID_MASK);
+static_assert(KVM_PFI_GLUE_EVENT_TYPE_MASK == SVM_EXITINTINFO_TYPE_MASK &&
+	      KVM_PFI_GLUE_EVENT_TYPE_MASK == VECTORING_INFO_TYPE_MASK);
+static_assert(KVM_PFI_GLUE_EVENT_TYPE_HW_EXCEPTION == SVM_EXITINTINFO_TYPE_EXEPT &&
+	      KVM_PFI_GLUE_EVENT_TYPE_HW_EXCEPTION == INTR_TYPE_HARD_EXCEPTION);
+static_assert(KVM_PFI_GLUE_SVM_INTERRUPT_SHADOW == SVM_INTERRUPT_SHADOW_MASK);
+static_assert(KVM_PFI_GLUE_VMX_INTERRUPT_SHADOW ==
+	      (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS));
+
+/* The fields copied into struct kvm_pfi_cpu_state fit without truncation. */
+#define ASSERT_FITS(type, field, dst)                                                    \
+	static_assert(sizeof_field(type, field) <= sizeof_field(struct kvm_pfi_cpu_state, dst))
+ASSERT_FITS(struct vmcb_save_area, cr0, cr0);
+ASSERT_FITS(struct vmcb_save_area, cr3, cr3);
+ASSERT_FITS(struct vmcb_save_area, cr4, cr4);
+ASSERT_FITS(struct vmcb_save_area, efer, efer);
+ASSERT_FITS(struct vmcb_save_area, rflags, rflags);
+ASSERT_FITS(struct vmcb_save_area, cpl, cpl_field);
+ASSERT_FITS(struct vmcb_control_area, event_inj, event_field);
+ASSERT_FITS(struct vmcb_control_area, exit_int_info, exit_int_info);
+ASSERT_FITS(struct vmcb_control_area, int_state, shadow_field);
+ASSERT_FITS(struct kvm_vcpu_arch, efer, efer);
+/* The #PF's CR2 is written where svm/vmx_vcpu_run() load it from. */
+static_assert(__same_type(((struct kvm_vcpu_arch *)0)->cr2, unsigned long));
+static_assert(sizeof_field(struct vmcb_control_area, event_inj_err) == sizeof(u32));
 
 /*
  * KVM's own file_is_kvm() is internal to KVM. A VM file is the anon inode
@@ -115,24 +159,24 @@ enum kvm_pfi_glue_vendor kvm_pfi_host_vendor(void)
 	return KVM_PFI_GLUE_VENDOR_NONE;
 }
 
-int kvm_pfi_register_entry_probe(void *probe, void *data)
+int kvm_pfi_register_entry_probe(kvm_pfi_entry_probe_fn probe, void *data)
 {
-	return tracepoint_probe_register(&__tracepoint_kvm_entry, probe, data);
+	return register_trace_kvm_entry(probe, data);
 }
 
-int kvm_pfi_unregister_entry_probe(void *probe, void *data)
+int kvm_pfi_unregister_entry_probe(kvm_pfi_entry_probe_fn probe, void *data)
 {
-	return tracepoint_probe_unregister(&__tracepoint_kvm_entry, probe, data);
+	return unregister_trace_kvm_entry(probe, data);
 }
 
-int kvm_pfi_register_exit_probe(void *probe, void *data)
+int kvm_pfi_register_exit_probe(kvm_pfi_exit_probe_fn probe, void *data)
 {
-	return tracepoint_probe_register(&__tracepoint_kvm_exit, probe, data);
+	return register_trace_kvm_exit(probe, data);
 }
 
-int kvm_pfi_unregister_exit_probe(void *probe, void *data)
+int kvm_pfi_unregister_exit_probe(kvm_pfi_exit_probe_fn probe, void *data)
 {
-	return tracepoint_probe_unregister(&__tracepoint_kvm_exit, probe, data);
+	return unregister_trace_kvm_exit(probe, data);
 }
 
 void kvm_pfi_probes_synchronize(void)
@@ -141,18 +185,16 @@ void kvm_pfi_probes_synchronize(void)
 }
 
 /*
- * struct vcpu_svm (arch/x86/kvm/svm/svm.h, private to KVM) starts with
- * "struct kvm_vcpu vcpu; struct vmcb *vmcb;": the current VMCB pointer is the
- * word right after struct kvm_vcpu. VMCBs are page allocations, so anything
- * else is refused rather than dereferenced.
+ * The VMCB the next VMRUN uses: struct vcpu_svm's "vmcb", which KVM keeps
+ * equal to current_vmcb->ptr (vmcb01, or vmcb02 while a nested guest runs).
+ * Guests with protected state (SEV-ES, SEV-SNP) keep theirs in the VMSA,
+ * which the host cannot read: none.
  */
 static struct vmcb *svm_current_vmcb(const struct kvm_vcpu *vcpu)
 {
-	struct vmcb *vmcb = *(struct vmcb *const *)(vcpu + 1);
-
-	if (!vmcb || !IS_ALIGNED((unsigned long)vmcb, PAGE_SIZE) || !virt_addr_valid(vmcb))
+	if (vcpu->arch.guest_state_protected)
 		return NULL;
-	return vmcb;
+	return to_svm((struct kvm_vcpu *)vcpu)->vmcb;
 }
 
 static void read_kvm_events(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st)
@@ -233,12 +275,31 @@ static bool vmcs_write(unsigned long field, unsigned long value)
 	return !fail;
 }
 
+/*
+ * Whether the VMCS current on this CPU is @vcpu's (struct vcpu_vmx's
+ * loaded_vmcs: vmcs01, or vmcs02 while a nested guest runs), which KVM
+ * loads before kvm_entry and keeps loaded until after kvm_exit. Not so for
+ * a TDX vCPU (not a vcpu_vmx, and its state is the TDX module's), or with
+ * Hyper-V's enlightened VMCS (KVM does not use VMREAD/VMWRITE then).
+ */
+static bool vmx_vmcs_is_vcpus(const struct kvm_vcpu *vcpu)
+{
+	u64 current_pa;
+
+	if (vcpu->arch.guest_state_protected || vcpu->kvm->arch.vm_type == KVM_X86_TDX_VM)
+		return false;
+	asm volatile("vmptrst %0" : "=m"(current_pa) : : "cc");
+	return current_pa == __pa(to_vmx((struct kvm_vcpu *)vcpu)->loaded_vmcs->vmcs);
+}
+
 void kvm_pfi_vmx_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st)
 {
 	unsigned long cr0, cr3, cr4, rflags, ss_ar, intr_state, entry_info, idt_info, activity,
 		exec_ctl, exit_reason;
 
 	memset(st, 0, sizeof(*st));
+	if (!vmx_vmcs_is_vcpus(vcpu))
+		return;
 	if (!vmcs_read(GUEST_CR0, &cr0) || !vmcs_read(GUEST_CR3, &cr3) ||
 	    !vmcs_read(GUEST_CR4, &cr4) || !vmcs_read(GUEST_RFLAGS, &rflags) ||
 	    !vmcs_read(GUEST_SS_AR_BYTES, &ss_ar) ||
@@ -278,7 +339,8 @@ void kvm_pfi_vmx_inject(struct kvm_vcpu *vcpu, unsigned long long cr2, unsigned 
 {
 	unsigned long entry_info, activity;
 
-	if (WARN_ON_ONCE(!vmcs_read(VM_ENTRY_INTR_INFO_FIELD, &entry_info) ||
+	if (WARN_ON_ONCE(!vmx_vmcs_is_vcpus(vcpu) ||
+			 !vmcs_read(VM_ENTRY_INTR_INFO_FIELD, &entry_info) ||
 			 (entry_info & INTR_INFO_VALID_MASK) ||
 			 !vmcs_read(GUEST_ACTIVITY_STATE, &activity)))
 		return;
@@ -305,10 +367,8 @@ unsigned int kvm_pfi_vcpu_maxphyaddr(const struct kvm_vcpu *vcpu)
 
 unsigned char kvm_pfi_vcpu_has_gbpages(const struct kvm_vcpu *vcpu)
 {
-	/* KVM's guest_cpu_cap_has() is internal; AMD CPUs and KVM's default
-	 * CPUID offer 1 GiB pages, and a guest without them never sets PS at
-	 * level 3, so assuming them only relaxes a reserved-bit check. */
-	return 1;
+	/* cpuid.h's inline reader of the guest CPUID KVM computed. */
+	return guest_cpu_cap_has((struct kvm_vcpu *)vcpu, X86_FEATURE_GBPAGES);
 }
 
 /* The VMM's address of guest physical @gpa; caller holds kvm->srcu. */
@@ -345,10 +405,27 @@ static int vmm_thread_hva(struct kvm *kvm, unsigned long long gpa, unsigned int 
 	return r;
 }
 
+int kvm_pfi_mm_borrow(struct kvm *kvm)
+{
+	if (!(current->flags & PF_KTHREAD) || current->mm)
+		return -EINVAL;
+	if (!mmget_not_zero(kvm->mm))
+		return -ESRCH;
+	kthread_use_mm(kvm->mm);
+	return 0;
+}
+
+void kvm_pfi_mm_unborrow(struct kvm *kvm)
+{
+	kthread_unuse_mm(kvm->mm);
+	mmput(kvm->mm);
+}
+
 int kvm_pfi_read_guest(struct kvm *kvm, unsigned long long gpa, void *buf, unsigned int len,
 		       enum kvm_pfi_glue_context ctx)
 {
-	bool borrow = ctx == KVM_PFI_GLUE_CTX_KWORKER;
+	/* Unless the work borrowed the VMM's mm for its whole run already. */
+	bool borrow = ctx == KVM_PFI_GLUE_CTX_KWORKER && current->mm != kvm->mm;
 	unsigned long hva;
 	int idx, r;
 

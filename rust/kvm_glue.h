@@ -67,7 +67,7 @@ void kvm_pfi_vmx_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_stat
 void kvm_pfi_vmx_inject(struct kvm_vcpu *vcpu, unsigned long long cr2, unsigned int event,
 			unsigned int error_code);
 
-/* Guest CPU features the page walk needs. */
+/* Guest CPU features the page walk needs (KVM's view of the guest's CPUID). */
 unsigned int kvm_pfi_vcpu_maxphyaddr(const struct kvm_vcpu *vcpu);
 unsigned char kvm_pfi_vcpu_has_gbpages(const struct kvm_vcpu *vcpu);
 
@@ -90,6 +90,14 @@ enum kvm_pfi_glue_context {
  */
 int kvm_pfi_read_guest(struct kvm *kvm, unsigned long long gpa, void *buf, unsigned int len,
 		       enum kvm_pfi_glue_context ctx);
+/*
+ * A kernel thread's run of KVM_PFI_GLUE_CTX_KWORKER reads (and tracker
+ * creation) borrows the VMM's mm once (kthread_use_mm) instead of per read:
+ * 0, -ESRCH (the VMM's address space is gone), -EINVAL (not a kernel
+ * thread, or one using an mm). Unborrow from the same thread.
+ */
+int kvm_pfi_mm_borrow(struct kvm *kvm);
+void kvm_pfi_mm_unborrow(struct kvm *kvm);
 /*
  * Write tracking of guest pages through KVM's page-track notifier, to see the
  * guest OS rewrite a page-table entry. @write is called, in the vCPU thread,
@@ -143,12 +151,39 @@ enum kvm_pfi_glue_vendor kvm_pfi_host_vendor(void);
  */
 enum { KVM_PFI_GLUE_MCAST_CAP_SYS_ADMIN = 2 };
 
-/* Probe registration on KVM's exported kvm_entry / kvm_exit tracepoints. */
-int kvm_pfi_register_entry_probe(void *probe, void *data);
-int kvm_pfi_unregister_entry_probe(void *probe, void *data);
-int kvm_pfi_register_exit_probe(void *probe, void *data);
-int kvm_pfi_unregister_exit_probe(void *probe, void *data);
+/*
+ * Probes on KVM's exported kvm_entry / kvm_exit tracepoints, with the
+ * tracepoints' TP_PROTO (arch/x86/kvm/trace.h) as their types: kvm_glue.c
+ * registers them through the register_trace_*() functions DECLARE_TRACE
+ * generates from that prototype and asserts at build time that these types
+ * are the same, and rustc checks the Rust probes against bindgen's copy of
+ * them. A kernel whose tracepoint prototype differs fails to build.
+ */
+typedef void (*kvm_pfi_entry_probe_fn)(void *data, struct kvm_vcpu *vcpu,
+				       _Bool force_immediate_exit);
+typedef void (*kvm_pfi_exit_probe_fn)(void *data, struct kvm_vcpu *vcpu, unsigned int isa);
+int kvm_pfi_register_entry_probe(kvm_pfi_entry_probe_fn probe, void *data);
+int kvm_pfi_unregister_entry_probe(kvm_pfi_entry_probe_fn probe, void *data);
+int kvm_pfi_register_exit_probe(kvm_pfi_exit_probe_fn probe, void *data);
+int kvm_pfi_unregister_exit_probe(kvm_pfi_exit_probe_fn probe, void *data);
 /* Wait until no probe unregistered before this call can still be running. */
 void kvm_pfi_probes_synchronize(void);
+
+/*
+ * The vendor encodings rust/pfi_core/vendor.rs writes and decodes, as the
+ * kernel's headers define them (asm/svm.h, asm/vmx.h); kvm_glue.c asserts
+ * each against the kernel's definition, rust/bindings.rs asserts pfi_core's
+ * constants against these.
+ */
+/* The #PF with error code: EVENTINJ and VM-entry interruption info. */
+#define KVM_PFI_GLUE_SVM_PF_EVENT 0x80000b0e
+#define KVM_PFI_GLUE_VMX_PF_EVENT 0x80000b0e
+/* EXITINTINFO / IDT-vectoring info: valid bit, type field, #PF type. */
+#define KVM_PFI_GLUE_EVENT_VALID 0x80000000
+#define KVM_PFI_GLUE_EVENT_TYPE_MASK 0x700
+#define KVM_PFI_GLUE_EVENT_TYPE_HW_EXCEPTION 0x300
+/* SVM INTERRUPT_SHADOW; VMX STI | MOV SS blocking. */
+#define KVM_PFI_GLUE_SVM_INTERRUPT_SHADOW 1
+#define KVM_PFI_GLUE_VMX_INTERRUPT_SHADOW 3
 
 #endif /* KVM_PFI_GLUE_H */

@@ -24,7 +24,6 @@ mod hooks;
 mod netlink;
 /// Kernel-independent logic, shared with the host crate `pfi_core`.
 #[path = "pfi_core/mod.rs"]
-#[allow(dead_code)]
 pub mod pfi_core;
 mod protect;
 mod reaper;
@@ -47,7 +46,7 @@ module! {
     params: {
         pf_timeout_ms: u32 {
             default: 1000,
-            description: "Re-inject a #PF after this many ms without the page (default per target)",
+            description: "Re-inject a #PF after this many ms without the page (default per target; 1-60000)",
         },
         track_page_tables: bool {
             default: false,
@@ -55,13 +54,22 @@ module! {
         },
         pf_max_tries: u32 {
             default: 3,
-            description: "#PFs injected per page before it fails (default per target)",
+            description: "#PFs injected per page before it fails (default per target; 1-100)",
         },
     },
 }
 
+/// `/dev/kvm_pfi`: the UAPI header's name for it.
+const DEVICE_NAME: &kernel::str::CStr = match kernel::str::CStr::from_bytes_with_nul(
+    bindings::uapi::KVM_PFI_DEVICE_NAME,
+) {
+    Ok(name) => name,
+    Err(_) => panic!("KVM_PFI_DEVICE_NAME is not a C string"),
+};
+
 #[pin_data]
 struct KvmPfi {
+    _parameters: control::Parameters,
     #[pin]
     device: MiscDeviceRegistration<control::PfiFile>,
     _reaper: reaper::ReaperHandle,
@@ -78,12 +86,14 @@ impl kernel::InPlaceModule for KvmPfi {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         // Built in dependency order; the initializer drops what it built if
         // a later step fails.
+        let parameters = control::Parameters::check();
         let outbox = events::Outbox::new();
         let netlink = netlink::Registration::register();
         let readers = stream::Readers::new();
         let sigs = sigs::Sigs::new();
         let attachments = attach::Attachments::new();
         try_pin_init!(Self {
+            _parameters: parameters?,
             _outbox: outbox?,
             _netlink: netlink?,
             _readers: readers,
@@ -93,7 +103,7 @@ impl kernel::InPlaceModule for KvmPfi {
             _probes: hooks::Probes::register()?,
             _reaper: reaper::ReaperHandle::start()?,
             device <- MiscDeviceRegistration::register(MiscDeviceOptions {
-                name: c"kvm_pfi",
+                name: DEVICE_NAME,
             }),
         })
     }

@@ -48,6 +48,11 @@ const DATA_LEN: usize = uapi::KVM_PFI_EVENT_DATA_LEN as usize;
 /// The report work: follows walks with write tracking, sends an event for
 /// every settled, unreported page of `vm`, then protects and scans them.
 fn run(vm: &AttachedVm) {
+    // Once for the whole run: every walk, read, protection and scan below
+    // reads guest memory through the VMM's mm.
+    // SAFETY: the VM is referenced (we hold an `Arc` of its attachment);
+    // a kworker, which uses no mm of its own; dropped at the end of `run`.
+    let _mm = unsafe { crate::guest_mem::BorrowedMm::new(vm.kvm) };
     walk_new_pages(vm);
     tracking::sync_page_tables(vm);
     settled_pages(vm);
@@ -59,6 +64,8 @@ fn run(vm: &AttachedVm) {
     crate::scan::scan_pages(vm);
 }
 
+// Each stage's batch is its own frame, not a slice of `run`'s.
+#[inline(never)]
 fn settled_pages(vm: &AttachedVm) {
     loop {
         if vm.detached.load(Ordering::Relaxed) {
@@ -99,12 +106,13 @@ fn report_page(vm: &AttachedVm, s: &Settled) {
 /// classified (and a resident page reported) at once rather than at the
 /// VM's next exit. Needs the guest's paging mode, which the probes record;
 /// before any vCPU ran, the probes' first walks do it.
+#[inline(never)]
 fn walk_new_pages(vm: &AttachedVm) {
     let Some(paging) = vm.paging() else { return };
     // SAFETY: the VM is referenced (we hold its attachment); a kworker.
     let mut mem = unsafe { GuestMemory::new(vm.kvm, Context::Kworker) };
     loop {
-        let mut todo = [(0u32, 0usize, 0u64, 0u64); 32];
+        let mut todo = [(0u32, 0usize, 0u64, 0u64); 16];
         let n = vm.targets.lock().unwalked(&mut todo);
         for &(target_id, index, root, gva) in &todo[..n] {
             if vm.detached.load(Ordering::Relaxed) {

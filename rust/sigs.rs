@@ -77,6 +77,11 @@ kernel::sync::global_lock! {
     unsafe(uninit) static ACTIVE: Mutex<Active> = Active { set: None, generation: 0 };
 }
 
+kernel::sync::global_lock! {
+    // SAFETY: initialised by `Sigs::new` in module init before any use.
+    unsafe(uninit) static LOADING: Mutex<()> = ();
+}
+
 /// Generation of the active set (0: none active), for page flags.
 static ACTIVE_GENERATION: AtomicU32 = AtomicU32::new(0);
 
@@ -90,8 +95,11 @@ pub(crate) struct Sigs;
 
 impl Sigs {
     pub(crate) fn new() -> Self {
-        // SAFETY: called once, from module init, before any user of ACTIVE.
-        unsafe { ACTIVE.init() };
+        // SAFETY: called once, from module init, before any user of these.
+        unsafe {
+            ACTIVE.init();
+            LOADING.init();
+        }
         Sigs
     }
 }
@@ -122,9 +130,15 @@ pub(crate) fn active_generation() -> u32 {
     ACTIVE_GENERATION.load(Ordering::Relaxed)
 }
 
-/// Copies the set at `data` in, validates and compiles it, and makes it the
-/// active one. On error nothing changes. Returns (generation, rules).
-pub(crate) fn load(req: &uapi::kvm_pfi_sigs_load) -> Result<(u32, u32)> {
+/// A set copied in, validated and compiled, not active yet.
+pub(crate) struct Prepared {
+    info: SetInfo,
+    blob: KVVec<u8>,
+    storage: KVVec<u32>,
+}
+
+/// Copies the set at `data` in, validates and compiles it. Changes nothing.
+pub(crate) fn prepare(req: &uapi::kvm_pfi_sigs_load) -> Result<Prepared> {
     if req.flags != 0 || req.generation != 0 || req.nr_rules != 0 || req.size == 0 {
         return Err(EINVAL);
     }
@@ -138,10 +152,29 @@ pub(crate) fn load(req: &uapi::kvm_pfi_sigs_load) -> Result<(u32, u32)> {
     let info = sigs::validate(&blob).map_err(|e| errno(e.kind))?;
     let mut storage = KVVec::from_elem(0u32, info.storage_words, GFP_KERNEL)?;
     sigs::build(&blob, &mut storage).map_err(|e| errno(e.kind))?;
-    let nr_rules = info.nr_rules;
+    Ok(Prepared { info, blob, storage })
+}
+
+/// The generation after `generation`: never 0 (no set), never one used
+/// before (`EOVERFLOW` after 2^32 - 1 loads and clears).
+fn next_generation(generation: u32) -> Result<u32> {
+    generation.checked_add(1).ok_or(EOVERFLOW)
+}
+
+/// Makes `set` the active one, after `answer` (which tells the caller its
+/// generation and rule count) succeeded: if it fails, nothing changes.
+/// `LOADING` makes the generation `answer` reports the one activated, while
+/// `ACTIVE` (which scans take) is held only for the swap.
+pub(crate) fn activate(set: Prepared, answer: impl FnOnce(u32, u32) -> Result) -> Result {
+    let _loading = LOADING.lock();
+    let generation = next_generation(ACTIVE.lock().generation)?;
+    let nr_rules = set.info.nr_rules;
+    let set = Arc::new(
+        SigSet { generation, info: set.info, blob: set.blob, storage: set.storage },
+        GFP_KERNEL,
+    )?;
+    answer(generation, nr_rules)?;
     let mut active = ACTIVE.lock();
-    let generation = active.generation.wrapping_add(1).max(1);
-    let set = Arc::new(SigSet { generation, info, blob, storage }, GFP_KERNEL)?;
     active.generation = generation;
     let old = active.set.replace(set);
     ACTIVE_GENERATION.store(generation, Ordering::Relaxed);
@@ -150,13 +183,14 @@ pub(crate) fn load(req: &uapi::kvm_pfi_sigs_load) -> Result<(u32, u32)> {
     drop(active);
     drop(old);
     events::flush();
-    Ok((generation, nr_rules))
+    Ok(())
 }
 
 /// Deactivates the set; returns the new generation.
-pub(crate) fn clear() -> u32 {
+pub(crate) fn clear() -> Result<u32> {
+    let _loading = LOADING.lock();
     let mut active = ACTIVE.lock();
-    let generation = active.generation.wrapping_add(1).max(1);
+    let generation = next_generation(active.generation)?;
     active.generation = generation;
     let old = active.set.take();
     ACTIVE_GENERATION.store(0, Ordering::Relaxed);
@@ -164,7 +198,7 @@ pub(crate) fn clear() -> u32 {
     drop(active);
     drop(old);
     events::flush();
-    generation
+    Ok(generation)
 }
 
 pub(crate) fn info() -> uapi::kvm_pfi_sigs_info {

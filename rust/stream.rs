@@ -190,6 +190,12 @@ unsafe fn reader_of<'a>(file: *mut bindings::file) -> &'a Reader {
     unsafe { &*(*file).private_data.cast::<Reader>() }
 }
 
+/// `read()` of an event descriptor: whole records into `buf`.
+///
+/// # Safety
+///
+/// Only as `file_operations.read` of an event file (`open_reader`): `file`
+/// is one of ours, `buf` a user pointer of `count` bytes.
 unsafe extern "C" fn events_read(
     file: *mut bindings::file,
     buf: *mut c_char,
@@ -250,6 +256,12 @@ unsafe extern "C" fn events_read(
     done as isize
 }
 
+/// `poll()` of an event descriptor.
+///
+/// # Safety
+///
+/// Only as `file_operations.poll` of an event file: `file` is one of ours,
+/// `wait` the VFS's (possibly null) poll table for this call.
 unsafe extern "C" fn events_poll(file: *mut bindings::file, wait: *mut bindings::poll_table) -> c_uint {
     // SAFETY: `file` is an event file while the VFS calls us.
     let reader = unsafe { reader_of(file) };
@@ -264,6 +276,12 @@ unsafe extern "C" fn events_poll(file: *mut bindings::file, wait: *mut bindings:
     }
 }
 
+/// The last close of an event descriptor: drops the file's reference.
+///
+/// # Safety
+///
+/// Only as `file_operations.release` of an event file, once: `file` is one
+/// of ours, holding the reference `open_reader` gave it.
 unsafe extern "C" fn events_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
     // SAFETY: `private_data` holds the reference `open_reader` gave the file.
     let reader = unsafe { Arc::from_raw((*file).private_data.cast::<Reader>()) };

@@ -17,6 +17,12 @@ use crate::vm::AttachedVm;
 
 /// Called by KVM, in the writing vCPU's thread, after it emulated a guest
 /// write of `bytes` bytes (`new`) at `gpa` to a tracked page.
+///
+/// # Safety
+///
+/// Only as the tracker's write callback (`kvm_pfi_tracker_create`):
+/// `owner` is the `AttachedVm` the tracker was created for, alive until the
+/// tracker is destroyed, and `new` is null or valid for `bytes` bytes.
 unsafe extern "C" fn on_track_write(owner: *mut c_void, gpa: u64, new: *const u8, bytes: u32) {
     // SAFETY: `owner` is the `AttachedVm` the tracker was created for; it
     // outlives the tracker (destroyed in `destroy`, before the VM's last
@@ -42,6 +48,10 @@ unsafe extern "C" fn on_track_write(owner: *mut c_void, gpa: u64, new: *const u8
 }
 
 /// Called by KVM when a memslot goes away, with its tracking.
+///
+/// # Safety
+///
+/// Only as the tracker's region callback: `owner` as for `on_track_write`.
 unsafe extern "C" fn on_region_gone(owner: *mut c_void, gfn: u64, nr_pages: usize) {
     // SAFETY: as in `on_track_write`.
     let vm = unsafe { &*owner.cast::<AttachedVm>() };

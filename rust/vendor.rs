@@ -28,6 +28,7 @@ pub(crate) fn host() -> Vendor {
     match unsafe { glue::kvm_pfi_host_vendor() } {
         glue::KVM_PFI_GLUE_VENDOR_SVM => Vendor::Svm,
         glue::KVM_PFI_GLUE_VENDOR_VMX => Vendor::Vmx,
+        glue::KVM_PFI_GLUE_VENDOR_NONE => Vendor::Unknown,
         _ => Vendor::Unknown,
     }
 }

@@ -41,6 +41,7 @@ use kernel::workqueue::{
 use crate::bindings::glue;
 use crate::bindings::uapi;
 use crate::events::VmIdentity;
+use crate::pfi_core::ids;
 use crate::pfi_core::walk::GuestPaging;
 use crate::targets::{
     self,
@@ -231,9 +232,28 @@ impl AttachedVm {
         let _ = queue.enqueue(this);
     }
 
+    /// A new target id of this VM, never one given before (`EOVERFLOW`
+    /// once all are used, see `ids`).
+    pub(crate) fn take_target_id(&self) -> Result<u32> {
+        let mut cur = self.next_target_id.load(Ordering::Relaxed);
+        loop {
+            let mut next = cur;
+            let id = ids::take(&mut next).ok_or(EOVERFLOW)?;
+            match self.next_target_id.compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(id),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// Records the guest's paging mode (a probe, long mode only).
     pub(crate) fn record_paging(&self, p: &GuestPaging) {
-        let v = 1 << 16 | u32::from(p.la57) << 8 | u32::from(p.features.maxphyaddr);
+        let f = &p.features;
+        let v = 1 << 16
+            | u32::from(f.gbpages) << 10
+            | u32::from(f.nx) << 9
+            | u32::from(p.la57) << 8
+            | u32::from(f.maxphyaddr);
         if self.paging_seen.load(Ordering::Relaxed) != v {
             self.paging_seen.store(v, Ordering::Relaxed);
         }
@@ -250,7 +270,8 @@ impl AttachedVm {
         if v == 0 {
             return None;
         }
-        Some(targets::probe::paging(v & (1 << 8) != 0, v as u8))
+        let bit = |n: u32| v & (1 << n) != 0;
+        Some(targets::probe::paging(bit(8), bit(9), bit(10), v as u8))
     }
 
     /// Waits until no report of this VM runs or is queued.
@@ -352,9 +373,32 @@ pub(crate) fn with_id<R>(id: u32, f: impl FnOnce(&AttachedVm) -> R) -> Result<R>
     Err(ENOENT)
 }
 
+/// Runs `f` on the attached VM behind `vm_fd` of the calling process, with
+/// writers excluded: `ENOENT` if that VM is not attached, `EBADF`/`EINVAL`
+/// if `vm_fd` is no VM (as for `attach`).
+pub(crate) fn with_fd<R>(vm_fd: i32, f: impl FnOnce(&AttachedVm) -> R) -> Result<R> {
+    let mut err = 0;
+    // SAFETY: `err` is a valid out-pointer; the function validates `vm_fd`.
+    let kvm = unsafe { glue::kvm_pfi_vm_get_from_fd(vm_fd, &mut err) };
+    if kvm.is_null() {
+        return Err(Error::from_errno(err));
+    }
+    let r = {
+        let _guard = CONTROL.lock();
+        // SAFETY: as in `for_each`.
+        let vm = TABLE.slots.iter().find_map(|slot| unsafe { slot.vm.load(Ordering::Acquire).as_ref() }.filter(|vm| vm.kvm == kvm));
+        vm.map(f).ok_or(ENOENT)
+    };
+    // SAFETY: the reference taken above; the caller's descriptor (or our
+    // attachment) keeps the VM alive, so this is not the last one.
+    unsafe { glue::kvm_pfi_vm_put(kvm) };
+    r
+}
+
 /// Attaches the VM behind `vm_fd` of the calling process and calls
 /// `announce` on it while no writer can detach it yet. Errors leave nothing
 /// attached and no reference held.
+#[inline(never)]
 pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce(&AttachedVm)) -> Result<u32> {
     let mut err = 0;
     // SAFETY: `err` is a valid out-pointer; the function validates `vm_fd`.
@@ -381,6 +425,14 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
     // SAFETY: `kvm` is referenced.
     let vmm_pid = unsafe { glue::kvm_pfi_vm_creator_pid(kvm) };
     let mut control = CONTROL.lock();
+    // Taken only once the VM is in the table (below): a refused attach uses
+    // no id.
+    if control.next_id == 0 {
+        drop(control);
+        // SAFETY: drop the reference taken above; nothing else has it.
+        unsafe { glue::kvm_pfi_vm_put(kvm) };
+        return Err(EOVERFLOW);
+    }
     let id = control.next_id;
     let vm = Arc::pin_init(
         pin_init!(AttachedVm {
@@ -435,7 +487,8 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
         drop(control);
         return Err(ENOSPC); // `vm` drops our reference
     };
-    control.next_id = control.next_id.wrapping_add(1).max(1);
+    // Never reused: after u32::MAX attaches, EOVERFLOW (see `ids`).
+    let _ = ids::take(&mut control.next_id);
     let slot = &TABLE.slots[i];
     slot.vm.store(Arc::into_raw(vm).cast_mut(), Ordering::Release);
     slot.kvm.store(kvm, Ordering::Release);

@@ -475,6 +475,18 @@ TEST_F_TIMEOUT(pfi, malformed_sets_refused, 120)
 	l = (struct kvm_pfi_sigs_load){ .data = 8, .size = s.size };
 	EXPECT_EQ(-EFAULT, pfi_ioctl(self->pfi, KVM_PFI_SIGS_LOAD, &l));
 	EXPECT_EQ(d.generation, sigs_info(self->pfi).generation);
+	/* A good set whose answer cannot be written back (the argument is
+	 * read-only): EFAULT, and the set never became active. */
+	struct kvm_pfi_sigs_load *ro = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+					    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, ro);
+	*ro = (struct kvm_pfi_sigs_load){ .data = (uintptr_t)s.blob, .size = s.size };
+	ASSERT_EQ(0, mprotect(ro, PAGE, PROT_READ));
+	EXPECT_EQ(-EFAULT, pfi_ioctl(self->pfi, KVM_PFI_SIGS_LOAD, ro));
+	EXPECT_EQ(d.generation, sigs_info(self->pfi).generation);
+	n = drain(d.events, r, 0);
+	EXPECT_EQ(0, count_type(r, n, KVM_PFI_CMD_SIGS_LOADED));
+	munmap(ro, PAGE);
 #undef REFUSED
 
 	/* The set loaded first still matches. */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -813,6 +814,155 @@ TEST(event_readers_are_limited)
 	for (int i = 0; i < KVM_PFI_MAX_EVENT_READERS; i++)
 		close(fds[i]);
 	close(pfi);
+}
+
+/* Reads every record queued on event descriptor @fd (the events of an ioctl
+ * are queued when it returns); returns how many, and how many of @type. */
+static int drain_events(int fd, uint16_t type, int *of_type)
+{
+	static char buf[sizeof(struct kvm_pfi_event) + 4096];
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int n = 0;
+
+	*of_type = 0;
+	while (poll(&p, 1, 0) == 1 && read(fd, buf, sizeof(buf)) > 0) {
+		n++;
+		*of_type += ((struct kvm_pfi_event *)buf)->type == type;
+	}
+	return n;
+}
+
+/* After attach, only the file that attached a VM may change it: another
+ * opener's TARGET_ADD, TARGET_REMOVE, DETACH and CLAIM get EPERM and change
+ * nothing (same targets, no event); it may still look. */
+TEST(only_the_attaching_file_controls_a_vm)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	int pfi = pfi_open(), other = pfi_open();
+	uint32_t id, tid, tid2, claimed;
+	int events, added;
+
+	ASSERT_LE(0, pfi);
+	ASSERT_LE(0, other);
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	ASSERT_EQ(0, pfi_target_add(pfi, id, 0, 0x1000, 0x400000, 4096, &tid));
+	events = ioctl(other, KVM_PFI_EVENTS, 0);
+	ASSERT_LE(0, events);
+
+	EXPECT_EQ(-EPERM, pfi_target_add(other, id, KVM_PFI_TARGET_READ, 0x1000, 0x500000,
+					 4096, &tid2));
+	EXPECT_EQ(-EPERM, pfi_target_remove(other, id, tid));
+	EXPECT_EQ(-EPERM, pfi_detach(other, id));
+	/* Presenting the VM's descriptor does not take a file's attachment. */
+	EXPECT_EQ(-EPERM, pfi_attach(other, vm->fd, KVM_PFI_ATTACH_CLAIM, &claimed));
+	EXPECT_EQ(-EPERM, pfi_target_add(other, id, 0, 0x1000, 0x500000, 4096, &tid2));
+	EXPECT_EQ(0, drain_events(events, 0, &added));
+
+	/* Looking is allowed, and shows the state unchanged. */
+	struct kvm_pfi_target list[2];
+	struct kvm_pfi_target_list l = { .vm_id = id, .nr_targets = 2, .targets = (uintptr_t)list };
+	ASSERT_EQ(0, pfi_ioctl(other, KVM_PFI_TARGET_LIST, &l));
+	ASSERT_EQ(1, l.nr_targets);
+	EXPECT_EQ(tid, list[0].target_id);
+	EXPECT_EQ(1, pfi_nr_attached(other));
+
+	/* The attaching file still can. */
+	ASSERT_EQ(0, pfi_target_add(pfi, id, 0, 0x1000, 0x500000, 4096, &tid2));
+	EXPECT_EQ(1, drain_events(events, KVM_PFI_CMD_TARGET_ADDED, &added));
+	EXPECT_EQ(1, added);
+	EXPECT_EQ(0, pfi_target_remove(pfi, id, tid2));
+	EXPECT_EQ(0, pfi_detach(pfi, id));
+	close(events);
+	close(other);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
+/* A persistent attachment outlives its file; a later opener controls it
+ * only after presenting the VM's descriptor again (KVM_PFI_ATTACH_CLAIM). */
+TEST(persistent_attachment_is_controlled_by_presenting_the_vm)
+{
+	struct kvm_vm *vm = vm_create_barebones(), *unattached = vm_create_barebones();
+	int pfi = pfi_open(), other, devnull = open("/dev/null", O_RDONLY);
+	uint32_t id, tid, claimed = 0;
+
+	ASSERT_LE(0, pfi);
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, KVM_PFI_ATTACH_PERSISTENT, &id));
+	/* The attaching file controls it without presenting anything. */
+	ASSERT_EQ(0, pfi_target_add(pfi, id, 0, 0x1000, 0x400000, 4096, &tid));
+	close(pfi);
+
+	other = pfi_open();
+	ASSERT_LE(0, other);
+	EXPECT_EQ(1, pfi_nr_attached(other));
+	EXPECT_EQ(-EPERM, pfi_target_remove(other, id, tid));
+	EXPECT_EQ(-EPERM, pfi_target_add(other, id, 0, 0x1000, 0x500000, 4096, NULL));
+	EXPECT_EQ(-EPERM, pfi_detach(other, id));
+	/* Claims with what is not the attached VM change nothing. */
+	EXPECT_EQ(-EINVAL, pfi_attach(other, devnull, KVM_PFI_ATTACH_CLAIM, &claimed));
+	EXPECT_EQ(-EBADF, pfi_attach(other, 1000, KVM_PFI_ATTACH_CLAIM, &claimed));
+	EXPECT_EQ(-ENOENT, pfi_attach(other, unattached->fd, KVM_PFI_ATTACH_CLAIM, &claimed));
+	EXPECT_EQ(-EINVAL, pfi_attach(other, vm->fd,
+				      KVM_PFI_ATTACH_CLAIM | KVM_PFI_ATTACH_PERSISTENT, &claimed));
+	EXPECT_EQ(-EPERM, pfi_detach(other, id));
+	EXPECT_EQ(1, pfi_nr_attached(other));
+
+	/* Presenting the VM: same id, no new attachment, now in control. */
+	ASSERT_EQ(0, pfi_attach(other, vm->fd, KVM_PFI_ATTACH_CLAIM, &claimed));
+	EXPECT_EQ(id, claimed);
+	EXPECT_EQ(1, pfi_nr_attached(other));
+	EXPECT_EQ(0, pfi_target_remove(other, id, tid));
+	EXPECT_EQ(0, pfi_detach(other, id));
+	EXPECT_EQ(0, pfi_nr_attached(other));
+	/* The claim named that attachment only: the VM attached again is new. */
+	pfi = pfi_open();
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, KVM_PFI_ATTACH_PERSISTENT, &id));
+	EXPECT_EQ(-EPERM, pfi_detach(other, id));
+	EXPECT_EQ(0, pfi_detach(pfi, id));
+	close(pfi);
+	close(other);
+	close(devnull);
+	kvm_vm_free(unattached);
+	kvm_vm_free(vm);
+}
+
+/* A state-changing ioctl whose answer cannot be written (a read-only
+ * argument) fails with EFAULT and changes nothing: no attachment, no
+ * target, no event (not an attach undone by a detach). */
+TEST(unwritable_answer_changes_nothing)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	int pfi = pfi_open(), events, added;
+	long page = sysconf(_SC_PAGESIZE);
+	void *ro = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint32_t id;
+
+	ASSERT_LE(0, pfi);
+	ASSERT_NE(MAP_FAILED, ro);
+	events = ioctl(pfi, KVM_PFI_EVENTS, 0);
+	ASSERT_LE(0, events);
+	*(struct kvm_pfi_attach *)ro = (struct kvm_pfi_attach){ .vm_fd = vm->fd };
+	ASSERT_EQ(0, mprotect(ro, page, PROT_READ));
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_ATTACH, ro));
+	EXPECT_EQ(0, pfi_nr_attached(pfi));
+	EXPECT_EQ(0, drain_events(events, 0, &added));
+
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	EXPECT_EQ(1, drain_events(events, KVM_PFI_CMD_VM_ATTACHED, &added));
+	ASSERT_EQ(0, mprotect(ro, page, PROT_READ | PROT_WRITE));
+	*(struct kvm_pfi_target *)ro = (struct kvm_pfi_target){
+		.vm_id = id, .cr3 = 0x1000, .gva = 0x400000, .len = 4096,
+	};
+	ASSERT_EQ(0, mprotect(ro, page, PROT_READ));
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, ro));
+	struct kvm_pfi_target_list l = { .vm_id = id };
+	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_LIST, &l));
+	EXPECT_EQ(0, l.nr_targets);
+	EXPECT_EQ(0, drain_events(events, 0, &added));
+	munmap(ro, page);
+	close(events);
+	close(pfi);
+	kvm_vm_free(vm);
 }
 
 TEST_HARNESS_MAIN

@@ -76,4 +76,38 @@ TEST(rmmod_while_attached_vm_runs)
 	ASSERT_EQ(0, system(cmd));
 }
 
+static bool module_loaded(void)
+{
+	return access("/sys/module/kvm_pfi", F_OK) == 0;
+}
+
+/* The module parameters have the limits of a target's own values (1 to
+ * 60000 ms, 1 to 100 tries): the module refuses to load with others. */
+TEST(parameters_outside_target_limits_are_refused)
+{
+	static const char *const bad[] = {
+		"pf_timeout_ms=0", "pf_timeout_ms=60001", "pf_max_tries=0", "pf_max_tries=101",
+	};
+	const char *ko = getenv("KVM_PFI_KO");
+	char cmd[512];
+
+	ASSERT_NE(NULL, ko);
+	ASSERT_EQ(0, system("rmmod kvm_pfi"));
+	for (int i = 0; i < ARRAY_SIZE(bad); i++) {
+		snprintf(cmd, sizeof(cmd), "insmod %s %s 2>/dev/null", ko, bad[i]);
+		EXPECT_NE(0, system(cmd)) TH_LOG("%s", bad[i]);
+		EXPECT_FALSE(module_loaded()) TH_LOG("%s", bad[i]);
+	}
+	/* The limits themselves are fine. */
+	snprintf(cmd, sizeof(cmd), "insmod %s pf_timeout_ms=60000 pf_max_tries=100", ko);
+	EXPECT_EQ(0, system(cmd));
+	EXPECT_TRUE(module_loaded());
+	EXPECT_EQ(0, system("rmmod kvm_pfi"));
+	snprintf(cmd, sizeof(cmd), "insmod %s pf_timeout_ms=1 pf_max_tries=1", ko);
+	EXPECT_EQ(0, system(cmd));
+	EXPECT_EQ(0, system("rmmod kvm_pfi"));
+	snprintf(cmd, sizeof(cmd), "insmod %s", ko);
+	ASSERT_EQ(0, system(cmd));
+}
+
 TEST_HARNESS_MAIN

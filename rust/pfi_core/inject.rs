@@ -125,7 +125,27 @@ pub struct InjectConfig {
     pub max_tries: u32,
 }
 
+/// The longest timeout a target (or the module parameter `pf_timeout_ms`)
+/// may ask for, in ms.
+pub const MAX_TIMEOUT_MS: u32 = 60_000;
+/// The most tries a target (or the module parameter `pf_max_tries`) may
+/// ask for.
+pub const MAX_TRIES: u32 = 100;
+
 impl InjectConfig {
+    /// The configuration of `timeout_ms` and `max_tries`, if each is 1 to
+    /// its maximum (`MAX_TIMEOUT_MS`, `MAX_TRIES`); the same limits apply to
+    /// a target's values and to the module parameters.
+    pub const fn checked(timeout_ms: u32, max_tries: u32) -> Option<Self> {
+        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS || max_tries == 0 || max_tries > MAX_TRIES {
+            return None;
+        }
+        Some(InjectConfig {
+            timeout_ns: timeout_ms as u64 * 1_000_000,
+            max_tries,
+        })
+    }
+
     /// One second per try, three tries.
     pub const fn default_config() -> Self {
         InjectConfig {
@@ -1157,6 +1177,16 @@ mod tests {
     }
 
     // ---- timeouts and tries ----
+
+    #[test]
+    fn config_limits() {
+        assert_eq!(InjectConfig::checked(1000, 3), Some(InjectConfig::default_config()));
+        assert!(InjectConfig::checked(MAX_TIMEOUT_MS, MAX_TRIES).is_some());
+        assert!(InjectConfig::checked(1, 1).is_some());
+        for (t, n) in [(0, 3), (MAX_TIMEOUT_MS + 1, 3), (1000, 0), (1000, MAX_TRIES + 1)] {
+            assert_eq!(InjectConfig::checked(t, n), None, "{t} {n}");
+        }
+    }
 
     #[test]
     fn timeout_rearms_then_fails_after_max_tries() {

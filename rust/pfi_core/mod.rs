@@ -54,3 +54,6 @@ pub mod ring;
 // Signature sets: validation of the binary layout user space loads, the
 // automaton built from it, and the allocation-free scan of guest pages.
 pub mod sigs;
+
+// Handles that are never handed out twice (VM and target ids).
+pub mod ids;

@@ -22,6 +22,10 @@ use super::inject::{
 const PF_VECTOR: u32 = 14;
 /// "Deliver error code" (Intel) / "EV" (AMD): bit 11 in both formats.
 const EVENT_ERROR_CODE_VALID: u32 = 1 << 11;
+/// VMCB INTERRUPT_SHADOW: bit 0.
+pub const SVM_INTERRUPT_SHADOW: u32 = 1;
+/// GUEST_INTERRUPTIBILITY_INFO: STI blocking (bit 0), MOV SS blocking (bit 1).
+pub const VMX_INTERRUPT_SHADOW: u32 = 3;
 
 /// Vendor-neutral guest state at an entry or exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -95,7 +99,7 @@ impl SvmFields {
             rflags: self.rflags,
             cpl: self.cpl & 3,
             event_inj_valid: self.event_inj & EXIT_INT_INFO_VALID != 0,
-            interrupt_shadow: self.int_state & 1 != 0,
+            interrupt_shadow: self.int_state & SVM_INTERRUPT_SHADOW != 0,
             exit_int_info: self.exit_int_info,
             inactive: false,
         }
@@ -143,7 +147,7 @@ impl VmxFields {
             rflags: self.rflags,
             cpl: ((self.ss_ar_bytes >> 5) & 3) as u8,
             event_inj_valid: self.entry_intr_info & EXIT_INT_INFO_VALID != 0,
-            interrupt_shadow: self.interruptibility & 3 != 0,
+            interrupt_shadow: self.interruptibility & VMX_INTERRUPT_SHADOW != 0,
             exit_int_info: self.idt_vectoring_info,
             inactive: !matches!(self.activity_state, VMX_ACTIVITY_ACTIVE | VMX_ACTIVITY_HLT),
         }

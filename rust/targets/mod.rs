@@ -92,7 +92,8 @@ impl TargetSpec {
         {
             return Err(E2BIG);
         }
-        if req.timeout_ms > 60_000 || req.max_tries > 100 {
+        if req.timeout_ms > crate::pfi_core::inject::MAX_TIMEOUT_MS
+            || req.max_tries > crate::pfi_core::inject::MAX_TRIES {
             return Err(EINVAL);
         }
         let last = req.gva.checked_add(req.len - 1).ok_or(EINVAL)?;

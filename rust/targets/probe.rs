@@ -47,6 +47,7 @@ const WALKS_PER_EXIT: usize = 8;
 const PERIODIC_WALKS_PER_EXIT: usize = 2;
 
 const CR4_LA57: u64 = 1 << 12;
+const EFER_NXE: u64 = 1 << 11;
 const CR4_SMAP: u64 = 1 << 21;
 
 impl Targets {
@@ -255,18 +256,20 @@ impl Targets {
 pub(crate) unsafe fn guest_paging(vcpu: *mut glue::kvm_vcpu, v: &CpuView) -> GuestPaging {
     // SAFETY: the caller's contract.
     let maxphyaddr = unsafe { glue::kvm_pfi_vcpu_maxphyaddr(vcpu) } as u8;
-    paging(v.cr4 & CR4_LA57 != 0, maxphyaddr)
+    // SAFETY: the caller's contract.
+    let gbpages = unsafe { glue::kvm_pfi_vcpu_has_gbpages(vcpu) } != 0;
+    paging(v.cr4 & CR4_LA57 != 0, v.efer & EFER_NXE != 0, gbpages, maxphyaddr)
 }
 
-/// A Linux x86-64 guest's paging with 5-level paging on or off and the
-/// given MAXPHYADDR; the rest is what every such guest has.
-pub(crate) fn paging(la57: bool, maxphyaddr: u8) -> GuestPaging {
+/// A Linux x86-64 guest's paging: 5-level paging on or off, EFER.NXE, 1 GiB
+/// pages in its CPUID, and its MAXPHYADDR.
+pub(crate) fn paging(la57: bool, nx: bool, gbpages: bool, maxphyaddr: u8) -> GuestPaging {
     GuestPaging {
         la57,
         features: PagingFeatures {
             maxphyaddr,
-            nx: true,
-            gbpages: true,
+            nx,
+            gbpages,
             amd: crate::vendor::host() == crate::vendor::Vendor::Svm,
         },
         swap_layout: LinuxSwapLayout::distro_default(),

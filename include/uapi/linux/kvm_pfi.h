@@ -49,7 +49,9 @@ enum kvm_pfi_vendor {
  * or on module unload. Without it, closing the file detaches the VM.
  */
 #define KVM_PFI_ATTACH_PERSISTENT	(1U << 0)
-#define KVM_PFI_ATTACH_FLAGS_ALL	(KVM_PFI_ATTACH_PERSISTENT)
+/* Alone: become a controller of vm_fd's persistent attachment (no new one). */
+#define KVM_PFI_ATTACH_CLAIM		(1U << 1)
+#define KVM_PFI_ATTACH_FLAGS_ALL	(KVM_PFI_ATTACH_PERSISTENT | KVM_PFI_ATTACH_CLAIM)
 
 struct kvm_pfi_attach {
 	__s32 vm_fd;		/* in: a KVM VM file descriptor (KVM_CREATE_VM, or pidfd_getfd) */

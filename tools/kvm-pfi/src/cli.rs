@@ -425,7 +425,9 @@ and brings back by injecting #PFs when swapped out.\n\n\
 Targets belong to the VM's attachment. A VM attached without --persistent is \
 detached, and its targets removed, when that `kvm-pfi attach` process exits; \
 to use targets from the command line, attach with `kvm-pfi attach --persistent` \
-(then `kvm-pfi detach` ends the attachment and its targets).";
+(then `kvm-pfi detach` ends the attachment and its targets). Only the attaching \
+file may change a VM: for a persistent attachment, `target add`, `target rm` and \
+`detach` first present the VM's descriptor again, taken from its VMM.";
 
 #[derive(Debug, Subcommand)]
 pub enum TargetCommand {

@@ -387,8 +387,42 @@ struct VmIdJson {
     vm_id: u32,
 }
 
+/// The device, opened as a controller of attached VM `vm_id`: only the file
+/// that attached a VM may change it, so for a persistent attachment (made by
+/// another `kvm-pfi attach --persistent`) present the VM's descriptor again,
+/// taken from its VMM (the VM's creator, LIST_VMS's vmm_pid) like attach
+/// does. Anything else is left to the module to refuse.
+fn controlling(path: &str, vm_id: u32) -> Result<Device> {
+    let dev = Device::open(path)?;
+    let max_vms = dev.version()?.max_vms;
+    let Some(info) = dev.list_vms(max_vms)?.into_iter().find(|i| i.vm_id == vm_id) else {
+        return Ok(dev);
+    };
+    if info.flags & abi::KVM_PFI_ATTACH_PERSISTENT == 0 {
+        return Ok(dev);
+    }
+    let pid = info.vmm_pid;
+    let pidfd = vmfd::pidfd_open(pid)?;
+    for fd in vmfd::find_vm_fds(std::path::Path::new("/proc"), pid)? {
+        let Ok(ours) = vmfd::pidfd_getfd(&pidfd, pid, fd) else {
+            continue;
+        };
+        match dev.claim(ours.as_fd(), &format!("pid {pid} fd {fd}")) {
+            Ok(id) if id == vm_id => return Ok(dev),
+            // Another VM of the same VMM, or one not attached.
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Msg(format!(
+        "vm {vm_id}: its VMM (pid {pid}) has no descriptor of it to present; \
+         only the file that attached it may change it"
+    )))
+}
+
 fn detach(path: &str, vm: u32, out: OutputOpt) -> Result<()> {
-    Device::open(path)?.detach(vm)?;
+    controlling(path, vm)?.detach(vm)?;
     if out.json {
         json(&VmIdJson { vm_id: vm })
     } else {
@@ -400,7 +434,7 @@ fn target(cmd: TargetCommand) -> Result<()> {
     match cmd {
         TargetCommand::Add { spec, out, dev } => {
             let t = targets::target_from_spec(&spec);
-            let target_id = Device::open(&dev.device)?
+            let target_id = controlling(&dev.device, t.vm_id)?
                 .target_add(&t)
                 .map_err(|e| targets::add_error_hint(e, t.flags))?;
             if out.json {
@@ -415,7 +449,7 @@ fn target(cmd: TargetCommand) -> Result<()> {
             out,
             dev,
         } => {
-            Device::open(&dev.device)?.target_remove(vm, target)?;
+            controlling(&dev.device, vm)?.target_remove(vm, target)?;
             if out.json {
                 json(&targets::TargetIdJson {
                     vm_id: vm,

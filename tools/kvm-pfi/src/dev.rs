@@ -120,6 +120,13 @@ impl Device {
         Ok(a.vm_id)
     }
 
+    /// Presents `vm_fd` (our own descriptor of a persistently attached VM)
+    /// to become one of its controllers (KVM_PFI_ATTACH_CLAIM); returns its
+    /// vm id. ENOENT: that VM is not attached.
+    pub fn claim(&self, vm_fd: BorrowedFd<'_>, origin: &str) -> Result<u32> {
+        self.attach(vm_fd, abi::KVM_PFI_ATTACH_CLAIM, origin)
+    }
+
     pub fn detach(&self, vm_id: u32) -> Result<()> {
         let mut d = abi::kvm_pfi_detach {
             vm_id,
