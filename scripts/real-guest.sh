@@ -68,10 +68,10 @@ INIT
 # checks the module unloads and the test VM's log is clean.
 export KVM_PFI_GUEST_KERNEL="$GUEST/arch/x86/boot/bzImage" KVM_PFI_GUEST_INITRD="$INITRD"
 export KVM_PFI_REAL_GUEST_ARGS="${*:-swapped_pages memset prot_none two_processes exit_pending}"
-# Each boot or case is one nested boot (about 1.5 to 3 minutes, more under
-# load; a hung boot is given up after 300 s): time limits to match.
+# Each boot or case is one nested boot (1.5 to 4 minutes, more under load;
+# a hung boot is given up after 600 s): time limits to match.
 set -- $KVM_PFI_REAL_GUEST_ARGS
 if [ "$1" = --boots ]; then units=$2; else units=$#; fi
-export KVM_PFI_REAL_GUEST_TIMEOUT="${KVM_PFI_REAL_GUEST_TIMEOUT:-$((units * 450 + 300))}"
+export KVM_PFI_REAL_GUEST_TIMEOUT="${KVM_PFI_REAL_GUEST_TIMEOUT:-$((units * 700 + 300))}"
 export KVM_PFI_VM_TIMEOUT="${KVM_PFI_VM_TIMEOUT:-$((KVM_PFI_REAL_GUEST_TIMEOUT + 600))}"
 KVM_PFI_ONLY="${KVM_PFI_ONLY:-real_guest}" exec "$KVM_PFI_ROOT/scripts/vm-test.sh"
