@@ -51,9 +51,9 @@ help:
 	@echo "make module     build kvm_pfi.ko against KDIR (default: the test kernel)"
 	@echo "make tool       build the kvm-pfi command-line tool"
 	@echo "make selftests  build the kselftest suite"
-	@echo "make test       everything above, host unit tests, receiver and packaging checks, then the suite in a VM"
+	@echo "make test       everything above, host unit tests, receiver and packaging checks, then the suite in a VM (with the real guest's main case)"
 	@echo "make install    module, tool, man pages, completions, systemd unit (PREFIX, DESTDIR, KVER)"
-	@echo "make e2e        the real Linux guest cases (not in make test yet), then the boot figures over 10 boots"
+	@echo "make e2e        every real Linux guest case (make test runs the main one), then the boot figures over 10 boots"
 	@echo "make demo       boot the test VM, load a rule, detect it in a swapped-out page kvm-pfi brings back"
 	@echo "make bench      overhead figures of the probes and the cost of signature scans (ratios)"
 	@echo "make clean      remove build products from the repository"
@@ -115,11 +115,11 @@ install: module tool
 	install -m 644 tools/kvm-pfi/dist/rsyslog-kvm-pfi.conf $(DESTDIR)$(PREFIX)/share/doc/kvm-pfi/examples/
 	$(if $(DESTDIR),,depmod -a $(KVER))
 
-vm-test: module tool selftests
+vm-test: module tool selftests guest
 	scripts/vm-test.sh
 
 # The one command CI and newcomers run: sets up what is missing, then tests.
-test: kernel qemu
+test: kernel qemu guest
 	$(MAKE) unit-test
 	$(MAKE) format-test
 	$(MAKE) packaging-test
