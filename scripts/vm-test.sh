@@ -18,6 +18,8 @@ if [ "${KVM_PFI_REAL_GUEST:-1}" = 1 ] && [ -z "${KVM_PFI_GUEST_KERNEL:-}" ] &&
 	[ -f "$(guest_kernel_dir)/.kvm-pfi-built" ] && [ -f "$KVM_PFI_GUEST_INITRD" ] ||
 		die "no real-guest guest for this checkout: run 'make guest' (or KVM_PFI_REAL_GUEST=0)"
 	export KVM_PFI_GUEST_KERNEL KVM_PFI_GUEST_INITRD
+	# One nested boot more: 2.5 minutes here, up to 10 on a loaded machine.
+	export KVM_PFI_VM_TIMEOUT="${KVM_PFI_VM_TIMEOUT:-2700}"
 fi
 for f in "$KVM_PFI_KO" "$KVM_PFI_TESTS/kvm_pfi_test" "$KVM_PFI_TOOL"; do
 	[ -e "$f" ] || die "missing $f: run 'make module tool selftests'"
