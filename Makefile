@@ -51,11 +51,11 @@ help:
 	@echo "make module     build kvm_pfi.ko against KDIR (default: the test kernel)"
 	@echo "make tool       build the kvm-pfi command-line tool"
 	@echo "make selftests  build the kselftest suite"
-	@echo "make vm-test    the suite in a VM on AMD SVM (QEMU TCG)"
+	@echo "make vm-test    the suite in a VM on AMD SVM (QEMU TCG), with the real guest's main case"
 	@echo "make vmx-test   the suite in a VM on Intel VMX (Bochs)"
 	@echo "make test       everything above, host unit tests, receiver and packaging checks, then the suite on SVM and VMX"
 	@echo "make install    module, tool, man pages, completions, systemd unit (PREFIX, DESTDIR, KVER)"
-	@echo "make e2e        the real Linux guest cases (not in make test yet), then the boot figures over 10 boots"
+	@echo "make e2e        every real Linux guest case (make test runs the main one), then the boot figures over 10 boots"
 	@echo "make demo       boot the test VM, load a rule, detect it in a swapped-out page kvm-pfi brings back"
 	@echo "make bench      overhead figures of the probes and the cost of signature scans (ratios)"
 	@echo "make clean      remove build products from the repository"
@@ -117,7 +117,7 @@ install: module tool
 	install -m 644 tools/kvm-pfi/dist/rsyslog-kvm-pfi.conf $(DESTDIR)$(PREFIX)/share/doc/kvm-pfi/examples/
 	$(if $(DESTDIR),,depmod -a $(KVER))
 
-vm-test: module tool selftests
+vm-test: module tool selftests guest
 	scripts/vm-test.sh
 
 # The same suite on Intel VMX, under Bochs (Documentation/testing.rst).
@@ -127,7 +127,7 @@ vmx-test: deps module tool selftests
 # The one command CI and newcomers run: sets up what is missing, then tests.
 # Each VM stage keeps its KTAP in RESULTS; the last line is the sum of both.
 RESULTS = $(KVM_PFI_TESTS)/results
-test: kernel qemu
+test: kernel qemu guest
 	rm -rf $(RESULTS) && mkdir -p $(RESULTS)
 	$(MAKE) unit-test
 	$(MAKE) format-test

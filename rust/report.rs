@@ -27,7 +27,11 @@ use crate::guest_mem::{
     Context,
     GuestMemory, //
 };
-use crate::pfi_core::walk;
+use crate::pfi_core::walk::WalkOutcome;
+use crate::targets::page::{
+    walk_target,
+    TargetWalk, //
+};
 use crate::targets::Settled;
 use crate::tracking;
 use crate::vm::AttachedVm;
@@ -91,15 +95,37 @@ fn report_page(vm: &AttachedVm, s: &Settled) {
     let mut data = None;
     if s.flags & uapi::KVM_PFI_TARGET_READ != 0 {
         if let Ok(mut b) = KVec::from_elem(0u8, DATA_LEN, GFP_KERNEL) {
-            // `gpa` is the GVA's own 4 KiB page, also in a larger mapping.
             // SAFETY: the VM is referenced (we hold an `Arc` of its
             // attachment); a kworker.
-            if unsafe { GuestMemory::new(vm.kvm, Context::Kworker) }.read(s.info.gpa, &mut b) == 0 {
+            let mut mem = unsafe { GuestMemory::new(vm.kvm, Context::Kworker) };
+            // `gpa` is the GVA's own 4 KiB page, also in a larger mapping.
+            if mem.read(s.info.gpa, &mut b) == 0 {
+                if let Some(w) = left_its_frame(vm, &mut mem, s) {
+                    // SAFETY: reads the clock.
+                    let now = unsafe { glue::kvm_pfi_now_ns() };
+                    vm.targets.lock().resident_lost(s.target_id, s.info.gva, &w, now);
+                    vm.kick_report();
+                    return;
+                }
                 data = Some(b);
             }
         }
     }
     events::emit(Record::page_resident(&page, data));
+}
+
+/// Whether the page has left the frame its settling walk found since then,
+/// with the walk that shows it. The guest runs on while the report work
+/// waits its turn: it may swap the page out again or unmap it, or the
+/// process may exit, and the frame then holds someone else's bytes. Bytes
+/// read before a walk that still ends at that frame are the page's.
+fn left_its_frame(vm: &AttachedVm, mem: &mut GuestMemory, s: &Settled) -> Option<TargetWalk> {
+    let paging = vm.paging()?;
+    let w = walk_target(mem, &paging, s.root, s.info.gva);
+    match w.walk.outcome {
+        WalkOutcome::Resident { gpa, .. } if gpa & !(DATA_LEN as u64 - 1) == s.info.gpa => None,
+        _ => Some(w),
+    }
 }
 
 /// Walks pages no probe has walked yet, so a target added to an idle VM is
@@ -118,7 +144,7 @@ fn walk_new_pages(vm: &AttachedVm) {
             if vm.detached.load(Ordering::Relaxed) {
                 return;
             }
-            let w = walk::walk(&mut mem, &paging, root, gva);
+            let w = walk_target(&mut mem, &paging, root, gva);
             // SAFETY: reads the clock.
             let now = unsafe { glue::kvm_pfi_now_ns() };
             vm.targets.lock().apply_remote_walk(target_id, index, &w, now);

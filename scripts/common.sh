@@ -45,6 +45,13 @@ kernel_build_dir() { echo "$KVM_PFI_CACHE/build-$(kernel_key)"; }
 guest_kernel_dir() {
 	echo "$KVM_PFI_CACHE/guest-build-${KERNEL_SERIES}-$(sha256sum "$KVM_PFI_ROOT/scripts/guest-kernel.config" | cut -c1-12)"
 }
+# The nested guest's initramfs (scripts/real-guest.sh --initramfs), keyed by
+# what goes into it, so checkouts with different test programs (and a long
+# run such as the boot series) never see theirs replaced.
+guest_initramfs() {
+	echo "$KVM_PFI_CACHE/real-guest/initramfs-$(cat "$KVM_PFI_ROOT/scripts/real-guest.sh" \
+		"$KVM_PFI_ROOT/selftests/guest/pfi_guest_swap.c" | sha256sum | cut -c1-12).cpio"
+}
 # Where `make selftests` puts this checkout's test programs for kernel build
 # $1 (the Makefile's KVM_PFI_TESTS; keep the two in step).
 selftests_dir() {

@@ -75,7 +75,10 @@ ver=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' "$KVM_PFI_ROOT/dkms.conf")
 src="$work/src/kvm-pfi-$ver"
 mkdir -p "$src" "$work/dkms"
 git -C "$KVM_PFI_ROOT" ls-files -z | (cd "$KVM_PFI_ROOT" && xargs -0 cp --parents -t "$src")
-dk=(dkms --dkmstree "$work/dkms" --sourcetree "$work/src" --installtree "$work/inst")
+# Without this checkout's exported build folders: dkms.conf's CLEAN runs
+# `make clean` in the copy, which would remove this checkout's selftests
+# (KVM_PFI_TESTS, exported by the Makefile) under a run that uses them.
+dk=(env -u KVM_PFI_TESTS dkms --dkmstree "$work/dkms" --sourcetree "$work/src" --installtree "$work/inst")
 if "${dk[@]}" add -m kvm-pfi -v "$ver" >"$work/dkms.log" 2>&1 &&
 	"${dk[@]}" build -m kvm-pfi -v "$ver" -k "$kver" --kernelsourcedir "$(readlink -f "$KDIR")" \
 		>>"$work/dkms.log" 2>&1; then

@@ -21,6 +21,8 @@
 //! on_tick: timeout, no tries left         ---> Failed(Timeout)
 //! on_walk: unmapped / not swap / bad tables --> Failed(...)
 //! address_space_gone()                    ---> Failed(AddressSpaceGone)
+//! resident_lost(): Resident, its frame left before it was read
+//!                                         ---> WaitingForContext (disarmed)
 //! cancel(reason)                          ---> Cancelled(reason)
 //! ```
 //!
@@ -702,6 +704,22 @@ impl Injection {
             return Action::None;
         }
         self.settle(State::Failed(FailReason::AddressSpaceGone))
+    }
+
+    /// The caller found a Resident target gone from the frame the walk
+    /// showed before it could read its bytes (the guest swapped it out
+    /// again or unmapped it; its process exited): it is live again, disarmed
+    /// until the caller feeds it a fresh walk ([`Injection::on_walk`]),
+    /// which settles it anew or makes it wait for context. Its counters
+    /// stay. Any other state is kept.
+    pub fn resident_lost(&mut self) -> Action {
+        if !matches!(self.state, State::Resident { .. }) {
+            return Action::None;
+        }
+        self.state = State::WaitingForContext;
+        self.armed = false;
+        self.stats.entries_in_context = 0;
+        Action::Rewalk
     }
 
     /// The caller has reported a Resident target: it becomes Done. Returns
@@ -1454,6 +1472,49 @@ mod tests {
                 assert_eq!(m.state(), before);
             }
         }
+    }
+
+    #[test]
+    fn resident_lost_only_from_resident() {
+        for mut m in in_each_state() {
+            let before = m.state();
+            let was_resident = matches!(before, State::Resident { .. });
+            let action = m.resident_lost();
+            if was_resident {
+                assert_eq!(action, Action::Rewalk);
+                assert_eq!(m.state(), State::WaitingForContext);
+                assert!(!m.is_armed());
+            } else {
+                assert_eq!(action, Action::None);
+                assert_eq!(m.state(), before);
+            }
+        }
+    }
+
+    #[test]
+    fn resident_lost_then_fresh_walk_settles_or_waits() {
+        // Swapped out again: armed for a new fault, counters kept.
+        let mut m = armed(false, false);
+        let mut slot = inject(&mut m, 0);
+        m.on_delivery(&slot.on_exit(&delivered(1)).unwrap());
+        m.on_walk(&resident_walk());
+        let injections = m.stats().injections;
+        m.resident_lost();
+        assert_eq!(m.on_walk(&swap_walk()), Action::None);
+        assert_eq!(m.state(), State::WaitingForContext);
+        assert!(m.is_armed());
+        assert_eq!(m.stats().injections, injections);
+        // Unmapped meanwhile (the process exited): fails.
+        m.on_walk(&resident_walk());
+        m.resident_lost();
+        let empty = WalkOutcome::NotPresent {
+            level: Level::Pt,
+            entry: 0,
+            entry_gpa: 0x5008,
+            kind: NotPresentKind::Empty,
+        };
+        assert_eq!(m.on_walk(&empty), Action::Settled);
+        assert_eq!(m.state(), State::Failed(FailReason::Unmapped));
     }
 
     #[test]

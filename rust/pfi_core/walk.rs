@@ -346,6 +346,29 @@ pub fn walk<M: GuestPhysRead + ?Sized>(
     Walk { outcome, tables }
 }
 
+/// Entries of the top-level table (PML4 or PML5) that map the lower
+/// canonical half, where a Linux process's user space lives.
+const USER_HALF_ENTRIES: u64 = 256;
+
+/// Whether `w`, a walk from `cr3`, shows that address space gone: it
+/// stopped at an empty top-level entry, and no entry of the top-level
+/// table's lower half holds anything. Linux leaves a process's tables so
+/// once `exit_mmap()` has torn them down (`free_pgtables()` clears the
+/// top-level entries), while a live process always maps its program and
+/// stack there. At most 256 reads, made only for such a walk; one that
+/// fails counts as "not shown".
+pub fn shows_address_space_gone<M: GuestPhysRead + ?Sized>(
+    mem: &mut M,
+    paging: &GuestPaging,
+    cr3: u64,
+    w: &Walk,
+) -> bool {
+    let top = if paging.la57 { Level::Pml5 } else { Level::Pml4 };
+    let root = cr3_root_gpa(cr3);
+    matches!(w.outcome, WalkOutcome::NotPresent { level, kind: NotPresentKind::Empty, .. } if level == top)
+        && (0..USER_HALF_ENTRIES).all(|i| matches!(mem.read_u64(root + i * 8), Ok(0)))
+}
+
 /// Read the entry of `level` that translates `va` in `table`, record the
 /// table, and check the entry: present, no reserved bits. Accumulates the
 /// entry's rights into `rights`. `Err` carries the walk's final outcome.
@@ -456,6 +479,35 @@ mod tests {
     }
 
     const T: u64 = PTE_PRESENT | PTE_RW | PTE_USER; // a non-leaf entry's flags
+
+    #[test]
+    fn address_space_gone_only_with_the_whole_user_half_empty() {
+        for la57 in [false, true] {
+            let root = 0x10_0000;
+            let mut mem = Memory::new();
+            // The kernel half stays mapped in a dead process's table.
+            mem.set(root + 511 * 8, 0x20_0000 | T);
+            let w = walk(&mut mem, &paging(la57), root, USER_VA);
+            assert!(shows_address_space_gone(&mut mem, &paging(la57), root, &w));
+            // Another user entry still present: only this range is unmapped.
+            mem.set(root + 8, 0x30_0000 | T);
+            assert!(!shows_address_space_gone(&mut mem, &paging(la57), root, &w));
+            // An unreadable table shows nothing.
+            let mut mem = Memory::new();
+            mem.retry_pages.push(root);
+            let w = walk(&mut mem, &paging(la57), root, USER_VA);
+            assert!(!shows_address_space_gone(&mut mem, &paging(la57), root, &w));
+            // A walk that went further down (an empty PDPT entry) shows
+            // nothing about the address space, whatever the table holds.
+            let mut mem = Memory::new();
+            let entries = chain(&mut mem, la57, USER_VA, root);
+            let pdpt = entries[entries.len() - 3];
+            mem.set(pdpt, 0);
+            let w = walk(&mut mem, &paging(la57), root, USER_VA);
+            assert!(matches!(w.outcome, WalkOutcome::NotPresent { level: Level::Pdpt, .. }));
+            assert!(!shows_address_space_gone(&mut mem, &paging(la57), root, &w));
+        }
+    }
 
     fn paging(la57: bool) -> GuestPaging {
         GuestPaging {

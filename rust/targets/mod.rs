@@ -174,6 +174,8 @@ pub(crate) struct Settled {
     pub(crate) target_id: u32,
     pub(crate) flags: u32,
     pub(crate) cr3: u64,
+    /// Where its walks start (the address space's top-level table).
+    pub(crate) root: u64,
     pub(crate) info: uapi::kvm_pfi_page_info,
 }
 
@@ -287,7 +289,8 @@ impl Targets {
                 let done = matches!(p.inj.state(), State::Resident { .. } | State::Failed(_));
                 if done && !p.reported {
                     p.reported = true;
-                    out[n] = Some(Settled { target_id: id, flags, cr3, info: p.info() });
+                    let root = p.inj.target().space.root_gpa();
+                    out[n] = Some(Settled { target_id: id, flags, cr3, root, info: p.info() });
                     n += 1;
                 }
             }

@@ -180,13 +180,27 @@ pub(super) fn fail_code(reason: &FailReason) -> u32 {
 
 /// Walks the page now and feeds the result to its state machine.
 pub(super) fn walk_page(p: &mut Page, mem: &mut GuestMemory, paging: &GuestPaging, now: u64) {
-    let root = p.inj.target().space.root_gpa();
-    let w = walk::walk(mem, paging, root, p.inj.target().gva);
+    let w = walk_target(mem, paging, p.inj.target().space.root_gpa(), p.inj.target().gva);
     apply_walk(p, &w, now);
 }
 
+/// A walk of a target page, and whether it shows the page's address space
+/// gone (its process exited: `walk::shows_address_space_gone`).
+pub(crate) struct TargetWalk {
+    pub(crate) walk: walk::Walk,
+    pub(crate) space_gone: bool,
+}
+
+/// Walks `gva` from `root` (every walk of a target page goes through here).
+pub(crate) fn walk_target(mem: &mut GuestMemory, paging: &GuestPaging, root: u64, gva: u64) -> TargetWalk {
+    let w = walk::walk(mem, paging, root, gva);
+    let space_gone = walk::shows_address_space_gone(mem, paging, root, &w);
+    TargetWalk { walk: w, space_gone }
+}
+
 /// Feeds a finished walk of the page to its state machine.
-pub(super) fn apply_walk(p: &mut Page, w: &walk::Walk, now: u64) {
+pub(super) fn apply_walk(p: &mut Page, tw: &TargetWalk, now: u64) {
+    let w = &tw.walk;
     p.walk_due = false;
     p.next_walk_ns = now + REWALK_WAITING_NS;
     p.walked = true;
@@ -207,7 +221,9 @@ pub(super) fn apply_walk(p: &mut Page, w: &walk::Walk, now: u64) {
         WalkOutcome::NotPresent { .. } => p.seen_swapped = true,
         WalkOutcome::Invalid(_) => {}
     }
-    let a = p.inj.on_walk(&w.outcome);
+    // Its process exited: no fault can bring the page back, and none may
+    // go to whatever reuses the address space's frames.
+    let a = if tw.space_gone { p.inj.address_space_gone() } else { p.inj.on_walk(&w.outcome) };
     apply(p, a);
     p.tables_wanted = if p.inj.state().is_live() { Gfns::from_tables(&w.tables) } else { Gfns::default() };
 }

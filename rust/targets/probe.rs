@@ -16,6 +16,7 @@ use crate::guest_mem::{
     GuestMemory, //
 };
 use crate::pfi_core::inject::{
+    Action,
     EntryContext,
     EntryDecision,
     ExitDelivery,
@@ -26,10 +27,7 @@ use crate::pfi_core::pte::{
     PagingFeatures, //
 };
 use crate::pfi_core::vendor::CpuView;
-use crate::pfi_core::walk::{
-    self,
-    GuestPaging, //
-};
+use crate::pfi_core::walk::GuestPaging;
 use crate::vendor::GuestState;
 
 use super::page::{
@@ -37,7 +35,8 @@ use super::page::{
     apply_walk,
     page_needs_exit_at,
     settle,
-    walk_page, //
+    walk_page,
+    TargetWalk, //
 };
 use super::Targets;
 
@@ -234,7 +233,7 @@ impl Targets {
 
     /// Applies a walk made outside the lock, unless a probe walked the page
     /// meanwhile (its walk is as fresh).
-    pub(crate) fn apply_remote_walk(&mut self, target_id: u32, index: usize, w: &walk::Walk, now: u64) {
+    pub(crate) fn apply_remote_walk(&mut self, target_id: u32, index: usize, w: &TargetWalk, now: u64) {
         let Some(t) = self.targets.iter_mut().flatten().find(|t| t.id == target_id) else { return };
         let Some(p) = t.pages.get_mut(index) else { return };
         if !p.walked {
@@ -245,6 +244,25 @@ impl Targets {
             }
             self.next_scan_ns = 0;
         }
+    }
+
+    /// A page a walk found resident has left that frame since (`report.rs`
+    /// saw it before reading its bytes): it goes back to its state machine
+    /// with `w`, the walk that saw it gone, to settle and be reported anew
+    /// (failed once unmapped, a fault again once swapped out again).
+    pub(crate) fn resident_lost(&mut self, target_id: u32, gva: u64, w: &TargetWalk, now: u64) {
+        let Some(t) = self.targets.iter_mut().flatten().find(|t| t.id == target_id) else { return };
+        let Some(p) = t.pages.iter_mut().find(|p| p.inj.target().gva == gva) else { return };
+        if p.inj.resident_lost() == Action::None {
+            return;
+        }
+        p.reported = false;
+        apply_walk(p, w, now);
+        settle(p);
+        if p.tables_wanted != p.tables_tracked {
+            self.tracking_stale = true;
+        }
+        self.next_scan_ns = 0;
     }
 }
 

@@ -26,7 +26,10 @@
  *			with glibc's memset, reads them back, prints the result
  *	block K		worker K stops running in user mode: it waits in
  *			read() (in the kernel) for its next command
- *	exit K		worker K exits at once, without touching its pages
+ *	exit K		worker K returns to user mode, reports how many of its
+ *			pages are present (pagemap), exits without touching them
+ *	kill K		the parent kills worker K with SIGKILL: blocked in read(),
+ *			it dies in the kernel without running in user mode again
  * Every result is a "PFI {json}" line on stdout. When all workers are gone
  * the parent prints "PFI {"done":...}" and exits (status 0 if every worker
  * did).
@@ -208,7 +211,9 @@ static int worker(int k, int cmd)
 		memmove(line, nl + 1, have - n);
 		have -= n;
 		if (!strncmp(cur, "exit", 4)) {
-			report("PFI {\"worker\":%d,\"exit\":\"early\"}", k);
+			/* Back in user mode for this: faults may come now. */
+			report("PFI {\"worker\":%d,\"exit\":\"early\",\"present_before_exit\":%d}",
+			       k, count_bit(buf, NR_PAGES, 63));
 			return 0;
 		}
 		if (!strncmp(cur, "block", 5)) {
@@ -288,10 +293,17 @@ int main(int argc, char **argv)
 		}
 		/* "verb K rest" goes to worker K as "verb rest". */
 		*sp = 0;
-		dprintf(pipes[k][1], "%s%s", line, rest);
-		if (!strcmp(line, "verify") || !strcmp(line, "exit")) {
+		if (!strcmp(line, "kill"))
+			kill(pids[k], SIGKILL);
+		else
+			dprintf(pipes[k][1], "%s%s", line, rest);
+		if (!strcmp(line, "verify") || !strcmp(line, "exit") || !strcmp(line, "kill")) {
 			waitpid(pids[k], &status, 0);
-			failed += !WIFEXITED(status) || WEXITSTATUS(status);
+			/* A worker killed on request ended as it should. */
+			if (!strcmp(line, "kill"))
+				failed += !WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL;
+			else
+				failed += !WIFEXITED(status) || WEXITSTATUS(status);
 			report("PFI {\"worker\":%ld,\"exited\":%d,\"signal\":%d}", k,
 			       WIFEXITED(status) ? WEXITSTATUS(status) : -1,
 			       WIFSIGNALED(status) ? WTERMSIG(status) : 0);
