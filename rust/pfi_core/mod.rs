@@ -57,3 +57,21 @@ pub mod sigs;
 
 // Handles that are never handed out twice (VM and target ids).
 pub mod ids;
+
+// Little-endian integers at an offset of a byte slice, bounds-checked.
+pub mod le;
+
+// A reader of BTF, the kernel's type information: member offsets of named
+// structs through anonymous structs and unions, for the guest profile.
+pub mod btf;
+
+// Symbol addresses from a System.map or /proc/kallsyms text.
+pub mod ksyms;
+
+// The Linux guest profile: offsets and symbols the walks read, resolved
+// from BTF and a symbol table, and its text form.
+pub mod linux_profile;
+
+// Bounded walks of a Linux guest kernel's structures through a profile:
+// the task list, an mm, its VMA maple tree, dentry names.
+pub mod linux_walk;

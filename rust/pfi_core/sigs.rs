@@ -61,6 +61,7 @@
 //! inside the page (every match that touches a page lies within
 //! `MAX_SPAN - 1` bytes of it on either side).
 
+use super::le::{le16, le32};
 use core::fmt;
 
 /// `KVM_PFI_SIGS_MAGIC`: "KPFS" as a little-endian `u32`.
@@ -190,16 +191,6 @@ pub struct Match {
     pub start: usize,
     /// Bytes matched: the shortest match of the rule at `start`.
     pub len: usize,
-}
-
-fn le16(blob: &[u8], off: usize) -> Option<u16> {
-    let bytes = blob.get(off..off.checked_add(2)?)?;
-    Some(u16::from_le_bytes(bytes.try_into().ok()?))
-}
-
-fn le32(blob: &[u8], off: usize) -> Option<u32> {
-    let bytes = blob.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
 /// A `u32` from the set or the storage as an index (saturating on targets
