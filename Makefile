@@ -39,7 +39,7 @@ DESTDIR ?=
 KVER ?= $(shell $(MAKE) -s -C $(KDIR) kernelrelease 2>/dev/null)
 TOOL_BIN = $(CARGO_TARGET_DIR)/release/kvm-pfi
 
-.PHONY: all help deps kernel qemu guest module tool selftests test unit-test check-imports format-test packaging-test install vm-test vmx-test e2e demo bench clean
+.PHONY: all help deps kernel qemu guest module tool selftests test unit-test lint check-imports format-test packaging-test install vm-test vmx-test e2e demo bench clean
 
 all: module tool
 
@@ -53,7 +53,7 @@ help:
 	@echo "make selftests  build the kselftest suite"
 	@echo "make vm-test    the suite in a VM on AMD SVM (QEMU TCG), with the real guest's main case"
 	@echo "make vmx-test   the suite in a VM on Intel VMX (Bochs)"
-	@echo "make test       everything above, host unit tests, receiver and packaging checks, then the suite on SVM and VMX"
+	@echo "make test       everything above, host unit tests, clippy, receiver and packaging checks, then the suite on SVM and VMX"
 	@echo "make install    module, tool, man pages, completions, systemd unit (PREFIX, DESTDIR, KVER)"
 	@echo "make e2e        every real Linux guest case (make test runs the main one), then the boot figures over 10 boots"
 	@echo "make demo       boot the test VM, load a rule, detect it in a swapped-out page kvm-pfi brings back"
@@ -83,6 +83,13 @@ selftests:
 
 unit-test: check-imports
 	$(CARGO) test --release --locked --workspace
+
+# clippy on every crate of the workspace (pfi_core with and without its host
+# feature, the tool), warnings as errors. The module's kernel-side Rust is
+# built by Kbuild with the kernel's rustc, for which no clippy is installed.
+lint:
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --locked -p pfi_core --all-targets --features text -- -D warnings
 
 # The module's import graph has no cycle (Documentation/design.rst).
 check-imports:
@@ -130,6 +137,7 @@ RESULTS = $(KVM_PFI_TESTS)/results
 test: kernel qemu guest
 	rm -rf $(RESULTS) && mkdir -p $(RESULTS)
 	$(MAKE) unit-test
+	$(MAKE) lint
 	$(MAKE) format-test
 	$(MAKE) packaging-test
 	$(MAKE) vm-test KVM_PFI_RESULTS=$(RESULTS)/svm.ktap

@@ -6,10 +6,7 @@
 //! read and steer other processes' guests. Every ioctl validates all of its
 //! input before changing anything, so a refused call leaves state unchanged.
 
-use core::sync::atomic::{
-    AtomicU64,
-    Ordering, //
-};
+use core::sync::atomic::Ordering;
 
 use kernel::bindings;
 use kernel::fs::File;
@@ -18,6 +15,10 @@ use kernel::miscdevice::{
     MiscDeviceRegistration, //
 };
 use kernel::prelude::*;
+use kernel::sync::atomic::{
+    Atomic,
+    Relaxed, //
+};
 use kernel::transmute::{
     AsBytes,
     FromBytes, //
@@ -55,7 +56,7 @@ pub(crate) struct PfiFile {
     ctl: attach::Controller,
 }
 
-static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_FILE_ID: Atomic<u64> = Atomic::new(1);
 
 fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
     UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).reader().read::<T>()
@@ -376,7 +377,7 @@ impl MiscDevice for PfiFile {
         if !unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) } {
             return Err(EPERM);
         }
-        let id = NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed);
+        let id = NEXT_FILE_ID.fetch_add(1, Relaxed);
         Ok(KBox::new(PfiFile { id, ctl: attach::Controller::new(id) }, GFP_KERNEL)?)
     }
 

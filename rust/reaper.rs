@@ -7,13 +7,14 @@
 //! second: a VM whose only reference left is ours is dead, and keeping it
 //! would keep its memory alive forever.
 
-use core::sync::atomic::{
-    AtomicBool,
-    Ordering, //
-};
 
 use kernel::bindings;
 use kernel::prelude::*;
+use kernel::sync::atomic::{
+    Acquire,
+    Atomic,
+    Release, //
+};
 use kernel::sync::Arc;
 use kernel::workqueue::{
     self,
@@ -34,7 +35,7 @@ fn period() -> kernel::time::Jiffies {
 pub(crate) struct Reaper {
     #[pin]
     work: DelayedWork<Reaper>,
-    stopping: AtomicBool,
+    stopping: Atomic<bool>,
 }
 
 impl_has_delayed_work! {
@@ -45,7 +46,7 @@ impl WorkItem for Reaper {
     type Pointer = Arc<Reaper>;
 
     fn run(this: Arc<Reaper>) {
-        if this.stopping.load(Ordering::Acquire) {
+        if this.stopping.load(Acquire) {
             return;
         }
         attach::reap_exited();
@@ -74,7 +75,7 @@ impl ReaperHandle {
         let reaper = Arc::pin_init(
             pin_init!(Reaper {
                 work <- new_delayed_work!("kvm_pfi::reaper"),
-                stopping: AtomicBool::new(false),
+                stopping: Atomic::new(false),
             }),
             GFP_KERNEL,
         )?;
@@ -85,7 +86,7 @@ impl ReaperHandle {
 
 impl Drop for ReaperHandle {
     fn drop(&mut self) {
-        self.reaper.stopping.store(true, Ordering::Release);
+        self.reaper.stopping.store(true, Release);
         let dwork = core::ptr::from_ref(&self.reaper.work).cast_mut().cast::<bindings::delayed_work>();
         // Run a pending instance now and wait for a running one; each sees
         // `stopping` (or was already past the check, and queued once more),

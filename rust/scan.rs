@@ -118,14 +118,14 @@ fn scan_page(vm: &AttachedVm, set: &SigSet, matcher: &Matcher<'_>, j: &ScanJob, 
             how: j.how,
             injections: j.injections,
         }));
-        DETECTIONS.fetch_add(1, Ordering::Relaxed);
+        DETECTIONS.fetch_add(1, kernel::sync::atomic::Relaxed);
         reported += 1;
         reported < MAX_DETECTIONS_PER_PAGE
     });
     // Counted after its detections reached the sinks: a reader that sees
     // the count has its events (the selftests rely on it).
     events::flush();
-    BYTES_SCANNED.fetch_add(hay.len() as u64, Ordering::Relaxed);
-    PAGES_SCANNED.fetch_add(1, Ordering::Release);
+    BYTES_SCANNED.fetch_add(hay.len() as u64, kernel::sync::atomic::Relaxed);
+    PAGES_SCANNED.fetch_add(1, kernel::sync::atomic::Release);
     true
 }

@@ -8,13 +8,11 @@
 //! a mutex. A scan holds its own `Arc`, so a load never waits for scans and
 //! a set is freed when its last scan ends.
 
-use core::sync::atomic::{
-    AtomicU32,
-    AtomicU64,
-    Ordering, //
-};
-
 use kernel::prelude::*;
+use kernel::sync::atomic::{
+    Atomic,
+    Relaxed, //
+};
 use kernel::sync::Arc;
 use kernel::uaccess::{
     UserPtr,
@@ -83,12 +81,12 @@ kernel::sync::global_lock! {
 }
 
 /// Generation of the active set (0: none active), for page flags.
-static ACTIVE_GENERATION: AtomicU32 = AtomicU32::new(0);
+static ACTIVE_GENERATION: Atomic<u32> = Atomic::new(0);
 
 /// Counters reported by `KVM_PFI_SIGS_INFO`, since module load.
-pub(crate) static PAGES_SCANNED: AtomicU64 = AtomicU64::new(0);
-pub(crate) static BYTES_SCANNED: AtomicU64 = AtomicU64::new(0);
-pub(crate) static DETECTIONS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PAGES_SCANNED: Atomic<u64> = Atomic::new(0);
+pub(crate) static BYTES_SCANNED: Atomic<u64> = Atomic::new(0);
+pub(crate) static DETECTIONS: Atomic<u64> = Atomic::new(0);
 
 /// Module-lifetime owner of the set's lock; drops the set on unload.
 pub(crate) struct Sigs;
@@ -127,7 +125,7 @@ pub(crate) fn active() -> Option<Arc<SigSet>> {
 }
 
 pub(crate) fn active_generation() -> u32 {
-    ACTIVE_GENERATION.load(Ordering::Relaxed)
+    ACTIVE_GENERATION.load(Relaxed)
 }
 
 /// A set copied in, validated and compiled, not active yet.
@@ -177,7 +175,7 @@ pub(crate) fn activate(set: Prepared, answer: impl FnOnce(u32, u32) -> Result) -
     let mut active = ACTIVE.lock();
     active.generation = generation;
     let old = active.set.replace(set);
-    ACTIVE_GENERATION.store(generation, Ordering::Relaxed);
+    ACTIVE_GENERATION.store(generation, Relaxed);
     // Under the lock, so that concurrent loads announce in order.
     events::emit(Record::sigs_loaded(generation, nr_rules));
     drop(active);
@@ -193,7 +191,7 @@ pub(crate) fn clear() -> Result<u32> {
     let generation = next_generation(active.generation)?;
     active.generation = generation;
     let old = active.set.take();
-    ACTIVE_GENERATION.store(0, Ordering::Relaxed);
+    ACTIVE_GENERATION.store(0, Relaxed);
     events::emit(Record::sigs_loaded(generation, 0));
     drop(active);
     drop(old);
@@ -205,9 +203,9 @@ pub(crate) fn info() -> uapi::kvm_pfi_sigs_info {
     let active = ACTIVE.lock();
     let mut out = uapi::kvm_pfi_sigs_info {
         generation: active.generation,
-        pages_scanned: PAGES_SCANNED.load(Ordering::Relaxed),
-        bytes_scanned: BYTES_SCANNED.load(Ordering::Relaxed),
-        detections: DETECTIONS.load(Ordering::Relaxed),
+        pages_scanned: PAGES_SCANNED.load(Relaxed),
+        bytes_scanned: BYTES_SCANNED.load(Relaxed),
+        detections: DETECTIONS.load(Relaxed),
         ..Default::default()
     };
     if let Some(s) = &active.set {

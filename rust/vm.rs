@@ -13,17 +13,22 @@
 //! tracepoint) is a read-side critical section of.
 
 use core::ptr;
+// `busy`, `detached` and `tracker` are still core atomics: the probes and
+// the report stages (hooks.rs, targets/, protect.rs) use them directly.
 use core::sync::atomic::{
     AtomicBool,
     AtomicPtr,
-    AtomicU32,
-    AtomicU64,
-    AtomicUsize,
     Ordering, //
 };
 
 use kernel::bindings;
 use kernel::prelude::*;
+use kernel::sync::atomic::{
+    Acquire,
+    Atomic,
+    Relaxed,
+    Release, //
+};
 use kernel::sync::{
     rcu,
     Arc,
@@ -66,24 +71,27 @@ pub(crate) enum Owner {
 
 /// Counters of one vCPU. Only that vCPU's thread writes them (a vCPU runs on
 /// one thread at a time), so plain load/store, no locked RMW, on the hot path.
-#[derive(Default)]
 pub(crate) struct VcpuCounters {
-    entries: AtomicU64,
-    exits: AtomicU64,
+    entries: Atomic<u64>,
+    exits: Atomic<u64>,
 }
 
 impl VcpuCounters {
+    const fn new() -> Self {
+        VcpuCounters { entries: Atomic::new(0), exits: Atomic::new(0) }
+    }
+
     #[inline]
-    fn bump(counter: &AtomicU64) {
-        counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    fn bump(counter: &Atomic<u64>) {
+        counter.store(counter.load(Relaxed).wrapping_add(1), Relaxed);
     }
 
     pub(crate) fn entries(&self) -> u64 {
-        self.entries.load(Ordering::Relaxed)
+        self.entries.load(Relaxed)
     }
 
     pub(crate) fn exits(&self) -> u64 {
-        self.exits.load(Ordering::Relaxed)
+        self.exits.load(Relaxed)
     }
 }
 
@@ -106,19 +114,19 @@ pub(crate) struct AttachedVm {
     /// vCPUs with an index of `MAX_VCPUS` or more (racy sums, stats only).
     overflow: VcpuCounters,
     /// Highest vCPU index seen, plus one.
-    nr_vcpus: AtomicU32,
+    nr_vcpus: Atomic<u32>,
     /// Targets and per-vCPU injection slots, shared by the probes of all
     /// vCPUs and the ioctls.
     #[pin]
     pub(crate) targets: SpinLock<Targets>,
     /// Some target page needs probe work: lets probes skip the lock.
     pub(crate) busy: AtomicBool,
-    pub(crate) next_target_id: AtomicU32,
+    pub(crate) next_target_id: Atomic<u32>,
     /// Set once the VM left the table: reports stop.
     pub(crate) detached: AtomicBool,
     /// The guest's paging as the probes last saw it in long mode (see
     /// `paging`), for walks outside the probes; 0 before.
-    paging_seen: AtomicU32,
+    paging_seen: Atomic<u32>,
     /// KVM page-track notifier, created by the report work on first use.
     pub(crate) tracker: AtomicPtr<glue::kvm_pfi_tracker>,
     /// Serialises write-tracking changes (the report work's, and a target
@@ -151,7 +159,14 @@ impl AttachedVm {
             Some(c) => {
                 if c.entries() == 0 && c.exits() == 0 {
                     // First event of this vCPU: rare, so the RMW is fine.
-                    self.nr_vcpus.fetch_max(vcpu_idx as u32 + 1, Ordering::Relaxed);
+                    let seen = vcpu_idx as u32 + 1;
+                    let mut cur = self.nr_vcpus.load(Relaxed);
+                    while cur < seen {
+                        match self.nr_vcpus.cmpxchg(cur, seen, Relaxed) {
+                            Ok(_) => break,
+                            Err(now) => cur = now,
+                        }
+                    }
                 }
                 c
             }
@@ -162,7 +177,7 @@ impl AttachedVm {
 
     /// vCPUs with their own counters that have been seen.
     pub(crate) fn nr_vcpus(&self) -> usize {
-        (self.nr_vcpus.load(Ordering::Relaxed) as usize).min(MAX_VCPUS)
+        (self.nr_vcpus.load(Relaxed) as usize).min(MAX_VCPUS)
     }
 
     pub(crate) fn vcpu(&self, idx: usize) -> Option<&VcpuCounters> {
@@ -235,11 +250,11 @@ impl AttachedVm {
     /// A new target id of this VM, never one given before (`EOVERFLOW`
     /// once all are used, see `ids`).
     pub(crate) fn take_target_id(&self) -> Result<u32> {
-        let mut cur = self.next_target_id.load(Ordering::Relaxed);
+        let mut cur = self.next_target_id.load(Relaxed);
         loop {
             let mut next = cur;
             let id = ids::take(&mut next).ok_or(EOVERFLOW)?;
-            match self.next_target_id.compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self.next_target_id.cmpxchg(cur, next, Relaxed) {
                 Ok(_) => return Ok(id),
                 Err(now) => cur = now,
             }
@@ -254,19 +269,19 @@ impl AttachedVm {
             | u32::from(f.nx) << 9
             | u32::from(p.la57) << 8
             | u32::from(f.maxphyaddr);
-        if self.paging_seen.load(Ordering::Relaxed) != v {
-            self.paging_seen.store(v, Ordering::Relaxed);
+        if self.paging_seen.load(Relaxed) != v {
+            self.paging_seen.store(v, Relaxed);
         }
     }
 
     /// Whether a probe has seen the guest in long mode.
     pub(crate) fn paging_known(&self) -> bool {
-        self.paging_seen.load(Ordering::Relaxed) != 0
+        self.paging_seen.load(Relaxed) != 0
     }
 
     /// The guest's paging mode, once a probe has seen it in long mode.
     pub(crate) fn paging(&self) -> Option<GuestPaging> {
-        let v = self.paging_seen.load(Ordering::Relaxed);
+        let v = self.paging_seen.load(Relaxed);
         if v == 0 {
             return None;
         }
@@ -287,24 +302,24 @@ impl AttachedVm {
 /// `Arc::into_raw`). Both are null when free. Writers publish `vm` before
 /// `kvm` and clear `kvm` first.
 struct Slot {
-    kvm: AtomicPtr<glue::kvm>,
-    vm: AtomicPtr<AttachedVm>,
+    kvm: Atomic<*mut glue::kvm>,
+    vm: Atomic<*mut AttachedVm>,
 }
 
 struct VmTable {
     slots: [Slot; MAX_VMS],
     /// Attached VMs; zero makes every probe return after one load.
-    attached: AtomicUsize,
+    attached: Atomic<usize>,
 }
 
 static TABLE: VmTable = VmTable {
     slots: [const {
         Slot {
-            kvm: AtomicPtr::new(ptr::null_mut()),
-            vm: AtomicPtr::new(ptr::null_mut()),
+            kvm: Atomic::new(ptr::null_mut()),
+            vm: Atomic::new(ptr::null_mut()),
         }
     }; MAX_VMS],
-    attached: AtomicUsize::new(0),
+    attached: Atomic::new(0),
 };
 
 /// State only writers touch.
@@ -330,14 +345,14 @@ pub(crate) unsafe fn with_attached<R>(
     kvm: *mut glue::kvm,
     f: impl FnOnce(&AttachedVm) -> R,
 ) -> Option<R> {
-    if TABLE.attached.load(Ordering::Relaxed) == 0 {
+    if TABLE.attached.load(Relaxed) == 0 {
         return None;
     }
     for slot in &TABLE.slots {
-        if slot.kvm.load(Ordering::Acquire) != kvm {
+        if slot.kvm.load(Acquire) != kvm {
             continue;
         }
-        let vm = slot.vm.load(Ordering::Acquire);
+        let vm = slot.vm.load(Acquire);
         // SAFETY: a non-null `vm` was published by `attach` and is freed only
         // after a grace period that started after it left the table; the
         // caller is inside a read-side critical section.
@@ -353,7 +368,7 @@ pub(crate) fn for_each(mut f: impl FnMut(&AttachedVm)) {
     let _guard = CONTROL.lock();
     for slot in &TABLE.slots {
         // SAFETY: only writers free `AttachedVm`s, and they hold `CONTROL`.
-        if let Some(vm) = unsafe { slot.vm.load(Ordering::Acquire).as_ref() } {
+        if let Some(vm) = unsafe { slot.vm.load(Acquire).as_ref() } {
             f(vm);
         }
     }
@@ -364,7 +379,7 @@ pub(crate) fn with_id<R>(id: u32, f: impl FnOnce(&AttachedVm) -> R) -> Result<R>
     let _guard = CONTROL.lock();
     for slot in &TABLE.slots {
         // SAFETY: as in `for_each`.
-        if let Some(vm) = unsafe { slot.vm.load(Ordering::Acquire).as_ref() } {
+        if let Some(vm) = unsafe { slot.vm.load(Acquire).as_ref() } {
             if vm.id == id {
                 return Ok(f(vm));
             }
@@ -386,7 +401,7 @@ pub(crate) fn with_fd<R>(vm_fd: i32, f: impl FnOnce(&AttachedVm) -> R) -> Result
     let r = {
         let _guard = CONTROL.lock();
         // SAFETY: as in `for_each`.
-        let vm = TABLE.slots.iter().find_map(|slot| unsafe { slot.vm.load(Ordering::Acquire).as_ref() }.filter(|vm| vm.kvm == kvm));
+        let vm = TABLE.slots.iter().find_map(|slot| unsafe { slot.vm.load(Acquire).as_ref() }.filter(|vm| vm.kvm == kvm));
         vm.map(f).ok_or(ENOENT)
     };
     // SAFETY: the reference taken above; the caller's descriptor (or our
@@ -442,19 +457,14 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
             flags,
             vmm_pid,
             stats_id: id_bytes,
-            vcpus: [const {
-                VcpuCounters {
-                    entries: AtomicU64::new(0),
-                    exits: AtomicU64::new(0),
-                }
-            }; MAX_VCPUS],
-            overflow: VcpuCounters::default(),
-            nr_vcpus: AtomicU32::new(0),
+            vcpus: [const { VcpuCounters::new() }; MAX_VCPUS],
+            overflow: VcpuCounters::new(),
+            nr_vcpus: Atomic::new(0),
             targets <- kernel::new_spinlock!(targets, "kvm_pfi::targets"),
             busy: AtomicBool::new(false),
-            next_target_id: AtomicU32::new(1),
+            next_target_id: Atomic::new(1),
             detached: AtomicBool::new(false),
-            paging_seen: AtomicU32::new(0),
+            paging_seen: Atomic::new(0),
             tracker: AtomicPtr::new(ptr::null_mut()),
             tracking <- kernel::new_mutex!((), "kvm_pfi::tracking"),
             work <- new_work!("kvm_pfi::report"),
@@ -474,7 +484,7 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
 
     let mut free = None;
     for (i, slot) in TABLE.slots.iter().enumerate() {
-        let key = slot.kvm.load(Ordering::Relaxed);
+        let key = slot.kvm.load(Relaxed);
         if key == kvm {
             drop(control);
             return Err(EEXIST); // `vm` drops our reference
@@ -490,11 +500,11 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
     // Never reused: after u32::MAX attaches, EOVERFLOW (see `ids`).
     let _ = ids::take(&mut control.next_id);
     let slot = &TABLE.slots[i];
-    slot.vm.store(Arc::into_raw(vm).cast_mut(), Ordering::Release);
-    slot.kvm.store(kvm, Ordering::Release);
-    TABLE.attached.fetch_add(1, Ordering::Relaxed);
+    slot.vm.store(Arc::into_raw(vm).cast_mut(), Release);
+    slot.kvm.store(kvm, Release);
+    TABLE.attached.fetch_add(1, Relaxed);
     // SAFETY: just published, and `CONTROL` keeps writers from freeing it.
-    announce(unsafe { &*slot.vm.load(Ordering::Relaxed) });
+    announce(unsafe { &*slot.vm.load(Relaxed) });
     Ok(id)
 }
 
@@ -526,13 +536,13 @@ pub(crate) fn take_where(select: impl Fn(&AttachedVm) -> bool) -> Taken {
     {
         let _guard = CONTROL.lock();
         for slot in &TABLE.slots {
-            let vm = slot.vm.load(Ordering::Relaxed);
+            let vm = slot.vm.load(Relaxed);
             // SAFETY: writers hold `CONTROL`, so `vm` is alive.
             match unsafe { vm.as_ref() } {
                 Some(v) if select(v) => {
-                    slot.kvm.store(ptr::null_mut(), Ordering::Release);
-                    slot.vm.store(ptr::null_mut(), Ordering::Release);
-                    TABLE.attached.fetch_sub(1, Ordering::Relaxed);
+                    slot.kvm.store(ptr::null_mut(), Release);
+                    slot.vm.store(ptr::null_mut(), Release);
+                    TABLE.attached.fetch_sub(1, Relaxed);
                     taken.vms[taken.n] = vm;
                     taken.n += 1;
                 }

@@ -143,7 +143,7 @@ impl InjectConfig {
             return None;
         }
         Some(InjectConfig {
-            timeout_ns: timeout_ms as u64 * 1_000_000,
+            timeout_ns: (timeout_ms as u64).saturating_mul(1_000_000),
             max_tries,
         })
     }
