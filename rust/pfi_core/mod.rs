@@ -54,3 +54,8 @@ pub mod ring;
 // Signature sets: validation of the binary layout user space loads, the
 // automaton built from it, and the allocation-free scan of guest pages.
 pub mod sigs;
+
+// What guest writes to a protected page changed: runs of changed bytes
+// between two copies of a page, and the merging of emulated writes into one
+// span per burst.
+pub mod writes;
