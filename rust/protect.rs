@@ -31,7 +31,13 @@ use crate::pfi_core::walk::{
     self,
     WalkOutcome, //
 };
+use crate::pfi_core::writes::{
+    self as writes,
+    Span, //
+};
 use crate::targets::protection::{
+    Gathered,
+    OpenFrames,
     ProtectJob,
     ProtectedWrite, //
 };
@@ -41,8 +47,9 @@ const PAGE_SIZE: usize = 4096;
 /// Bytes restored per lock hold (copied out of the kept page on the stack).
 const RESTORE_CHUNK: usize = 64;
 
-/// Bytes of a guest write a `write-attempt` event carries.
-const WRITE_BYTES: usize = 64;
+/// How far from the gathered writes a write fault may be and still be
+/// taken as the same burst by the probes (the widest store: 64 bytes).
+const WRITE_SLACK: u64 = 64;
 
 /// Protected pages of one frame handled per guest write; a frame shared by
 /// more targets than this is reported for the first ones only.
@@ -91,9 +98,117 @@ fn restore(vm: &AttachedVm, gfn: u64, offset: usize, end: usize) -> bool {
 }
 
 /// The notifier side: the guest wrote `new` at `gpa`, a frame of the
-/// protected pages `pages`. Runs in the writing vCPU's thread, before it
-/// resumes.
+/// protected pages `pages`, and KVM emulated it. Runs in the writing vCPU's
+/// thread, before it resumes. Enforced pages are restored and reported at
+/// once; other writes are gathered (a string store is one call per
+/// element) and reported when the burst ends (`flush_gathered`).
 pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8]) {
+    if pages.iter().flatten().any(|p| p.enforce) {
+        report(vm, pages, gpa, new, true);
+    } else {
+        gather(vm, gpa, new);
+    }
+}
+
+/// A write the vCPU made natively (`native_write.rs`): `bytes` changed at
+/// `gpa`. Restored if its page is enforced. The writing vCPU's thread.
+pub(crate) fn report_native(vm: &AttachedVm, gpa: u64, bytes: &[u8]) {
+    let mut pages: [Option<ProtectedWrite>; SHARED_FRAME_PAGES] = [None; SHARED_FRAME_PAGES];
+    let n = vm.targets.lock().protected_pages(gpa >> 12, &mut pages);
+    if n > 0 {
+        report(vm, &pages[..n], gpa, bytes, true);
+    }
+}
+
+fn publish(vm: &AttachedVm, g: Option<&Gathered>) {
+    let (gfn, span) = g.map_or((0, 0), |g| (g.gfn + 1, g.span.lo | g.span.hi << 16));
+    vm.gather_span.store(span, Ordering::Relaxed);
+    vm.gather_gfn.store(gfn, Ordering::Relaxed);
+}
+
+fn gather(vm: &AttachedVm, gpa: u64, new: &[u8]) {
+    let gfn = gpa >> 12;
+    let lo = (gpa & 0xfff) as usize;
+    let hi = lo + new.len().min(PAGE_SIZE - lo);
+    let Some(new) = new.get(..hi - lo) else { return };
+    let mut g = vm.gather.lock();
+    if let Some(acc) = (*g).as_mut().filter(|a| a.gfn == gfn) {
+        if let Some(span) = writes::merge(acc.span, lo as u32, hi as u32) {
+            if let Some(dst) = acc.bytes.get_mut(lo..hi) {
+                dst.copy_from_slice(new);
+                acc.span = span;
+                publish(vm, Some(acc));
+                return;
+            }
+        }
+    }
+    // A write apart from the gathered ones: they are reported first.
+    let old = g.take();
+    let bytes = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL).ok().map(|mut b| {
+        if let Some(dst) = b.get_mut(lo..hi) {
+            dst.copy_from_slice(new);
+        }
+        b
+    });
+    match bytes {
+        Some(bytes) => *g = Some(Gathered { gfn, span: Span { lo: lo as u32, hi: hi as u32 }, bytes }),
+        None => *g = None,
+    }
+    publish(vm, g.as_ref());
+    let unbuffered = g.is_none();
+    drop(g);
+    if let Some(old) = old {
+        report_gathered(vm, &old);
+    }
+    if unbuffered {
+        // No memory to gather in: reported on its own.
+        report_native(vm, gpa, new);
+    }
+}
+
+fn report_gathered(vm: &AttachedVm, g: &Gathered) {
+    if let Some(bytes) = g.bytes.get(g.span.lo as usize..g.span.hi as usize) {
+        report_native(vm, (g.gfn << 12) + u64::from(g.span.lo), bytes);
+    }
+}
+
+/// Reports the gathered writes, if any. Process context (a vCPU thread's
+/// deferred work, or the notifier).
+pub(crate) fn flush_gathered(vm: &AttachedVm) {
+    let old = {
+        let mut g = vm.gather.lock();
+        let old = g.take();
+        publish(vm, None);
+        old
+    };
+    if let Some(old) = old {
+        report_gathered(vm, &old);
+    }
+}
+
+/// Whether emulated writes are gathered, waiting to be reported. Probes.
+pub(crate) fn gathering(vm: &AttachedVm) -> bool {
+    vm.gather_gfn.load(Ordering::Relaxed) != 0
+}
+
+/// Whether a write fault at `gpa` may continue the gathered writes (same
+/// page, next to them), so that the burst goes on; true when nothing is
+/// gathered. A hint for the probes: the notifier merges exactly.
+pub(crate) fn continues_gathered(vm: &AttachedVm, gpa: u64) -> bool {
+    let gfn = vm.gather_gfn.load(Ordering::Relaxed);
+    if gfn == 0 {
+        return true;
+    }
+    let span = vm.gather_span.load(Ordering::Relaxed);
+    let (lo, hi) = (u64::from(span & 0xffff), u64::from(span >> 16));
+    let off = gpa & 0xfff;
+    gfn - 1 == gpa >> 12 && off + WRITE_SLACK >= lo && off <= hi + WRITE_SLACK
+}
+
+/// Reports a write of `new` at `gpa` to the protected pages `pages` of its
+/// frame; with `restore`, puts an enforced page's kept bytes back first.
+/// Process context, the writing vCPU's thread.
+fn report(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8], restore_ok: bool) {
     let gfn = gpa >> 12;
     let offset = (gpa & 0xfff) as usize;
     let end = offset + new.len().min(PAGE_SIZE - offset);
@@ -103,12 +218,10 @@ pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], 
         // write our bytes into a page that is not a target's any more.
         *m = mapping(vm, pw, gfn);
     }
-    let enforced = pages.iter().flatten().zip(&maps).any(|(pw, m)| pw.enforce && matches!(m, Mapping::Same));
+    let enforced =
+        restore_ok && pages.iter().flatten().zip(&maps).any(|(pw, m)| pw.enforce && matches!(m, Mapping::Same));
     let restored = enforced && restore(vm, gfn, offset, end);
     let len = (end - offset) as u32;
-    // The bytes the event carries; allocated before any lock (the notifier
-    // may sleep). Without memory the event goes without them.
-    let shown = new.len().min(WRITE_BYTES);
     {
         let mut targets = vm.targets.lock();
         for (pw, m) in pages.iter().flatten().zip(&maps) {
@@ -127,8 +240,12 @@ pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], 
             len,
             restored,
         };
-        let bytes = KVec::from_elem(0u8, shown, GFP_KERNEL).ok().map(|mut b| {
-            b.copy_from_slice(&new[..shown]);
+        // Every byte written (at most a page). Without memory the event
+        // goes without them.
+        let bytes = KVec::from_elem(0u8, len as usize, GFP_KERNEL).ok().map(|mut b| {
+            if let Some(src) = new.get(..len as usize) {
+                b.copy_from_slice(src);
+            }
             b
         });
         events::emit(Record::write_attempt(&attempt, bytes));
@@ -140,11 +257,17 @@ pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], 
 /// keep their bytes for enforce mode), untrack pages that moved. Needs the
 /// VM's page-track notifier, which the report work registers first.
 pub(crate) fn sync(vm: &AttachedVm) {
-    let _serial = vm.tracking.lock();
+    let mut frames = vm.tracking.lock();
     if vm.detached.load(Ordering::Relaxed) || !vm.targets.lock().wants_protection() {
         return;
     }
     if vm.tracker.load(Ordering::Acquire).is_null() {
+        return;
+    }
+    // The probes must look for writes KVM cannot emulate before any frame
+    // can fault (the report work arms them first): without, none is
+    // protected.
+    if vm.native.load(Ordering::Acquire).is_null() {
         return;
     }
     // Ends: every page taken is tracked now, or marked as refused by KVM
@@ -154,11 +277,10 @@ pub(crate) fn sync(vm: &AttachedVm) {
         let mut untrack = [0u64; 8];
         let (na, nr, more) = vm.targets.lock().take_protection_changes(&mut track, &mut untrack);
         for &g in &untrack[..nr] {
-            // SAFETY: the VM is referenced; process context; added before.
-            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
+            frames.set_tracked(vm.kvm, g, false);
         }
         for j in track[..na].iter().flatten() {
-            start(vm, j);
+            start(vm, &mut frames, j);
         }
         if !more {
             return;
@@ -166,9 +288,9 @@ pub(crate) fn sync(vm: &AttachedVm) {
     }
 }
 
-fn start(vm: &AttachedVm, j: &ProtectJob) {
-    // SAFETY: the VM is referenced, the notifier registered; process context.
-    if unsafe { glue::kvm_pfi_track_gfn(vm.kvm, j.gfn, 1) } != 0 {
+fn start(vm: &AttachedVm, frames: &mut OpenFrames, j: &ProtectJob) {
+    // The notifier is registered; process context.
+    if frames.set_tracked(vm.kvm, j.gfn, true) != 0 {
         vm.targets.lock().protection_failed(j.target_id, j.index);
         return;
     }

@@ -40,6 +40,7 @@ enum store {
 	ST_XSAVE,	/* xsave of x87, SSE and AVX state, 64-byte aligned */
 	ST_XSAVEC,	/* the same, compacted */
 	ST_XSAVEC_STACK, /* xsavec to a buffer on the running stack */
+	ST_VEXTRACTI128, /* AVX2 vextracti128 $1, %ymm0, (mem): 16 bytes */
 };
 
 /* Test pages are filled with FILL before they are protected; no byte a
@@ -114,6 +115,12 @@ void store_op(struct vcpu_ctl *c)
 			     : [res] "=m"(c->ud_resume) : [d] "r"(dst) : "rax", "memory");
 		for (int i = 0; i < 32; i++)
 			bad += dst[i] != src[i];
+		break;
+	case ST_VEXTRACTI128:
+		asm volatile(UD_GUARD "vextracti128 $1, %%ymm0, (%[d])\n1:"
+			     : [res] "=m"(c->ud_resume) : [d] "r"(dst) : "rax", "memory");
+		for (int i = 0; i < 16; i++)
+			bad += dst[i] != src[16 + i];
 		break;
 	case ST_STOSB:
 		n = len;
@@ -452,6 +459,9 @@ static void known_store(struct __test_metadata *_metadata, int pfi, bool kernel,
 		case ST_STOSB:
 			exp[i] = (uint8_t)val;
 			break;
+		case ST_VEXTRACTI128:
+			exp[i] = src_byte(val, 16 + i);
+			break;
 		default:
 			exp[i] = src_byte(val, i);
 		}
@@ -544,6 +554,21 @@ TEST_F_TIMEOUT(pfi, user_avx2_vmovdqu_unaligned_reported, 120)
 	REQUIRE_TARGETS();
 	REQUIRE_CPU(X86_FEATURE_AVX2);
 	known_store(_metadata, self->pfi, false, ST_VMOVDQU, 0x7f3, 32);
+}
+
+/* A VEX store KVM's emulator has no entry for (it has the VEX moves). */
+TEST_F_TIMEOUT(pfi, user_avx2_vextracti128_reported, 120)
+{
+	REQUIRE_TARGETS();
+	REQUIRE_CPU(X86_FEATURE_AVX2);
+	known_store(_metadata, self->pfi, false, ST_VEXTRACTI128, 0x930, 16);
+}
+
+TEST_F_TIMEOUT(pfi, kernel_avx2_vextracti128_reported, 120)
+{
+	REQUIRE_TARGETS();
+	REQUIRE_CPU(X86_FEATURE_AVX2);
+	known_store(_metadata, self->pfi, true, ST_VEXTRACTI128, 0xa50, 16);
 }
 
 /* A string store over a whole page: KVM emulates it element by element. */
