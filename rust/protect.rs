@@ -37,7 +37,6 @@ use crate::pfi_core::writes::{
 };
 use crate::targets::protection::{
     Gathered,
-    OpenFrames,
     ProtectJob,
     ProtectedWrite, //
 };
@@ -47,9 +46,6 @@ const PAGE_SIZE: usize = 4096;
 /// Bytes restored per lock hold (copied out of the kept page on the stack).
 const RESTORE_CHUNK: usize = 64;
 
-/// How far from the gathered writes a write fault may be and still be
-/// taken as the same burst by the probes (the widest store: 64 bytes).
-const WRITE_SLACK: u64 = 64;
 
 /// Protected pages of one frame handled per guest write; a frame shared by
 /// more targets than this is reported for the first ones only.
@@ -62,13 +58,13 @@ enum Mapping {
     Unknown,
 }
 
-fn mapping(vm: &AttachedVm, pw: &ProtectedWrite, gfn: u64) -> Mapping {
+fn mapping(vm: &AttachedVm, pw: &ProtectedWrite, gfn: u64, ctx: Context) -> Mapping {
     let Some(paging) = vm.paging() else { return Mapping::Unknown };
     // The guest may have remapped the GVA: walk again, with reads that may
-    // fault the VMM's page in (a notifier may sleep), so a table page the
-    // host swapped out does not make the answer unknown.
-    // SAFETY: the VM is referenced; the writing vCPU's thread, may sleep.
-    let mut mem = unsafe { GuestMemory::new(vm.kvm, Context::VcpuThread) };
+    // fault the VMM's page in (a notifier or the report work may sleep), so
+    // a table page the host swapped out does not make the answer unknown.
+    // SAFETY: the VM is referenced; the caller runs in `ctx`.
+    let mut mem = unsafe { GuestMemory::new(vm.kvm, ctx) };
     let w = walk::walk(&mut mem, &paging, pw.root, pw.gva);
     match w.outcome {
         WalkOutcome::Resident { gpa, .. } if gpa >> 12 == gfn => Mapping::Same,
@@ -104,26 +100,21 @@ fn restore(vm: &AttachedVm, gfn: u64, offset: usize, end: usize) -> bool {
 /// element) and reported when the burst ends (`flush_gathered`).
 pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8]) {
     if pages.iter().flatten().any(|p| p.enforce) {
-        report(vm, pages, gpa, new, true);
+        report(vm, pages, gpa, new, Context::VcpuThread, true);
     } else {
         gather(vm, gpa, new);
     }
 }
 
-/// A write the vCPU made natively (`native_write.rs`): `bytes` changed at
-/// `gpa`. Restored if its page is enforced. The writing vCPU's thread.
-pub(crate) fn report_native(vm: &AttachedVm, gpa: u64, bytes: &[u8]) {
+/// Reports gathered writes of `bytes` at `gpa` to the protected pages of
+/// its frame (none enforced: enforced pages are reported at once). Runs in
+/// `ctx`.
+fn report_write(vm: &AttachedVm, gpa: u64, bytes: &[u8], ctx: Context) {
     let mut pages: [Option<ProtectedWrite>; SHARED_FRAME_PAGES] = [None; SHARED_FRAME_PAGES];
     let n = vm.targets.lock().protected_pages(gpa >> 12, &mut pages);
     if n > 0 {
-        report(vm, &pages[..n], gpa, bytes, true);
+        report(vm, &pages[..n], gpa, bytes, ctx, false);
     }
-}
-
-fn publish(vm: &AttachedVm, g: Option<&Gathered>) {
-    let (gfn, span) = g.map_or((0, 0), |g| (g.gfn + 1, g.span.lo | g.span.hi << 16));
-    vm.gather_span.store(span, Ordering::Relaxed);
-    vm.gather_gfn.store(gfn, Ordering::Relaxed);
 }
 
 fn gather(vm: &AttachedVm, gpa: u64, new: &[u8]) {
@@ -137,7 +128,6 @@ fn gather(vm: &AttachedVm, gpa: u64, new: &[u8]) {
             if let Some(dst) = acc.bytes.get_mut(lo..hi) {
                 dst.copy_from_slice(new);
                 acc.span = span;
-                publish(vm, Some(acc));
                 return;
             }
         }
@@ -154,61 +144,38 @@ fn gather(vm: &AttachedVm, gpa: u64, new: &[u8]) {
         Some(bytes) => *g = Some(Gathered { gfn, span: Span { lo: lo as u32, hi: hi as u32 }, bytes }),
         None => *g = None,
     }
-    publish(vm, g.as_ref());
     let unbuffered = g.is_none();
     drop(g);
     if let Some(old) = old {
-        report_gathered(vm, &old);
+        report_gathered(vm, &old, Context::VcpuThread);
     }
     if unbuffered {
         // No memory to gather in: reported on its own.
-        report_native(vm, gpa, new);
+        report_write(vm, gpa, new, Context::VcpuThread);
     }
+    // The report work reports the burst (`flush_gathered`) when it runs,
+    // moments later: writes meanwhile join it.
+    vm.kick_report();
 }
 
-fn report_gathered(vm: &AttachedVm, g: &Gathered) {
+fn report_gathered(vm: &AttachedVm, g: &Gathered, ctx: Context) {
     if let Some(bytes) = g.bytes.get(g.span.lo as usize..g.span.hi as usize) {
-        report_native(vm, (g.gfn << 12) + u64::from(g.span.lo), bytes);
+        report_write(vm, (g.gfn << 12) + u64::from(g.span.lo), bytes, ctx);
     }
 }
 
-/// Reports the gathered writes, if any. Process context (a vCPU thread's
-/// deferred work, or the notifier).
+/// Reports the gathered writes, if any. The report work.
 pub(crate) fn flush_gathered(vm: &AttachedVm) {
-    let old = {
-        let mut g = vm.gather.lock();
-        let old = g.take();
-        publish(vm, None);
-        old
-    };
+    let old = vm.gather.lock().take();
     if let Some(old) = old {
-        report_gathered(vm, &old);
+        report_gathered(vm, &old, Context::Kworker);
     }
-}
-
-/// Whether emulated writes are gathered, waiting to be reported. Probes.
-pub(crate) fn gathering(vm: &AttachedVm) -> bool {
-    vm.gather_gfn.load(Ordering::Relaxed) != 0
-}
-
-/// Whether a write fault at `gpa` may continue the gathered writes (same
-/// page, next to them), so that the burst goes on; true when nothing is
-/// gathered. A hint for the probes: the notifier merges exactly.
-pub(crate) fn continues_gathered(vm: &AttachedVm, gpa: u64) -> bool {
-    let gfn = vm.gather_gfn.load(Ordering::Relaxed);
-    if gfn == 0 {
-        return true;
-    }
-    let span = vm.gather_span.load(Ordering::Relaxed);
-    let (lo, hi) = (u64::from(span & 0xffff), u64::from(span >> 16));
-    let off = gpa & 0xfff;
-    gfn - 1 == gpa >> 12 && off + WRITE_SLACK >= lo && off <= hi + WRITE_SLACK
 }
 
 /// Reports a write of `new` at `gpa` to the protected pages `pages` of its
-/// frame; with `restore`, puts an enforced page's kept bytes back first.
-/// Process context, the writing vCPU's thread.
-fn report(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8], restore_ok: bool) {
+/// frame; with `restore_ok` (the writing vCPU's thread), puts an enforced
+/// page's kept bytes back first. Runs in `ctx`.
+fn report(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8], ctx: Context, restore_ok: bool) {
     let gfn = gpa >> 12;
     let offset = (gpa & 0xfff) as usize;
     let end = offset + new.len().min(PAGE_SIZE - offset);
@@ -216,7 +183,7 @@ fn report(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8
     for (m, pw) in maps.iter_mut().zip(pages.iter().flatten()) {
         // The guest may have remapped the GVA and reused the frame: never
         // write our bytes into a page that is not a target's any more.
-        *m = mapping(vm, pw, gfn);
+        *m = mapping(vm, pw, gfn, ctx);
     }
     let enforced =
         restore_ok && pages.iter().flatten().zip(&maps).any(|(pw, m)| pw.enforce && matches!(m, Mapping::Same));
@@ -257,19 +224,14 @@ fn report(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8
 /// keep their bytes for enforce mode), untrack pages that moved. Needs the
 /// VM's page-track notifier, which the report work registers first.
 pub(crate) fn sync(vm: &AttachedVm) {
-    let mut frames = vm.tracking.lock();
+    let _serial = vm.tracking.lock();
     if vm.detached.load(Ordering::Relaxed) || !vm.targets.lock().wants_protection() {
         return;
     }
     if vm.tracker.load(Ordering::Acquire).is_null() {
         return;
     }
-    // The probes must look for writes KVM cannot emulate before any frame
-    // can fault (the report work arms them first): without, none is
-    // protected.
-    if vm.native.load(Ordering::Acquire).is_null() {
-        return;
-    }
+
     // Ends: every page taken is tracked now, or marked as refused by KVM
     // (`protection_failed`), so no take offers it again.
     loop {
@@ -277,10 +239,11 @@ pub(crate) fn sync(vm: &AttachedVm) {
         let mut untrack = [0u64; 8];
         let (na, nr, more) = vm.targets.lock().take_protection_changes(&mut track, &mut untrack);
         for &g in &untrack[..nr] {
-            frames.set_tracked(vm.kvm, g, false);
+            // SAFETY: the VM is referenced; process context; added before.
+            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
         }
         for j in track[..na].iter().flatten() {
-            start(vm, &mut frames, j);
+            start(vm, j);
         }
         if !more {
             return;
@@ -288,9 +251,9 @@ pub(crate) fn sync(vm: &AttachedVm) {
     }
 }
 
-fn start(vm: &AttachedVm, frames: &mut OpenFrames, j: &ProtectJob) {
-    // The notifier is registered; process context.
-    if frames.set_tracked(vm.kvm, j.gfn, true) != 0 {
+fn start(vm: &AttachedVm, j: &ProtectJob) {
+    // SAFETY: the VM is referenced, the notifier registered; process context.
+    if unsafe { glue::kvm_pfi_track_gfn(vm.kvm, j.gfn, 1) } != 0 {
         vm.targets.lock().protection_failed(j.target_id, j.index);
         return;
     }

@@ -48,6 +48,8 @@ const DATA_LEN: usize = uapi::KVM_PFI_EVENT_DATA_LEN as usize;
 /// The report work: follows walks with write tracking, sends an event for
 /// every settled, unreported page of `vm`, then protects and scans them.
 fn run(vm: &AttachedVm) {
+    // Emulated writes gathered since the last run (`protect.rs`).
+    crate::protect::flush_gathered(vm);
     walk_new_pages(vm);
     tracking::sync_page_tables(vm);
     settled_pages(vm);
