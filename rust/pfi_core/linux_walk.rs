@@ -651,7 +651,7 @@ mod tests {
     impl GuestMemory for Mem {
         fn read(&mut self, va: u64, buf: &mut [u8]) -> bool {
             self.reads += 1;
-            let (region, base) = if va >= INIT_TASK & !0xfff && va < (INIT_TASK & !0xfff) + 0x4000 {
+            let (region, base) = if ((INIT_TASK & !0xfff)..(INIT_TASK & !0xfff) + 0x4000).contains(&va) {
                 (&self.init, INIT_TASK & !0xfff)
             } else {
                 (&self.bytes, BASE)
@@ -677,7 +677,7 @@ mod tests {
             a
         }
         fn put(&mut self, va: u64, b: &[u8]) {
-            let (region, base) = if va >= INIT_TASK & !0xfff && va < (INIT_TASK & !0xfff) + 0x4000 {
+            let (region, base) = if ((INIT_TASK & !0xfff)..(INIT_TASK & !0xfff) + 0x4000).contains(&va) {
                 (&mut self.init, INIT_TASK & !0xfff)
             } else {
                 (&mut self.bytes, BASE)
@@ -734,7 +734,10 @@ mod tests {
         all
     }
 
-    fn walk(m: &mut Mem, p: &Profile, slide: u64, lim: &Limits) -> (Result<u32, WalkError>, Vec<(i32, Vec<u8>)>) {
+    /// The tasks a walk saw: pid and comm.
+    type Seen = Vec<(i32, Vec<u8>)>;
+
+    fn walk(m: &mut Mem, p: &Profile, slide: u64, lim: &Limits) -> (Result<u32, WalkError>, Seen) {
         let mut seen = Vec::new();
         let r = for_each_task(m, p, slide, lim, |t| {
             seen.push((t.pid, t.comm().to_vec()));
@@ -982,7 +985,7 @@ mod tests {
                 let off = (rnd() % ((1 << 20) - 8)) & !7;
                 let v = match rnd() % 3 {
                     0 => rnd(),
-                    1 => BASE + (rnd() % (1 << 20)) | (rnd() & 0xff),
+                    1 => (BASE + (rnd() % (1 << 20))) | (rnd() & 0xff),
                     _ => rnd() % 64,
                 };
                 m.bytes[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());

@@ -366,7 +366,7 @@ pub fn shows_address_space_gone<M: GuestPhysRead + ?Sized>(
     let top = if paging.la57 { Level::Pml5 } else { Level::Pml4 };
     let root = cr3_root_gpa(cr3);
     matches!(w.outcome, WalkOutcome::NotPresent { level, kind: NotPresentKind::Empty, .. } if level == top)
-        && (0..USER_HALF_ENTRIES).all(|i| matches!(mem.read_u64(root + i * 8), Ok(0)))
+        && (0..USER_HALF_ENTRIES).all(|i| matches!(mem.read_u64(root.wrapping_add(i.wrapping_mul(8))), Ok(0)))
 }
 
 /// Read the entry of `level` that translates `va` in `table`, record the
