@@ -87,6 +87,7 @@ only kvm_pfi_test && run_harness kvm_pfi_test "$KVM_PFI_TESTS/kvm_pfi_test"
 only watch_events && run_python watch_events "$KVM_PFI_ROOT/selftests/watch_events.py"
 only kvm_pfi_inject_test && run_harness kvm_pfi_inject_test "$KVM_PFI_TESTS/kvm_pfi_inject_test"
 only kvm_pfi_detect_test && run_harness kvm_pfi_detect_test "$KVM_PFI_TESTS/kvm_pfi_detect_test"
+only kvm_pfi_protect_test && run_harness kvm_pfi_protect_test "$KVM_PFI_TESTS/kvm_pfi_protect_test"
 # A real Linux guest (scripts/real-guest.sh builds it; `make test` runs the
 # main case, `make e2e` every case): only when its kernel is given.
 if [ -n "${KVM_PFI_GUEST_KERNEL:-}" ] && only real_guest; then

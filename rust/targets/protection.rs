@@ -7,6 +7,7 @@
 use kernel::prelude::*;
 
 use crate::bindings::uapi;
+use crate::pfi_core::writes::Span;
 
 use super::Targets;
 
@@ -168,4 +169,12 @@ impl Targets {
             p.protect_failed = true;
         }
     }
+}
+
+/// Emulated writes of one page gathered into one report (`protect.rs`):
+/// the span written and the page's bytes there.
+pub(crate) struct Gathered {
+    pub(crate) gfn: u64,
+    pub(crate) span: Span,
+    pub(crate) bytes: KVec<u8>,
 }
