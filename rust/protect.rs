@@ -97,7 +97,8 @@ fn restore(vm: &AttachedVm, gfn: u64, offset: usize, end: usize) -> bool {
 /// protected pages `pages`, and KVM emulated it. Runs in the writing vCPU's
 /// thread, before it resumes. Enforced pages are restored and reported at
 /// once; other writes are gathered (a string store is one call per
-/// element) and reported when the burst ends (`flush_gathered`).
+/// element) and reported when the burst ends (`seal_gathered`,
+/// `flush_gathered`).
 pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8]) {
     if pages.iter().flatten().any(|p| p.enforce) {
         report(vm, pages, gpa, new, Context::VcpuThread, true);
@@ -145,6 +146,11 @@ fn gather(vm: &AttachedVm, gpa: u64, new: &[u8]) {
         None => *g = None,
     }
     let unbuffered = g.is_none();
+    if !unbuffered {
+        // The burst ends when the writing vCPU enters the guest again: the
+        // entry probe kicks the report work then (`seal_gathered`).
+        vm.gather_open.store(true, Ordering::Relaxed);
+    }
     drop(g);
     if let Some(old) = old {
         report_gathered(vm, &old, Context::VcpuThread);
@@ -153,9 +159,18 @@ fn gather(vm: &AttachedVm, gpa: u64, new: &[u8]) {
         // No memory to gather in: reported on its own.
         report_write(vm, gpa, new, Context::VcpuThread);
     }
-    // The report work reports the burst (`flush_gathered`) when it runs,
-    // moments later: writes meanwhile join it.
-    vm.kick_report();
+}
+
+/// At a vCPU's entry into the guest: KVM has finished emulating the writes
+/// of the instruction (a string store: up to 1024 elements, after which
+/// KVM lets the guest run before it goes on), so the gathered burst is
+/// complete and the report work sends it. Kicking at every gathered write
+/// instead makes a store into hundreds of reports, more than an event
+/// reader's queue holds. A probe: one load when nothing is gathered.
+pub(crate) fn seal_gathered(vm: &AttachedVm) {
+    if vm.gather_open.load(Ordering::Relaxed) && vm.gather_open.swap(false, Ordering::Relaxed) {
+        vm.kick_report();
+    }
 }
 
 fn report_gathered(vm: &AttachedVm, g: &Gathered, ctx: Context) {
@@ -217,7 +232,13 @@ fn report(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8
         });
         events::emit(Record::write_attempt(&attempt, bytes));
     }
-    vm.kick_report();
+    // The report work rescans changed bytes and untracks moved pages. It
+    // is running already when it flushed these writes, and goes on to do
+    // that: kicking it again would make it flush a burst still being
+    // written, one piece per run.
+    if !matches!(ctx, Context::Kworker) {
+        vm.kick_report();
+    }
 }
 
 /// The report side: track newly resident pages of protected targets (and
@@ -257,6 +278,7 @@ fn start(vm: &AttachedVm, j: &ProtectJob) {
         vm.targets.lock().protection_failed(j.target_id, j.index);
         return;
     }
+    vm.targets.lock().protection_started(j.target_id, j.index, j.gfn);
     if !j.enforce {
         return;
     }

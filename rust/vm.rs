@@ -139,6 +139,8 @@ pub(crate) struct AttachedVm {
     /// (`protect.rs`), until the report work sends it.
     #[pin]
     pub(crate) gather: Mutex<Option<Gathered>>,
+    /// Writes are gathered: the next entry probe ends the burst.
+    pub(crate) gather_open: AtomicBool,
     /// The report work: everything about this VM that may sleep or take
     /// long (walks outside the probes, events, protection, scans). Its
     /// `WorkItem` implementation is `report.rs`.
@@ -473,6 +475,7 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
             tracker: AtomicPtr::new(ptr::null_mut()),
             tracking <- kernel::new_mutex!((), "kvm_pfi::tracking"),
             gather <- kernel::new_mutex!(None, "kvm_pfi::gather"),
+            gather_open: AtomicBool::new(false),
             work <- new_work!("kvm_pfi::report"),
         }),
         GFP_KERNEL,

@@ -360,13 +360,35 @@ static int run_store(struct __test_metadata *_metadata, struct prot *p, uint64_t
 	return n;
 }
 
+/* After a failed replay: the events in order, and the runs of bytes where
+ * the replay and the page differ, to tell a lost event from a stale one. */
+static void log_replay(struct __test_metadata *_metadata, struct prot *p, int n,
+		       const uint8_t *img, const uint8_t *after)
+{
+	size_t size = p->npages * PAGE;
+
+	for (int i = 0; i < n; i++)
+		TH_LOG("record %d: type %u gva +%#llx length %u", i, recs[i].ev.type,
+		       (unsigned long long)(recs[i].ev.gva - p->gva), recs[i].ev.length);
+	for (size_t k = 0; k < size; k++) {
+		size_t e = k;
+
+		if (img[k] == after[k])
+			continue;
+		while (e < size && img[e] != after[e])
+			e++;
+		TH_LOG("differs: bytes [%zu, %zu)", k, e);
+		k = e;
+	}
+}
+
 /*
  * The events, replayed in order onto before[], give after[]; every
  * write-attempt is of this target, inside its pages, and carries all the
  * bytes it says were written. Marks the bytes they cover in covered[].
  */
-static void check_replay(struct __test_metadata *_metadata, struct prot *p, int n,
-			 const uint8_t *before, const uint8_t *after, bool *covered)
+static int check_replay(struct __test_metadata *_metadata, struct prot *p, int n,
+			const uint8_t *before, const uint8_t *after, bool *covered)
 {
 	static uint8_t img[2 * PAGE];
 	size_t size = p->npages * PAGE;
@@ -403,9 +425,11 @@ static void check_replay(struct __test_metadata *_metadata, struct prot *p, int 
 			TH_LOG("replayed events differ from the page at byte %zu: %02x, page %02x (was %02x)",
 			       k, img[k], after[k], before[k]);
 			ADD_FAILURE();
+			log_replay(_metadata, p, n, img, after);
 			break;
 		}
 	}
+	return writes;
 }
 
 static bool covered[2 * PAGE];
@@ -428,7 +452,16 @@ static void check_guest(struct __test_metadata *_metadata, struct prot *p)
 static void check_known(struct __test_metadata *_metadata, struct prot *p, int n, uint64_t off,
 			uint64_t len, const uint8_t *exp)
 {
-	check_replay(_metadata, p, n, before, after, covered);
+	int writes = check_replay(_metadata, p, n, before, after, covered);
+
+	/* KVM emulates a string store 1024 elements per entry into the guest;
+	 * the module reports each such burst once, not each element: a page's
+	 * worth is a handful of events, not the thousands an event reader's
+	 * queue cannot hold. */
+	if (len >= 1024)
+		EXPECT_LE(writes, 4 * (len / 1024) + 4) {
+			TH_LOG("%d write-attempt events for one %lu-byte store", writes, len);
+		}
 	for (uint64_t k = 0; k < p->npages * PAGE; k++) {
 		bool in = k >= off && k < off + len;
 
