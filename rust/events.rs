@@ -140,7 +140,7 @@ impl Record {
         r
     }
 
-    /// `bytes`: the first bytes written, at most what the event carries.
+    /// `bytes`: the bytes written (all of them, at most a page).
     pub(crate) fn write_attempt(w: &WriteAttempt, bytes: Option<KVec<u8>>) -> Self {
         let mut r = Record::new(uapi::KVM_PFI_CMD_WRITE_ATTEMPT);
         (r.ev.vm_id, r.ev.target_id, r.ev.cr3, r.ev.gva, r.ev.gpa) = (w.vm_id, w.target_id, w.cr3, w.gva, w.gpa);

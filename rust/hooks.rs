@@ -53,6 +53,9 @@ unsafe fn handle(vcpu: *mut glue::kvm_vcpu, exit: bool) {
             // SAFETY: `vcpu` is valid (caller).
             let idx = glue::kvm_pfi_vcpu_index(vcpu) as usize;
             vm.count(idx, exit);
+            if !exit {
+                crate::protect::seal_gathered(vm);
+            }
             // Also once after attach, to learn the guest's paging mode for
             // walks made outside the probes.
             if vm.busy.load(Ordering::Relaxed) || (exit && !vm.paging_known()) {

@@ -16,6 +16,7 @@
 #include <linux/uaccess.h>
 #include <linux/kthread.h>
 #include <linux/sched/mm.h>
+#include <asm/pkru.h>
 
 #include <net/genetlink.h>
 
@@ -421,6 +422,31 @@ void kvm_pfi_mm_unborrow(struct kvm *kvm)
 	mmput(kvm->mm);
 }
 
+/*
+ * The probes' copy: pagefault_disable()d, so a host page that is not
+ * resident fails (-EAGAIN). The probes run between KVM's loading of the
+ * guest's PKRU and its reloading of the host's (kvm_load_guest_pkru() /
+ * kvm_load_host_pkru() around the run loop in vcpu_enter_guest()), and
+ * protection keys apply to the kernel's accesses to user addresses too: a
+ * guest PKRU that denies key 0 would fail every copy from the VMM's mapping.
+ * So the copy runs with PKRU 0 (every key allowed: the read is the
+ * kernel's, not the VMM's), and the guest's value goes back before KVM
+ * saves it. Interrupts are off in a probe: nothing else runs meanwhile.
+ */
+static int probe_copy(void *buf, unsigned long hva, unsigned int len)
+{
+	u32 pkru = read_pkru();
+	int r;
+
+	lockdep_assert_irqs_disabled();
+	if (pkru)
+		write_pkru(0);
+	r = copy_from_user_nofault(buf, (const void __user *)hva, len) ? -EAGAIN : 0;
+	if (pkru)
+		write_pkru(pkru);
+	return r;
+}
+
 int kvm_pfi_read_guest(struct kvm *kvm, unsigned long long gpa, void *buf, unsigned int len,
 		       enum kvm_pfi_glue_context ctx)
 {
@@ -446,8 +472,7 @@ int kvm_pfi_read_guest(struct kvm *kvm, unsigned long long gpa, void *buf, unsig
 	idx = srcu_read_lock(&kvm->srcu);
 	r = gpa_to_hva(kvm, gpa, &hva);
 	if (!r && ctx == KVM_PFI_GLUE_CTX_PROBE)
-		/* pagefault_disable()d: a host page that is not resident fails. */
-		r = copy_from_user_nofault(buf, (const void __user *)hva, len) ? -EAGAIN : 0;
+		r = probe_copy(buf, hva, len);
 	else if (!r)
 		r = copy_from_user(buf, (const void __user *)hva, len) ? -EFAULT : 0;
 	srcu_read_unlock(&kvm->srcu, idx);

@@ -31,7 +31,12 @@ use crate::pfi_core::walk::{
     self,
     WalkOutcome, //
 };
+use crate::pfi_core::writes::{
+    self as writes,
+    Span, //
+};
 use crate::targets::protection::{
+    Gathered,
     ProtectJob,
     ProtectedWrite, //
 };
@@ -41,8 +46,6 @@ const PAGE_SIZE: usize = 4096;
 /// Bytes restored per lock hold (copied out of the kept page on the stack).
 const RESTORE_CHUNK: usize = 64;
 
-/// Bytes of a guest write a `write-attempt` event carries.
-const WRITE_BYTES: usize = 64;
 
 /// Protected pages of one frame handled per guest write; a frame shared by
 /// more targets than this is reported for the first ones only.
@@ -55,13 +58,13 @@ enum Mapping {
     Unknown,
 }
 
-fn mapping(vm: &AttachedVm, pw: &ProtectedWrite, gfn: u64) -> Mapping {
+fn mapping(vm: &AttachedVm, pw: &ProtectedWrite, gfn: u64, ctx: Context) -> Mapping {
     let Some(paging) = vm.paging() else { return Mapping::Unknown };
     // The guest may have remapped the GVA: walk again, with reads that may
-    // fault the VMM's page in (a notifier may sleep), so a table page the
-    // host swapped out does not make the answer unknown.
-    // SAFETY: the VM is referenced; the writing vCPU's thread, may sleep.
-    let mut mem = unsafe { GuestMemory::new(vm.kvm, Context::VcpuThread) };
+    // fault the VMM's page in (a notifier or the report work may sleep), so
+    // a table page the host swapped out does not make the answer unknown.
+    // SAFETY: the VM is referenced; the caller runs in `ctx`.
+    let mut mem = unsafe { GuestMemory::new(vm.kvm, ctx) };
     let w = walk::walk(&mut mem, &paging, pw.root, pw.gva);
     match w.outcome {
         WalkOutcome::Resident { gpa, .. } if gpa >> 12 == gfn => Mapping::Same,
@@ -91,9 +94,103 @@ fn restore(vm: &AttachedVm, gfn: u64, offset: usize, end: usize) -> bool {
 }
 
 /// The notifier side: the guest wrote `new` at `gpa`, a frame of the
-/// protected pages `pages`. Runs in the writing vCPU's thread, before it
-/// resumes.
+/// protected pages `pages`, and KVM emulated it. Runs in the writing vCPU's
+/// thread, before it resumes. Enforced pages are restored and reported at
+/// once; other writes are gathered (a string store is one call per
+/// element) and reported when the burst ends (`seal_gathered`,
+/// `flush_gathered`).
 pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8]) {
+    if pages.iter().flatten().any(|p| p.enforce) {
+        report(vm, pages, gpa, new, Context::VcpuThread, true);
+    } else {
+        gather(vm, gpa, new);
+    }
+}
+
+/// Reports gathered writes of `bytes` at `gpa` to the protected pages of
+/// its frame (none enforced: enforced pages are reported at once). Runs in
+/// `ctx`.
+fn report_write(vm: &AttachedVm, gpa: u64, bytes: &[u8], ctx: Context) {
+    let mut pages: [Option<ProtectedWrite>; SHARED_FRAME_PAGES] = [None; SHARED_FRAME_PAGES];
+    let n = vm.targets.lock().protected_pages(gpa >> 12, &mut pages);
+    if n > 0 {
+        report(vm, &pages[..n], gpa, bytes, ctx, false);
+    }
+}
+
+fn gather(vm: &AttachedVm, gpa: u64, new: &[u8]) {
+    let gfn = gpa >> 12;
+    let lo = (gpa & 0xfff) as usize;
+    let hi = lo + new.len().min(PAGE_SIZE - lo);
+    let Some(new) = new.get(..hi - lo) else { return };
+    let mut g = vm.gather.lock();
+    if let Some(acc) = (*g).as_mut().filter(|a| a.gfn == gfn) {
+        if let Some(span) = writes::merge(acc.span, lo as u32, hi as u32) {
+            if let Some(dst) = acc.bytes.get_mut(lo..hi) {
+                dst.copy_from_slice(new);
+                acc.span = span;
+                return;
+            }
+        }
+    }
+    // A write apart from the gathered ones: they are reported first.
+    let old = g.take();
+    let bytes = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL).ok().map(|mut b| {
+        if let Some(dst) = b.get_mut(lo..hi) {
+            dst.copy_from_slice(new);
+        }
+        b
+    });
+    match bytes {
+        Some(bytes) => *g = Some(Gathered { gfn, span: Span { lo: lo as u32, hi: hi as u32 }, bytes }),
+        None => *g = None,
+    }
+    let unbuffered = g.is_none();
+    if !unbuffered {
+        // The burst ends when the writing vCPU enters the guest again: the
+        // entry probe kicks the report work then (`seal_gathered`).
+        vm.gather_open.store(true, Ordering::Relaxed);
+    }
+    drop(g);
+    if let Some(old) = old {
+        report_gathered(vm, &old, Context::VcpuThread);
+    }
+    if unbuffered {
+        // No memory to gather in: reported on its own.
+        report_write(vm, gpa, new, Context::VcpuThread);
+    }
+}
+
+/// At a vCPU's entry into the guest: KVM has finished emulating the writes
+/// of the instruction (a string store: up to 1024 elements, after which
+/// KVM lets the guest run before it goes on), so the gathered burst is
+/// complete and the report work sends it. Kicking at every gathered write
+/// instead makes a store into hundreds of reports, more than an event
+/// reader's queue holds. A probe: one load when nothing is gathered.
+pub(crate) fn seal_gathered(vm: &AttachedVm) {
+    if vm.gather_open.load(Ordering::Relaxed) && vm.gather_open.swap(false, Ordering::Relaxed) {
+        vm.kick_report();
+    }
+}
+
+fn report_gathered(vm: &AttachedVm, g: &Gathered, ctx: Context) {
+    if let Some(bytes) = g.bytes.get(g.span.lo as usize..g.span.hi as usize) {
+        report_write(vm, (g.gfn << 12) + u64::from(g.span.lo), bytes, ctx);
+    }
+}
+
+/// Reports the gathered writes, if any. The report work.
+pub(crate) fn flush_gathered(vm: &AttachedVm) {
+    let old = vm.gather.lock().take();
+    if let Some(old) = old {
+        report_gathered(vm, &old, Context::Kworker);
+    }
+}
+
+/// Reports a write of `new` at `gpa` to the protected pages `pages` of its
+/// frame; with `restore_ok` (the writing vCPU's thread), puts an enforced
+/// page's kept bytes back first. Runs in `ctx`.
+fn report(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8], ctx: Context, restore_ok: bool) {
     let gfn = gpa >> 12;
     let offset = (gpa & 0xfff) as usize;
     let end = offset + new.len().min(PAGE_SIZE - offset);
@@ -101,14 +198,12 @@ pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], 
     for (m, pw) in maps.iter_mut().zip(pages.iter().flatten()) {
         // The guest may have remapped the GVA and reused the frame: never
         // write our bytes into a page that is not a target's any more.
-        *m = mapping(vm, pw, gfn);
+        *m = mapping(vm, pw, gfn, ctx);
     }
-    let enforced = pages.iter().flatten().zip(&maps).any(|(pw, m)| pw.enforce && matches!(m, Mapping::Same));
+    let enforced =
+        restore_ok && pages.iter().flatten().zip(&maps).any(|(pw, m)| pw.enforce && matches!(m, Mapping::Same));
     let restored = enforced && restore(vm, gfn, offset, end);
     let len = (end - offset) as u32;
-    // The bytes the event carries; allocated before any lock (the notifier
-    // may sleep). Without memory the event goes without them.
-    let shown = new.len().min(WRITE_BYTES);
     {
         let mut targets = vm.targets.lock();
         for (pw, m) in pages.iter().flatten().zip(&maps) {
@@ -127,13 +222,23 @@ pub(crate) fn on_guest_write(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], 
             len,
             restored,
         };
-        let bytes = KVec::from_elem(0u8, shown, GFP_KERNEL).ok().map(|mut b| {
-            b.copy_from_slice(&new[..shown]);
+        // Every byte written (at most a page). Without memory the event
+        // goes without them.
+        let bytes = KVec::from_elem(0u8, len as usize, GFP_KERNEL).ok().map(|mut b| {
+            if let Some(src) = new.get(..len as usize) {
+                b.copy_from_slice(src);
+            }
             b
         });
         events::emit(Record::write_attempt(&attempt, bytes));
     }
-    vm.kick_report();
+    // The report work rescans changed bytes and untracks moved pages. It
+    // is running already when it flushed these writes, and goes on to do
+    // that: kicking it again would make it flush a burst still being
+    // written, one piece per run.
+    if !matches!(ctx, Context::Kworker) {
+        vm.kick_report();
+    }
 }
 
 /// The report side: track newly resident pages of protected targets (and
@@ -147,6 +252,7 @@ pub(crate) fn sync(vm: &AttachedVm) {
     if vm.tracker.load(Ordering::Acquire).is_null() {
         return;
     }
+
     // Ends: every page taken is tracked now, or marked as refused by KVM
     // (`protection_failed`), so no take offers it again.
     loop {
@@ -172,6 +278,7 @@ fn start(vm: &AttachedVm, j: &ProtectJob) {
         vm.targets.lock().protection_failed(j.target_id, j.index);
         return;
     }
+    vm.targets.lock().protection_started(j.target_id, j.index, j.gfn);
     if !j.enforce {
         return;
     }

@@ -57,6 +57,8 @@ fn run(vm: &AttachedVm) {
     // SAFETY: the VM is referenced (we hold an `Arc` of its attachment);
     // a kworker, which uses no mm of its own; dropped at the end of `run`.
     let _mm = unsafe { crate::guest_mem::BorrowedMm::new(vm.kvm) };
+    // Emulated writes gathered since the last run (`protect.rs`).
+    crate::protect::flush_gathered(vm);
     walk_new_pages(vm);
     tracking::sync_page_tables(vm);
     settled_pages(vm);

@@ -48,6 +48,7 @@ use crate::bindings::uapi;
 use crate::events::VmIdentity;
 use crate::pfi_core::ids;
 use crate::pfi_core::walk::GuestPaging;
+use crate::targets::protection::Gathered;
 use crate::targets::{
     self,
     Targets, //
@@ -134,6 +135,12 @@ pub(crate) struct AttachedVm {
     /// went: ordered before `targets`.
     #[pin]
     pub(crate) tracking: Mutex<()>,
+    /// Emulated writes to a protected page gathered into one report
+    /// (`protect.rs`), until the report work sends it.
+    #[pin]
+    pub(crate) gather: Mutex<Option<Gathered>>,
+    /// Writes are gathered: the next entry probe ends the burst.
+    pub(crate) gather_open: AtomicBool,
     /// The report work: everything about this VM that may sleep or take
     /// long (walks outside the probes, events, protection, scans). Its
     /// `WorkItem` implementation is `report.rs`.
@@ -467,6 +474,8 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
             paging_seen: Atomic::new(0),
             tracker: AtomicPtr::new(ptr::null_mut()),
             tracking <- kernel::new_mutex!((), "kvm_pfi::tracking"),
+            gather <- kernel::new_mutex!(None, "kvm_pfi::gather"),
+            gather_open: AtomicBool::new(false),
             work <- new_work!("kvm_pfi::report"),
         }),
         GFP_KERNEL,

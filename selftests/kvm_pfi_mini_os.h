@@ -115,7 +115,17 @@ struct vcpu_ctl {
 	u64 touch_gva;		/* ring-3 task: read this address once */
 	u64 write_gva;		/* ring-3 task: write write_val here once, read it back */
 	u64 write_val;
+	/* A store of kvm_pfi_protect_test.c (struct store, store_op()): run
+	 * once by the ring-3 task, or by the ring-0 loop before ring 3. */
+	u64 store_op, store_gva, store_len, store_val;
+	/* Ring 0: map page store_val (ctl.page[]) by hand, then run with
+	 * PKRU = store_len until the host says stop (blind_loop()). */
+	u64 blind_page;
 	/* Written by the guest. */
+	u64 store_done;		/* stores run */
+	u64 store_bad;		/* bytes of the last store read back wrong */
+	u64 blind_pkru;		/* PKRU as read back inside the blind loop */
+	u64 ud_resume;		/* #UD handler: resume here instead (0: none) */
 	u64 cur_cr3;
 	u64 touched_value;
 	u64 write_readback;	/* what the task read right after its write */
@@ -270,6 +280,11 @@ static GRO void guest_ud(struct ex_regs *regs)
 
 	log_event(c, regs, 0);
 	VSET(c->nr_ud, c->nr_ud + 1);
+	/* A store that may #UD set where to go on (see store_op()). */
+	if (VGET(c->ud_resume)) {
+		regs->rip = VGET(c->ud_resume);
+		VSET(c->ud_resume, 0);
+	}
 }
 
 /* int $0x80 from ring 3: rax = call, rdi = argument. */
@@ -319,6 +334,9 @@ static void prepare_page(u64 i)
 }
 
 static void user_task(u64 idx);
+/* Defined by the test program that uses them (kvm_pfi_protect_test.c). */
+void store_op(struct vcpu_ctl *c) __attribute__((weak));
+void blind_loop(struct vcpu_ctl *c) __attribute__((weak));
 
 static void __attribute__((noreturn)) enter_user(u64 idx, u64 rsp)
 {
@@ -343,8 +361,13 @@ static void guest_main(u64 idx)
 			prepare_page(i);
 	c->cur_cr3 = get_cr3();
 	GUEST_SYNC3(PH_SWAPPED, idx, 0);
-	for (u64 n = 1; !READ_ONCE(c->enter_user); n++)
+	for (u64 n = 1; !READ_ONCE(c->enter_user); n++) {
+		if (READ_ONCE(c->store_op) && store_op)
+			store_op(c);
+		if (READ_ONCE(c->blind_page) && blind_loop)
+			blind_loop(c);
 		GUEST_SYNC3(PH_KERNEL, idx, n);
+	}
 	if (c->start_cr3) {
 		set_cr3(c->start_cr3);
 		c->cur_cr3 = c->start_cr3;
@@ -372,6 +395,8 @@ static void user_task(u64 idx)
 			WRITE_ONCE(c->write_readback, *(volatile u64 *)t);
 			WRITE_ONCE(c->write_gva, 0);
 		}
+		if (READ_ONCE(c->store_op) && store_op)
+			store_op(c);
 		if (w && w != READ_ONCE(c->cur_cr3))
 			asm volatile("int $0x80" : : "a"((u64)SYS_SET_CR3), "D"(w) : "memory");
 		GUEST_SYNC3(PH_USER, idx, n);

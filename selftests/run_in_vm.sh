@@ -83,16 +83,21 @@ insmod "$KVM_PFI_KO" || { echo "Bail out! kvm_pfi does not load"; exit 1; }
 # KVM_PFI_ONLY="prog ...": run just these programs (a developer's shortcut;
 # the unload and dmesg checks always run).
 only() { [ -z "${KVM_PFI_ONLY:-}" ] || [[ " $KVM_PFI_ONLY " == *" $1 "* ]]; }
-only kvm_pfi_test && run_harness kvm_pfi_test "$KVM_PFI_TESTS/kvm_pfi_test"
-only watch_events && run_python watch_events "$KVM_PFI_ROOT/selftests/watch_events.py"
-only kvm_pfi_inject_test && run_harness kvm_pfi_inject_test "$KVM_PFI_TESTS/kvm_pfi_inject_test"
-only kvm_pfi_detect_test && run_harness kvm_pfi_detect_test "$KVM_PFI_TESTS/kvm_pfi_detect_test"
-# A real Linux guest (scripts/real-guest.sh builds it; `make test` runs the
-# main case, `make e2e` every case): only when its kernel is given.
-if [ -n "${KVM_PFI_GUEST_KERNEL:-}" ] && only real_guest; then
-	KVM_PFI_PY_TIMEOUT=${KVM_PFI_REAL_GUEST_TIMEOUT:-1500} run_python real_guest \
-		"$KVM_PFI_ROOT/selftests/real_guest.py" ${KVM_PFI_REAL_GUEST_ARGS:-swapped_pages}
-fi
+# KVM_PFI_REPEAT=N: run them N times in a row (chasing a rare failure).
+run_programs() {
+	only kvm_pfi_test && run_harness kvm_pfi_test "$KVM_PFI_TESTS/kvm_pfi_test"
+	only watch_events && run_python watch_events "$KVM_PFI_ROOT/selftests/watch_events.py"
+	only kvm_pfi_inject_test && run_harness kvm_pfi_inject_test "$KVM_PFI_TESTS/kvm_pfi_inject_test"
+	only kvm_pfi_detect_test && run_harness kvm_pfi_detect_test "$KVM_PFI_TESTS/kvm_pfi_detect_test"
+	only kvm_pfi_protect_test && run_harness kvm_pfi_protect_test "$KVM_PFI_TESTS/kvm_pfi_protect_test"
+	# A real Linux guest (scripts/real-guest.sh builds it; `make test` runs the
+	# main case, `make e2e` every case): only when its kernel is given.
+	if [ -n "${KVM_PFI_GUEST_KERNEL:-}" ] && only real_guest; then
+		KVM_PFI_PY_TIMEOUT=${KVM_PFI_REAL_GUEST_TIMEOUT:-1500} run_python real_guest \
+			"$KVM_PFI_ROOT/selftests/real_guest.py" ${KVM_PFI_REAL_GUEST_ARGS:-swapped_pages}
+	fi
+}
+for _ in $(seq "${KVM_PFI_REPEAT:-1}"); do run_programs; done
 # Unloads and reloads the module: last, so a failure cannot disturb others.
 only kvm_pfi_unload_test && run_harness kvm_pfi_unload_test "$KVM_PFI_TESTS/kvm_pfi_unload_test"
 

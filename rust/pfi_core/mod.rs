@@ -75,3 +75,8 @@ pub mod linux_profile;
 // Bounded walks of a Linux guest kernel's structures through a profile:
 // the task list, an mm, its VMA maple tree, dentry names.
 pub mod linux_walk;
+
+// What guest writes to a protected page changed: runs of changed bytes
+// between two copies of a page, and the merging of emulated writes into one
+// span per burst.
+pub mod writes;

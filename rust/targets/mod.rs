@@ -157,6 +157,7 @@ impl TargetSpec {
                     data_tracked: None,
                     shadow: None,
                     moved: false,
+                    track_applied: false,
                 },
                 GFP_KERNEL,
             )?;

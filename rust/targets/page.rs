@@ -111,6 +111,10 @@ pub(crate) struct Page {
     pub(super) protect_failed: bool,
     /// `KVM_PFI_TARGET_PROTECT`: its own frame, write-tracked now.
     pub(crate) data_tracked: Option<u64>,
+    /// KVM write-tracks `data_tracked` now: set once the report work's
+    /// tracking call returned, so `KVM_PFI_PAGE_PROTECTED` is never shown
+    /// for a page whose writes would not yet be seen.
+    pub(super) track_applied: bool,
     /// `KVM_PFI_TARGET_ENFORCE`: its bytes when protection began, restored
     /// after every guest write.
     pub(super) shadow: Option<KVec<u8>>,
@@ -149,7 +153,7 @@ impl Page {
 
     pub(super) fn flags(&self) -> u32 {
         let mut f = 0;
-        if self.data_tracked.is_some() {
+        if self.data_tracked.is_some() && self.track_applied {
             f |= uapi::KVM_PFI_PAGE_PROTECTED;
         }
         if self.shadow.is_some() {

@@ -7,6 +7,7 @@
 use kernel::prelude::*;
 
 use crate::bindings::uapi;
+use crate::pfi_core::writes::Span;
 
 use super::Targets;
 
@@ -64,12 +65,21 @@ impl Targets {
                     }
                     let gfn = p.gpa >> 12;
                     p.data_tracked = Some(gfn);
+                    p.track_applied = false;
                     track[na] = Some(ProtectJob { target_id, index, gfn, enforce });
                     na += 1;
                 }
             }
         }
         (na, nr, false)
+    }
+
+    /// KVM write-tracks the page's frame `gfn` now (`ProtectJob`).
+    pub(crate) fn protection_started(&mut self, target_id: u32, index: usize, gfn: u64) {
+        let p = self.targets.iter_mut().flatten().find(|t| t.id == target_id).and_then(|t| t.pages.get_mut(index));
+        if let Some(p) = p.filter(|p| p.data_tracked == Some(gfn)) {
+            p.track_applied = true;
+        }
     }
 
     /// Installs the copy of a page taken after its tracking began, unless
@@ -168,4 +178,12 @@ impl Targets {
             p.protect_failed = true;
         }
     }
+}
+
+/// Emulated writes of one page gathered into one report (`protect.rs`):
+/// the span written and the page's bytes there.
+pub(crate) struct Gathered {
+    pub(crate) gfn: u64,
+    pub(crate) span: Span,
+    pub(crate) bytes: KVec<u8>,
 }
