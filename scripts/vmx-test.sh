@@ -19,7 +19,7 @@ TESTS="${KVM_PFI_TESTS:-$(selftests_dir "$KDIR")}"
 TOOL="${KVM_PFI_TOOL:-${CARGO_TARGET_DIR:-$KVM_PFI_CACHE/target}/release/kvm-pfi}"
 KSRC="$(kernel_src_dir)"
 # The test programs the runner starts (selftests/run_in_vm.sh).
-PROGS=(kvm_pfi_test kvm_pfi_inject_test kvm_pfi_detect_test kvm_pfi_unload_test kvm_pfi_vmm)
+PROGS=(kvm_pfi_test kvm_pfi_inject_test kvm_pfi_detect_test kvm_pfi_protect_test kvm_pfi_unload_test kvm_pfi_vmm)
 
 for f in "$KO" "$TOOL" "$KDIR/arch/x86/boot/bzImage" "${PROGS[@]/#/$TESTS/}"; do
 	[ -e "$f" ] || die "missing $f: run 'make module tool selftests'"
