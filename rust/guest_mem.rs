@@ -91,7 +91,12 @@ impl BorrowedMm {
     /// this thread, a kernel thread using no mm.
     pub(crate) unsafe fn new(kvm: *mut glue::kvm) -> Option<Self> {
         // SAFETY: the caller's contract.
-        (unsafe { glue::kvm_pfi_mm_borrow(kvm) } == 0).then_some(BorrowedMm { kvm })
+        if unsafe { glue::kvm_pfi_mm_borrow(kvm) } != 0 {
+            // Not `then_some(BorrowedMm { .. })`: its argument is built
+            // either way, and dropping it unborrows an mm never borrowed.
+            return None;
+        }
+        Some(BorrowedMm { kvm })
     }
 }
 
