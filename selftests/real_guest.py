@@ -426,18 +426,29 @@ def wait_settled(watch, tid, n, timeout):
         time.sleep(0.5)
 
 
+def boot_one_worker(prefix=""):
+    """Boots the guest with one worker and finds the worker's CR3 (check
+    <prefix>cr3_found). Returns (guest, workers, vm id, cr3), or None when
+    either failed (the guest is then stopped)."""
+    g, workers, vm = boot_for_test(1)
+    if not workers:
+        return None
+    cr3 = find_cr3s(g, workers).get(0)
+    if not check(f"{prefix}cr3_found", cr3 is not None):
+        g.qemu.kill()
+        return None
+    return g, workers, vm, cr3
+
+
 def case_swapped_pages():
     """The main case: N swapped pages of one process come back, with their
     markers; the signature page is detected; the coverage line."""
-    g, workers, vm = boot_for_test(1)
-    if not workers:
+    booted = boot_one_worker("")
+    if not booted:
         return
+    g, workers, vm, cr3 = booted
     w = workers[0]
     n, gva = w["pages"], w["gva"]
-    cr3 = find_cr3s(g, workers).get(0)
-    if not check("cr3_found", cr3 is not None):
-        g.qemu.kill()
-        return
     ro = readonly_pass(g, cr3, gva, n)
     watch = Watch()
     check("watch_subscribed", watch.ready)
@@ -485,14 +496,11 @@ def case_swapped_pages():
 
 def case_memset():
     """glibc's memset (vector stores) on a protected, resident page."""
-    g, workers, vm = boot_for_test(1)
-    if not workers:
+    booted = boot_one_worker("memset_")
+    if not booted:
         return
+    g, workers, vm, cr3 = booted
     w = workers[0]
-    cr3 = find_cr3s(g, workers).get(0)
-    if not check("memset_cr3_found", cr3 is not None):
-        g.qemu.kill()
-        return
     watch = Watch()
     page, off, length = 3, 512, 1024
     add = tool_json("target", "add", "--vm", str(vm), "--cr3", hex(cr3),
@@ -520,14 +528,11 @@ def case_memset():
 def case_prot_none():
     """A target on a swapped-out page of a PROT_NONE mapping: injecting a
     user-mode #PF there makes Linux send the program SIGSEGV."""
-    g, workers, vm = boot_for_test(1)
-    if not workers:
+    booted = boot_one_worker("prot_none_")
+    if not booted:
         return
+    g, workers, vm, cr3 = booted
     w = workers[0]
-    cr3 = find_cr3s(g, workers).get(0)
-    if not check("prot_none_cr3_found", cr3 is not None):
-        g.qemu.kill()
-        return
     watch = Watch()
     add = tool_json("target", "add", "--vm", str(vm), "--cr3", hex(cr3), "--gva", hex(w["none_gva"]),
                     "--len", str(PAGE), "--read")
