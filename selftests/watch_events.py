@@ -343,6 +343,42 @@ def tool_sigs_errors():
     check("sigs_clear", r.returncode == 0 and after.get("nr_rules") == 0, after)
 
 
+def kernel_warnings():
+    """The kernel's own WARNING/BUG lines in its log so far."""
+    log = subprocess.run(["dmesg", "-k"], capture_output=True, text=True).stdout
+    return [l for l in log.splitlines() if "WARNING:" in l or "BUG:" in l]
+
+
+def vmm_gone_story():
+    """A persistent attachment outlives its VMM: the VM's report work still
+    runs (a signature load queues it for every attached VM) and finds the
+    VMM's address space gone. It must then leave that address space alone:
+    a report work that released an mm it never borrowed printed a
+    kthread_unuse_mm WARNING and took the dead mm's user count below zero.
+    The kernel log stays clean, and the VM can still be detached."""
+    before = kernel_warnings()
+    vmm, hello = start_vmm(10)
+    att = run_tool("attach", "--pid", str(hello["pid"]), "--persistent", "--json")
+    if not check("gone_attach", att.returncode == 0, att.stderr.strip()):
+        return
+    vm = str(json.loads(att.stdout.strip().splitlines()[-1])["vm_id"])
+    add = run_tool("target", "add", "--vm", vm, "--cr3", "0x1000", "--gva", "0x400000",
+                   "--len", "8192", "--read")
+    check("gone_target_add", add.returncode == 0, add.stderr.strip())
+    vmm.stdin.close()
+    check("gone_vmm_finished", vmm.wait(timeout=120) == 0, "VMM guest did not finish")
+    rules = os.path.join(os.environ["KVM_PFI_ROOT"], "scripts/demo.yar")
+    loads = []
+    for _ in range(3):
+        loads.append(run_tool("sigs", "load", rules).returncode)
+        time.sleep(1)
+    check("gone_sigs_load", loads == [0, 0, 0], loads)
+    new = [l for l in kernel_warnings() if l not in before]
+    check("gone_report_work_clean", not new, new)
+    det = run_tool("detach", "--vm", vm)
+    check("gone_detach", det.returncode == 0, det.stderr.strip())
+
+
 def main():
     vmm, hello = start_vmm(100)
     watch, joined = start_watch(2, 60)
@@ -380,6 +416,7 @@ def main():
     ynl_events()
     tool_targets()
     detection_story()
+    vmm_gone_story()
     tool_sigs_errors()
 
     print("KTAP version 1")
