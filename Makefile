@@ -158,8 +158,9 @@ demo: kernel qemu
 
 bench: kernel qemu
 	$(CARGO) run --release --locked -q -p pfi_core --features text --example scan_throughput
-	$(MAKE) module selftests
+	$(MAKE) module tool selftests
 	scripts/bench.sh
+	KVM_PFI_VMX_RUN=bench scripts/vmx-test.sh
 
 clean:
 	-$(KMAKE) clean 2>/dev/null

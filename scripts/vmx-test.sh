@@ -10,7 +10,9 @@
 #
 # Environment: KDIR (kernel build dir), KVM_PFI_TESTS, KVM_PFI_TOOL, KVM_PFI_ONLY (as for
 # vm-test.sh), KVM_PFI_VMX_TIMEOUT (seconds, default 1500), KVM_PFI_RESULTS
-# (also keep the runner's output in this file).
+# (also keep the runner's output in this file), KVM_PFI_VMX_RUN (suite, the
+# default, or bench: scripts/bench-in-vm.sh instead of the runner, for
+# `make bench`).
 source "$(dirname "$0")/common.sh"
 
 KDIR="$(readlink -f "${KDIR:-$KVM_PFI_CACHE/build}")"
@@ -19,7 +21,7 @@ TESTS="${KVM_PFI_TESTS:-$(selftests_dir "$KDIR")}"
 TOOL="${KVM_PFI_TOOL:-${CARGO_TARGET_DIR:-$KVM_PFI_CACHE/target}/release/kvm-pfi}"
 KSRC="$(kernel_src_dir)"
 # The test programs the runner starts (selftests/run_in_vm.sh).
-PROGS=(kvm_pfi_test kvm_pfi_inject_test kvm_pfi_detect_test kvm_pfi_protect_test kvm_pfi_unload_test kvm_pfi_vmm)
+PROGS=(kvm_pfi_test kvm_pfi_inject_test kvm_pfi_detect_test kvm_pfi_protect_test kvm_pfi_unload_test kvm_pfi_vmm kvm_pfi_bench)
 
 for f in "$KO" "$TOOL" "$KDIR/arch/x86/boot/bzImage" "${PROGS[@]/#/$TESTS/}"; do
 	[ -e "$f" ] || die "missing $f: run 'make module tool selftests'"
@@ -65,8 +67,10 @@ build_initramfs() { # root
 	ln -s usr/bin "$root/bin"; ln -s usr/bin "$root/sbin"; ln -s usr/lib "$root/lib"; ln -s usr/lib64 "$root/lib64"
 	install -m 755 "$(command -v busybox)" "$root/usr/bin/busybox"
 	for m in $(busybox --list); do [ -e "$root/usr/bin/$m" ] || ln -s busybox "$root/usr/bin/$m"; done
-	rm -f "$root/usr/bin/bash"
+	rm -f "$root/usr/bin/bash" "$root/usr/bin/dmesg"
 	add_elf "$root" /usr/bin/bash
+	# util-linux's dmesg: the runner's checks need -k, which busybox's lacks.
+	add_elf "$root" /usr/bin/dmesg
 	# Python for watch_events.py and the kernel tree's YNL CLI: the standard
 	# library with its byte code (compiling it under Bochs would take
 	# minutes), and PyYAML.
@@ -94,7 +98,7 @@ build_initramfs() { # root
 	for m in "${PROGS[@]}"; do add_elf "$root" "$TESTS/$m" "/kvm-pfi/tests/$m"; done
 	mkdir -p "$root/kvm-pfi/selftests" "$root/kvm-pfi/scripts" "$root/kvm-pfi/Documentation" "$root/ksrc/tools/net"
 	cp "$KVM_PFI_ROOT"/selftests/*.py "$KVM_PFI_ROOT/selftests/run_in_vm.sh" "$root/kvm-pfi/selftests/"
-	cp "$KVM_PFI_ROOT/scripts/demo.yar" "$root/kvm-pfi/scripts/"
+	cp "$KVM_PFI_ROOT/scripts/demo.yar" "$KVM_PFI_ROOT/scripts/bench-in-vm.sh" "$root/kvm-pfi/scripts/"
 	cp -a "$KVM_PFI_ROOT/Documentation/netlink" "$root/kvm-pfi/Documentation/"
 	rsync -a --exclude=__pycache__ --exclude='*.o' "$KSRC/tools/net/ynl" "$root/ksrc/tools/net/"
 	echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
@@ -118,14 +122,18 @@ build_initramfs() { # root
 	ip link set lo up
 	. /kvm-pfi/env
 	echo "kvm-pfi-vmx: start, $(nproc) CPU, $(grep -o -w -E 'vmx|ept|vpid|unrestricted_guest' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-	/bin/bash /kvm-pfi/selftests/run_in_vm.sh
+	if [ "$KVM_PFI_VMX_RUN" = bench ]; then
+		BENCH=/kvm-pfi/tests/kvm_pfi_bench EXITS=10000 /bin/bash /kvm-pfi/scripts/bench-in-vm.sh
+	else
+		/bin/bash /kvm-pfi/selftests/run_in_vm.sh
+	fi
 	echo "kvm-pfi-vmx: runner exit $?"
 	poweroff -f
 	EOF
 	chmod 755 "$root/init"
 	cat >"$root/kvm-pfi/env" <<-EOF
 	export KVM_PFI_KO=/kvm-pfi/kvm_pfi.ko KVM_PFI_TESTS=/kvm-pfi/tests KVM_PFI_TOOL=/kvm-pfi/kvm-pfi
-	export KVM_PFI_ROOT=/kvm-pfi KVM_PFI_SRC=/ksrc KVM_PFI_ONLY='${KVM_PFI_ONLY:-}'
+	export KVM_PFI_ROOT=/kvm-pfi KVM_PFI_SRC=/ksrc KVM_PFI_ONLY='${KVM_PFI_ONLY:-}' KVM_PFI_VMX_RUN='${KVM_PFI_VMX_RUN:-suite}'
 	EOF
 }
 
@@ -147,11 +155,12 @@ key="$( {
 	sha256sum "$KDIR/arch/x86/boot/bzImage" "$KO" "$TOOL" "${PROGS[@]/#/$TESTS/}" \
 		"$KDIR"/arch/x86/kvm/kvm{,-intel}.ko "$KDIR/virt/lib/irqbypass.ko" "$0" \
 		"$KVM_PFI_ROOT"/selftests/*.py "$KVM_PFI_ROOT/selftests/run_in_vm.sh" "$KVM_PFI_ROOT/scripts/demo.yar" \
+		"$KVM_PFI_ROOT/scripts/bench-in-vm.sh" \
 		| cut -d' ' -f1
 	find "$KVM_PFI_ROOT/Documentation/netlink" "$KSRC/tools/net/ynl" -type f -name '*.[py]*' -print0 | LC_ALL=C sort -z |
 		xargs -0 cat | sha256sum
 	dpkg-query -W -f='${Package} ${Version}\n' bash busybox-static python3.11 python3-yaml isolinux xorriso
-	echo "$CMDLINE ${KVM_PFI_ONLY:-}"
+	echo "$CMDLINE ${KVM_PFI_ONLY:-} ${KVM_PFI_VMX_RUN:-suite}"
 } | sha256sum | cut -c1-16)"
 VMX_DIR="$KVM_PFI_CACHE/vmx"
 ISO_DIR="$VMX_DIR/iso-$key"
