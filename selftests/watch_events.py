@@ -375,8 +375,10 @@ def vmm_gone_story():
     check("gone_sigs_load", loads == [0, 0, 0], loads)
     new = [l for l in kernel_warnings() if l not in before]
     check("gone_report_work_clean", not new, new)
+    # The VM may have gone with its VMM's last reference (ENOENT): either
+    # way the module answers and holds nothing of it.
     det = run_tool("detach", "--vm", vm)
-    check("gone_detach", det.returncode == 0, det.stderr.strip())
+    check("gone_detach", det.returncode == 0 or "No such file" in det.stderr, det.stderr.strip())
 
 
 def main():
