@@ -503,17 +503,6 @@ TEST_F_TIMEOUT(pfi, malformed_sets_refused, 120)
 
 /* ---- protection ---- */
 
-/* Waits until page pg of t has all of `flags`. */
-static bool wait_flags(struct tgt *t, int pg, uint32_t flags)
-{
-	struct kvm_pfi_page_info pi;
-
-	for (uint64_t t0 = now_ms(); now_ms() - t0 < WAIT_MS; usleep(10000))
-		if (tgt_page(t, pg, &pi) && (pi.flags & flags) == flags)
-			return true;
-	return false;
-}
-
 
 /* The ring-3 task writes val at gva and reads it back. */
 static uint64_t guest_write(struct mini *m, gva_t gva, uint64_t val)
@@ -549,7 +538,7 @@ static void protected_write(struct __test_metadata *_metadata, int pfi, bool enf
 
 	det_setup(_metadata, pfi, &d, 1, PK_RESIDENT, NULL);
 	ASSERT_EQ(0, pfi_target_add(pfi, d.t.vm_id, flags, d.m.cr3, d.gva, PAGE, &d.t.id));
-	ASSERT_TRUE(wait_flags(&d.t, 0, KVM_PFI_PAGE_PROTECTED |
+	ASSERT_TRUE(wait_page_flags(&d.t, 0, KVM_PFI_PAGE_PROTECTED |
 				   (enforce ? KVM_PFI_PAGE_ENFORCED : 0)));
 	ASSERT_TRUE(tgt_page(&d.t, 0, &pi));
 	before = *(uint64_t *)addr_gpa2hva(d.m.vm, pi.gpa + off);
@@ -619,7 +608,7 @@ TEST_F_TIMEOUT(pfi, write_completing_signature_detected, 120)
 	det_setup(_metadata, self->pfi, &d, 1, PK_RESIDENT, plant_head);
 	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, KVM_PFI_TARGET_PROTECT, d.m.cr3,
 				    d.gva, PAGE, &d.t.id));
-	ASSERT_TRUE(wait_flags(&d.t, 0, KVM_PFI_PAGE_PROTECTED | KVM_PFI_PAGE_SCANNED));
+	ASSERT_TRUE(wait_page_flags(&d.t, 0, KVM_PFI_PAGE_PROTECTED | KVM_PFI_PAGE_SCANNED));
 	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 1));
 	n = drain(d.events, r, 0);
 	EXPECT_EQ(0, count_type(r, n, KVM_PFI_CMD_DETECTION));
@@ -659,7 +648,7 @@ TEST_F_TIMEOUT(pfi, write_completing_straddling_signature_detected_once, 120)
 	ASSERT_EQ(0, pfi_target_add(self->pfi, d.t.vm_id, KVM_PFI_TARGET_PROTECT, d.m.cr3, d.gva,
 				    2 * PAGE, &d.t.id));
 	for (int i = 0; i < 2; i++)
-		ASSERT_TRUE(wait_flags(&d.t, i, KVM_PFI_PAGE_PROTECTED | KVM_PFI_PAGE_SCANNED));
+		ASSERT_TRUE(wait_page_flags(&d.t, i, KVM_PFI_PAGE_PROTECTED | KVM_PFI_PAGE_SCANNED));
 	ASSERT_TRUE(wait_scanned(self->pfi, d.scanned0, 2));
 	n = drain(d.events, r, 0);
 	EXPECT_EQ(0, count_type(r, n, KVM_PFI_CMD_DETECTION));
@@ -767,7 +756,6 @@ TEST_F_TIMEOUT(pfi, stuck_reader_blocks_nobody, 180)
 	struct kvm_vm *vm1 = vm_create_barebones();
 	struct pollfd up;
 	struct uffd_msg msg;
-	struct rec r[MAX_EVENTS];
 	uint64_t good_lost = 0, stuck_lost = 0;
 	int uffd, good_fd, n_good = 0, n_stuck, n;
 	uint32_t vm1_id, tid;

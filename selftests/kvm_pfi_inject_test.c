@@ -271,6 +271,22 @@ TEST_F_TIMEOUT(pfi, resident_page_is_not_injected, 120)
 
 #define NO_INJECT_EXITS	30
 
+/* One vCPU whose ring-3 task runs in the other address space (alt_cr3) and
+ * one swapped page of the target's; the VM attached. Returns the page. */
+static gva_t swapped_page_elsewhere(struct mini *m, struct tgt *t)
+{
+	gva_t gva;
+
+	mini_init(m, 1);
+	gva = mini_alloc(m, 1);
+	mini_add_page(m, gva, PK_SWAPPED, 0, 0);
+	mini_finish(m);
+	m->ctl->vcpu[0].start_cr3 = m->alt_cr3;
+	TEST_ASSERT(!pfi_attach(t->pfi, m->vm->fd, 0, &t->vm_id), "attach: %s", strerror(errno));
+	mini_run_until_phase(m, 0, PH_USER);
+	return gva;
+}
+
 /* Case 3: the vCPU runs in ring 3 but in another address space (a valid
  * root that maps the same swapped page): no injection; once the task has
  * ring 0 load the target's CR3, exactly one. */
@@ -282,13 +298,7 @@ TEST_F_TIMEOUT(pfi, no_injection_in_other_address_space, 120)
 	gva_t gva;
 
 	REQUIRE_TARGETS();
-	mini_init(&m, 1);
-	gva = mini_alloc(&m, 1);
-	mini_add_page(&m, gva, PK_SWAPPED, 0, 0);
-	mini_finish(&m);
-	m.ctl->vcpu[0].start_cr3 = m.alt_cr3;
-	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));
-	mini_run_until_phase(&m, 0, PH_USER);
+	gva = swapped_page_elsewhere(&m, &t);
 	ASSERT_EQ(m.alt_cr3, vcpu_cr3(m.vcpu[0]));
 	ASSERT_EQ(0, pfi_target_add(self->pfi, t.vm_id, 0, m.cr3, gva, PAGE, &t.id));
 	mini_run_n(&m, 0, NO_INJECT_EXITS, PH_USER);
@@ -662,13 +672,7 @@ TEST_F_TIMEOUT(pfi, guest_brings_page_in_itself, 120)
 	gva_t gva;
 
 	REQUIRE_TARGETS();
-	mini_init(&m, 1);
-	gva = mini_alloc(&m, 1);
-	mini_add_page(&m, gva, PK_SWAPPED, 0, 0);
-	mini_finish(&m);
-	m.ctl->vcpu[0].start_cr3 = m.alt_cr3;
-	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));
-	mini_run_until_phase(&m, 0, PH_USER);
+	gva = swapped_page_elsewhere(&m, &t);
 	ASSERT_EQ(0, pfi_target_add(self->pfi, t.vm_id, 0, m.cr3, gva, PAGE, &t.id));
 	mini_run_n(&m, 0, 10, PH_USER);
 	m.ctl->vcpu[0].touch_gva = gva;

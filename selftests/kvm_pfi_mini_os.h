@@ -721,6 +721,17 @@ static bool tgt_page(struct tgt *t, int pg, struct kvm_pfi_page_info *out)
 	return true;
 }
 
+/* Waits until page pg of t has all of `flags`. */
+static bool wait_page_flags(struct tgt *t, int pg, uint32_t flags)
+{
+	struct kvm_pfi_page_info pi;
+
+	for (uint64_t t0 = now_ms(); now_ms() - t0 < WAIT_MS; usleep(10000))
+		if (tgt_page(t, pg, &pi) && (pi.flags & flags) == flags)
+			return true;
+	return false;
+}
+
 static const char *state_str(uint32_t s)
 {
 	static const char *const names[] = {

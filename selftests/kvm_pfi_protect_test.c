@@ -268,16 +268,6 @@ struct prot {
 	bool kernel;		/* the stores run in ring 0 */
 };
 
-static bool page_flags(struct tgt *t, int pg, uint32_t flags)
-{
-	struct kvm_pfi_page_info pi;
-
-	for (uint64_t t0 = now_ms(); now_ms() - t0 < WAIT_MS; usleep(10000))
-		if (tgt_page(t, pg, &pi) && (pi.flags & flags) == flags)
-			return true;
-	return false;
-}
-
 /*
  * One vCPU; npages resident test pages at gva filled with FILL, protected
  * (or, with stack, the top two pages of the ring-3 task's stack). The vCPU
@@ -312,7 +302,7 @@ static void prot_setup(struct __test_metadata *_metadata, int pfi, struct prot *
 	ASSERT_EQ(0, pfi_target_add(pfi, p->t.vm_id, KVM_PFI_TARGET_PROTECT, p->m.cr3, p->gva,
 				    npages * PAGE, &p->t.id));
 	for (int i = 0; i < npages; i++) {
-		ASSERT_TRUE(page_flags(&p->t, i, KVM_PFI_PAGE_PROTECTED));
+		ASSERT_TRUE(wait_page_flags(&p->t, i, KVM_PFI_PAGE_PROTECTED));
 		ASSERT_TRUE(tgt_page(&p->t, i, &pi));
 		ASSERT_EQ(p->gpa[i], pi.gpa);
 	}

@@ -154,9 +154,10 @@ def ynl_events():
           {k: v for k, v in res.items() if k != "data"})
 
 
-def start_vmm(exits):
-    """kvm_pfi_vmm holding its guest until stdin closes; returns (proc, hello)."""
-    vmm = subprocess.Popen([f"{TESTS}/kvm_pfi_vmm", str(exits)], stdin=subprocess.PIPE,
+def start_vmm(*args):
+    """kvm_pfi_vmm (arguments: exits, then its options) holding its guest
+    until stdin closes; returns (proc, hello)."""
+    vmm = subprocess.Popen([f"{TESTS}/kvm_pfi_vmm", *map(str, args)], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True)
     # The KVM selftest library prints its random seed first.
     line = vmm.stdout.readline()
@@ -165,13 +166,21 @@ def start_vmm(exits):
     return vmm, json.loads(line)
 
 
+def attach_persistent(hello):
+    """`kvm-pfi attach --persistent` to the VMM of hello; returns (the tool's
+    result, the VM's id or None)."""
+    att = run_tool("attach", "--pid", str(hello["pid"]), "--persistent", "--json")
+    vm = json.loads(att.stdout.strip().splitlines()[-1])["vm_id"] if att.returncode == 0 else None
+    return att, vm
+
+
 def tool_targets():
     """`kvm-pfi target add/ls/pages/rm` against the module."""
     vmm, hello = start_vmm(10)
-    att = run_tool("attach", "--pid", str(hello["pid"]), "--persistent", "--json")
-    if not check("targets_attach", att.returncode == 0, att.stderr.strip()):
+    att, vm = attach_persistent(hello)
+    if not check("targets_attach", vm is not None, att.stderr.strip()):
         return
-    vm = str(json.loads(att.stdout.strip().splitlines()[-1])["vm_id"])
+    vm = str(vm)
     add = run_tool("target", "add", "--vm", vm, "--cr3", "0x1000", "--gva", "0x400000",
                    "--len", "8192", "--read", "--json")
     check("target_add", add.returncode == 0, add.stderr.strip())
@@ -231,15 +240,10 @@ def detection_story():
     check("det_sigs_info", info.get("generation") == loaded.get("generation")
           and info.get("nr_rules") == 1, info)
 
-    vmm = subprocess.Popen([f"{TESTS}/kvm_pfi_vmm", "2000", "500", "swap"],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = vmm.stdout.readline()
-    while line and not line.startswith("{"):
-        line = vmm.stdout.readline()
-    hello = json.loads(line)
+    vmm, hello = start_vmm(2000, 500, "swap")
     gva, eicar = hello["gva"], hello["gva"] + hello["eicar_offset"]
-    att = run_tool("attach", "--pid", str(hello["pid"]), "--persistent", "--json")
-    vm = json.loads(att.stdout.strip().splitlines()[-1])["vm_id"] if att.returncode == 0 else 0
+    _, vm = attach_persistent(hello)
+    vm = 0 if vm is None else vm
     add = run_tool("target", "add", "--vm", str(vm), "--cr3", str(hello["cr3"]), "--gva", str(gva),
                    "--len", "4096", "--kernel", "--read", "--protect", "--json")
     check("det_target_add", add.returncode == 0, add.stderr.strip())
@@ -358,10 +362,10 @@ def vmm_gone_story():
     The kernel log stays clean, and the VM can still be detached."""
     before = kernel_warnings()
     vmm, hello = start_vmm(10)
-    att = run_tool("attach", "--pid", str(hello["pid"]), "--persistent", "--json")
-    if not check("gone_attach", att.returncode == 0, att.stderr.strip()):
+    att, vm = attach_persistent(hello)
+    if not check("gone_attach", vm is not None, att.stderr.strip()):
         return
-    vm = str(json.loads(att.stdout.strip().splitlines()[-1])["vm_id"])
+    vm = str(vm)
     add = run_tool("target", "add", "--vm", vm, "--cr3", "0x1000", "--gva", "0x400000",
                    "--len", "8192", "--read")
     check("gone_target_add", add.returncode == 0, add.stderr.strip())
@@ -386,9 +390,8 @@ def main():
     watch, joined = start_watch(2, 60)
     check("watch_subscribed", joined, "watch never joined the group")
 
-    att = run_tool("attach", "--pid", str(hello["pid"]), "--persistent", "--json")
+    att, vm_id = attach_persistent(hello)
     check("tool_attach", att.returncode == 0, att.stderr.strip())
-    vm_id = json.loads(att.stdout.strip().splitlines()[-1])["vm_id"] if att.returncode == 0 else None
     det = run_tool("detach", "--vm", str(vm_id))
     check("tool_detach", det.returncode == 0, det.stderr.strip())
 
