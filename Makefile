@@ -157,7 +157,7 @@ demo: kernel qemu
 	scripts/demo.sh
 
 bench: kernel qemu
-	$(CARGO) run --release --locked -q -p pfi_core --features text --example scan_throughput
+	$(CARGO) run --release --locked -q -p kvm-pfi --example scan_throughput
 	$(MAKE) module tool selftests
 	scripts/bench.sh
 	KVM_PFI_VMX_RUN=bench scripts/vmx-test.sh

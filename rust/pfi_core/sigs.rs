@@ -15,10 +15,13 @@
 //!
 //! Each pattern has one *atom*: the most selective run of one to four
 //! consecutive fully fixed bytes (mask 0xFF) in one of its segments, which
-//! [`validate`] requires to exist. The atoms form an Aho-Corasick automaton,
-//! stored as a dense DFA over byte classes (bytes that occur in no atom share
-//! one class), so the scan costs one table lookup per byte. Each occurrence
-//! of an atom is a *candidate*, verified in the haystack around it: the
+//! [`validate`] requires to exist. Where an atom can start is found with
+//! bitmaps over the atoms' first byte pairs and triples, looked up at each
+//! position independently of the others (so the CPU overlaps the lookups);
+//! where they let a position through, a trie of the atoms (stored as dense
+//! rows over byte classes: bytes that occur in no atom share one class) runs
+//! from that position for at most four bytes. Each occurrence of an atom is
+//! a *candidate*, verified in the haystack around it: the
 //! atom's segment at its fixed offset, the segments after it forwards and
 //! the ones before it backwards. Jumps make the set of possible offsets of
 //! the next segment a range; the verification tracks these sets as bitsets
@@ -41,16 +44,16 @@
 //!
 //! The scan does not allocate or recurse; its deepest path keeps three
 //! bitsets of 128 or 256 bytes on the stack (about 1.1 KiB in all on
-//! x86-64). Per byte it costs one lookup; per candidate, bitset passes over
-//! at most [`MAX_CHAIN`] segments tested at up to twice [`MAX_SPAN`]
-//! offsets, for each pattern of the rule when it has several, whatever the
-//! haystack holds. Candidates are as frequent as their atoms in the
-//! haystack; what makes them expensive is patterns whose segments match
-//! nearly anything (wildcards, nibbles) across long jumps. Measured on the
-//! host: 170 to 290 MB/s with 500 text rules on random, text or zero
-//! pages; 1 MB/s for `41 [0-256] 42 [0-256] 43 [0-256] 44` on a page of
-//! "ABCD" repeated; around 0.1 MB/s (40 ms for a page) for a rule of
-//! `4? [0-256] 4? [0-256] 41 41` and `4? [0-256] 41` on a page of "A".
+//! x86-64). Per byte it costs one bitmap lookup, and where the atoms' first
+//! two bytes occur a second one and at most four trie steps; per candidate,
+//! bitset passes over at most [`MAX_CHAIN`] segments tested at up to twice
+//! [`MAX_SPAN`] offsets, for each pattern of the rule when it has several,
+//! whatever the haystack holds. Candidates are as frequent as their atoms in
+//! the haystack; what makes them expensive is patterns whose segments match
+//! nearly anything (wildcards, nibbles) across long jumps: a page of "A"
+//! against `4? [0-256] 4? [0-256] 41 41` takes tens of milliseconds. The
+//! figures, beside yara-x on the same rules and pages, are in
+//! `Documentation/performance.rst`.
 //!
 //! # Haystacks
 //!
@@ -351,8 +354,8 @@ fn bad_name_char(name: &[u8]) -> Option<usize> {
         .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_'))
 }
 
-/// Longest atom: a DFA over 4-byte atoms has at most 1 + 4 states per
-/// pattern, and a dictionary chain at most 4 links.
+/// Longest atom: a trie of 4-byte atoms has at most 1 + 4 states per
+/// pattern.
 const MAX_ATOM: usize = 4;
 
 /// The atom of a pattern.
@@ -436,7 +439,7 @@ fn pick_atom(view: &View<'_>, p: usize) -> Option<Atom> {
 /// The automaton's dimensions, from the atoms.
 #[derive(Clone, Copy)]
 struct Dims {
-    /// An upper bound of the DFA's states: the root plus one per atom byte
+    /// An upper bound of the trie's states: the root plus one per atom byte
     /// (atoms with a common prefix share states; the rest stay unused).
     states: usize,
     /// Byte classes: one per distinct atom byte, plus one for all other
@@ -448,29 +451,37 @@ struct Dims {
     chain_words: usize,
 }
 
-/// The most states a DFA can have.
+/// The most states a trie can have.
 const MAX_STATES: usize = 1 + MAX_ATOM * MAX_PATTERNS;
 
 // Storage: a header, then one region after another:
 //
 //   classes   256 words: the class of each byte
+//   starts    three bitmaps of 2^16 bits (2048 words each), where an atom
+//             can start (see `Matcher::scan_with`): over byte pairs, bit
+//             b0 | b1 << 8 set when an atom starts with b0 b1 (a one-byte
+//             atom b0: every b1); the same for atoms of one or two bytes
+//             only; over a hash of byte triples (`triple_hash`), set for
+//             the first three bytes of every longer atom
 //   rules     per rule: first pattern | nr_patterns << 16
 //   patterns  per pattern: rule | position of the atom's segment in the
 //             chain << 16, atom offset in that segment | atom length << 16,
 //             chain start | chain length << 16 (the atom's end state
 //             while building)
-//   states    per state: fail | depth << 16, outputs start | count << 16,
-//             dictionary link (nearest proper suffix state with outputs)
+//   states    per state: depth << 16, outputs start | count << 16, and a
+//             word used only while building (the outputs' cursor)
 //   outputs   the patterns whose atom ends in each state, state by state
 //   chains    each pattern's segments, in order, one per word
-//   trans     states * classes 16-bit transitions, two per word: the next
-//             state | HIT when that state or a suffix of it ends an atom
+//   trans     states * classes 16-bit transitions, two per word: the
+//             trie's child state, 0 for none
 const STORE_TAG: u32 = 0x5346_4b41; // "AKFS"
 const STORE_HDR: usize = 6;
 const CLASS_WORDS: usize = 256;
+/// Words of one bitmap of `starts`.
+const PAIR_WORDS: usize = 65536 / 32;
+const STARTS_WORDS: usize = 3 * PAIR_WORDS;
 const PATTERN_WORDS: usize = 3;
 const STATE_WORDS: usize = 3;
-const HIT: u16 = 0x8000;
 const STATE_MASK: u16 = 0x7fff;
 
 /// Words of storage for these dimensions.
@@ -483,6 +494,7 @@ const fn storage_words_for(
 ) -> usize {
     STORE_HDR
         .saturating_add(CLASS_WORDS)
+        .saturating_add(STARTS_WORDS)
         .saturating_add(rules)
         .saturating_add(patterns.saturating_mul(PATTERN_WORDS))
         .saturating_add(states.saturating_mul(STATE_WORDS))
@@ -491,11 +503,11 @@ const fn storage_words_for(
         .saturating_add(states.saturating_mul(classes).div_ceil(2))
 }
 
-/// The most storage a set can need: 574,857 words (2.19 MiB), nearly all
+/// The most storage a set can need: 581,001 words (2.22 MiB), nearly all
 /// of it the transition table of 4097 states over 256 classes (1024
 /// patterns with four-byte atoms that share no prefix, over all 256 byte
 /// values), then 32 Ki words of chains (1024 patterns of 32 segments).
-/// 500 text strings of 8 to 16 bytes need 140 KiB.
+/// 500 text strings of 8 to 16 bytes need 164 KiB.
 pub const MAX_STORAGE_WORDS: usize = storage_words_for(
     MAX_RULES,
     MAX_PATTERNS,
@@ -508,6 +520,7 @@ pub const MAX_STORAGE_WORDS: usize = storage_words_for(
 #[derive(Clone, Copy)]
 struct Regions {
     classes: usize,
+    starts: usize,
     rules: usize,
     patterns: usize,
     states: usize,
@@ -535,7 +548,8 @@ impl Regions {
         }
         // Bounded by the checks above: no overflow.
         let r_classes = STORE_HDR;
-        let r_rules = r_classes.saturating_add(CLASS_WORDS);
+        let r_starts = r_classes.saturating_add(CLASS_WORDS);
+        let r_rules = r_starts.saturating_add(STARTS_WORDS);
         let r_patterns = r_rules.saturating_add(rules);
         let r_states = r_patterns.saturating_add(patterns.saturating_mul(PATTERN_WORDS));
         let r_outputs = r_states.saturating_add(states.saturating_mul(STATE_WORDS));
@@ -543,6 +557,7 @@ impl Regions {
         let r_trans = r_chains.saturating_add(chain_words);
         Some(Regions {
             classes: r_classes,
+            starts: r_starts,
             rules: r_rules,
             patterns: r_patterns,
             states: r_states,
@@ -846,6 +861,40 @@ fn set16(words: &mut [u32], i: usize, v: u16) {
     }
 }
 
+/// The 16-bit hash of the byte triple `b0 b1 b2` in the third bitmap of
+/// `starts` (multiplicative: the top bits of a 32-bit product).
+#[inline(always)]
+fn triple_hash(b0: u8, b1: u8, b2: u8) -> usize {
+    let t = u32::from(b0) | u32::from(b1) << 8 | u32::from(b2) << 16;
+    (t.wrapping_mul(0x9e37_79b1) >> 16) as usize
+}
+
+/// Marks where `atom` can start in the bitmaps of `starts`.
+fn mark_start(starts: &mut [u32], atom: &[u8]) {
+    let mut set = |map: usize, bit: usize| {
+        let i = map.saturating_mul(PAIR_WORDS).saturating_add(bit >> 5);
+        if let Some(w) = starts.get_mut(i) {
+            *w |= 1 << (bit & 31);
+        }
+    };
+    match *atom {
+        [b0, b1, b2, ..] => {
+            set(0, usize::from(b0) | usize::from(b1) << 8);
+            set(2, triple_hash(b0, b1, b2));
+        }
+        [b0, b1] => {
+            set(0, usize::from(b0) | usize::from(b1) << 8);
+            set(1, usize::from(b0) | usize::from(b1) << 8);
+        }
+        // A one-byte atom starts wherever its byte is, whatever follows.
+        [b0] => (0..256).for_each(|b1| {
+            set(0, usize::from(b0) | b1 << 8);
+            set(1, usize::from(b0) | b1 << 8);
+        }),
+        [] => {}
+    }
+}
+
 /// Compile an accepted set's automaton into `storage`, whose length must
 /// be [`SetInfo::storage_words`] (else [`SigErrorKind::Malformed`] at
 /// offset 0). Validates the set first: on error, `storage` is untouched.
@@ -869,6 +918,7 @@ pub fn build(blob: &[u8], storage: &mut [u32]) -> Result<(), SigError> {
     storage.fill(0);
     let (hdr, rest) = storage.split_at_mut_checked(reg.classes).ok_or(malformed)?;
     let (classes, rest) = rest.split_at_mut_checked(CLASS_WORDS).ok_or(malformed)?;
+    let (starts, rest) = rest.split_at_mut_checked(STARTS_WORDS).ok_or(malformed)?;
     let (rules, rest) = rest
         .split_at_mut_checked(reg.patterns.saturating_sub(reg.rules))
         .ok_or(malformed)?;
@@ -922,6 +972,7 @@ pub fn build(blob: &[u8], storage: &mut [u32]) -> Result<(), SigError> {
         put(rules, r, pack(p, e.nr_patterns));
         for _ in 0..e.nr_patterns {
             let atom = pick_atom(&view, p).ok_or(malformed)?;
+            mark_start(starts, atom.bytes.get(..atom.len).ok_or(malformed)?);
             let mut s = 0usize;
             for &b in atom.bytes.iter().take(atom.len) {
                 let i = s.saturating_mul(nr_classes).saturating_add(class_of(b));
@@ -989,48 +1040,6 @@ pub fn build(blob: &[u8], storage: &mut [u32]) -> Result<(), SigError> {
         put(states, s.saturating_mul(STATE_WORDS).saturating_add(2), 0);
     }
 
-    // Complete the rows by depth, so that a state's fail state (always
-    // shallower) has its row complete: a missing transition is the fail
-    // state's; a child's fail state is where its fail state's row leads.
-    for depth in 0..=MAX_ATOM {
-        for s in 0..nr_states {
-            let sw = s.saturating_mul(STATE_WORDS);
-            if hi16(word(states, sw)) != depth {
-                continue;
-            }
-            let fail = lo16(word(states, sw));
-            let row = s.saturating_mul(nr_classes);
-            let fail_row = fail.saturating_mul(nr_classes);
-            for c in 0..nr_classes {
-                let i = row.saturating_add(c);
-                let via_fail = get16(trans, fail_row.saturating_add(c));
-                let child = usize::from(get16(trans, i));
-                if child == 0 {
-                    if s != 0 {
-                        set16(trans, i, via_fail);
-                    }
-                    continue;
-                }
-                let child_fail = if s == 0 {
-                    0
-                } else {
-                    usize::from(via_fail & STATE_MASK)
-                };
-                let cw = child.saturating_mul(STATE_WORDS);
-                let fw = child_fail.saturating_mul(STATE_WORDS);
-                let dict = if hi16(word(states, fw.saturating_add(1))) > 0 {
-                    child_fail
-                } else {
-                    us(word(states, fw.saturating_add(2)))
-                };
-                let child_depth = hi16(word(states, cw));
-                put(states, cw, pack(child_fail, child_depth));
-                put(states, cw.saturating_add(2), dict as u32);
-                let hit = hi16(word(states, cw.saturating_add(1))) > 0 || dict != 0;
-                set16(trans, i, child as u16 | if hit { HIT } else { 0 });
-            }
-        }
-    }
     Ok(())
 }
 
@@ -1279,12 +1288,28 @@ struct Candidate {
     base: usize,
 }
 
+/// Bitmap `n` of the `starts` region at `at` of `storage`.
+fn bitmap(storage: &[u32], at: usize, n: usize) -> Option<&[u32; PAIR_WORDS]> {
+    let from = at.checked_add(n.checked_mul(PAIR_WORDS)?)?;
+    storage.get(from..from.checked_add(PAIR_WORDS)?)?.try_into().ok()
+}
+
+/// Bit `i` (below 2^16) of a bitmap: 0 or 1.
+#[inline(always)]
+fn bit(map: &[u32; PAIR_WORDS], i: usize) -> u32 {
+    let w = map.get((i >> 5) & (PAIR_WORDS - 1)).copied().unwrap_or(0);
+    (w >> (i & 31)) & 1
+}
+
 /// Scans haystacks with a set that [`validate`] accepted and [`build`]
 /// compiled.
 #[derive(Clone, Copy)]
 pub struct Matcher<'a> {
     view: View<'a>,
     classes: &'a [u32],
+    pairs: &'a [u32; PAIR_WORDS],
+    short_pairs: &'a [u32; PAIR_WORDS],
+    triples: &'a [u32; PAIR_WORDS],
     rules: &'a [u32],
     patterns: &'a [u32],
     states: &'a [u32],
@@ -1322,7 +1347,10 @@ impl<'a> Matcher<'a> {
         }
         Some(Matcher {
             view,
-            classes: storage.get(reg.classes..reg.rules)?,
+            classes: storage.get(reg.classes..reg.starts)?,
+            pairs: bitmap(storage, reg.starts, 0)?,
+            short_pairs: bitmap(storage, reg.starts, 1)?,
+            triples: bitmap(storage, reg.starts, 2)?,
             rules: storage.get(reg.rules..reg.patterns)?,
             patterns: storage.get(reg.patterns..reg.states)?,
             states: storage.get(reg.states..reg.outputs)?,
@@ -1354,49 +1382,100 @@ impl<'a> Matcher<'a> {
 
     /// [`Matcher::scan`], choosing how candidates deduplicate starts with
     /// `per_start_max` (both ways give the same matches; tests try both).
+    ///
+    /// Where an atom can start is found first, eight positions at a time:
+    /// one lookup per position in the pair bitmap (8 KiB), independent of
+    /// each other, so the CPU overlaps them, where a DFA's lookups each
+    /// wait for the one before. A position it lets through is looked up in
+    /// the bitmaps of short atoms' pairs and of longer atoms' triples, and
+    /// only where one of those lets it through too does the trie of the
+    /// atoms run, from its root, for at most [`MAX_ATOM`] bytes; each atom
+    /// found there is a candidate. With 500 four-byte atoms about one
+    /// position in 130 passes the first bitmap and one in 17,000 the
+    /// second. Every occurrence of an atom is found once, at its start (in
+    /// start order, not end order as a DFA would: a candidate's report does
+    /// not depend on the order).
     fn scan_with(&self, hay: &[u8], on_match: &mut dyn FnMut(Match) -> bool, per_start_max: usize) {
+        let mut at = 0usize;
+        // Eight positions while their nine bytes are in the haystack.
+        while let Some(w) = hay.get(at..at.saturating_add(9)) {
+            let Ok(w) = <&[u8; 9]>::try_from(w) else { break };
+            let mut starts = 0u32;
+            for (k, pair) in w.windows(2).enumerate() {
+                if let [b0, b1] = *pair {
+                    starts |= bit(self.pairs, usize::from(b0) | usize::from(b1) << 8) << k;
+                }
+            }
+            while starts != 0 {
+                let k = starts.trailing_zeros() as usize;
+                starts &= starts.wrapping_sub(1);
+                let i = at.wrapping_add(k);
+                if self.may_start(hay, i) && !self.atoms_at(hay, i, per_start_max, on_match) {
+                    return;
+                }
+            }
+            at = at.saturating_add(8);
+        }
+        // The last positions (a pair past the end has a zero second byte:
+        // the trie walk stops at the end anyway).
+        while at < hay.len() {
+            let b = |i: usize| usize::from(hay.get(i).copied().unwrap_or(0));
+            if bit(self.pairs, b(at) | b(at.wrapping_add(1)) << 8) != 0
+                && self.may_start(hay, at)
+                && !self.atoms_at(hay, at, per_start_max, on_match)
+            {
+                return;
+            }
+            at = at.wrapping_add(1);
+        }
+    }
+
+    /// Whether an atom can start at `i`, whose pair is in the first bitmap:
+    /// a short atom starts with its pair, or a longer one with its triple
+    /// (a triple past the end of the haystack: no longer atom fits there).
+    #[inline(always)]
+    fn may_start(&self, hay: &[u8], i: usize) -> bool {
+        let b = |k: usize| hay.get(i.wrapping_add(k)).copied().unwrap_or(0);
+        let (b0, b1) = (b(0), b(1));
+        bit(self.short_pairs, usize::from(b0) | usize::from(b1) << 8) != 0
+            || (i.saturating_add(2) < hay.len() && bit(self.triples, triple_hash(b0, b1, b(2))) != 0)
+    }
+
+    /// The atoms that start at `start`: the trie from its root, along the
+    /// haystack's bytes, for as long as it has a child for them.
+    fn atoms_at(
+        &self,
+        hay: &[u8],
+        start: usize,
+        per_start_max: usize,
+        on_match: &mut dyn FnMut(Match) -> bool,
+    ) -> bool {
         let mut state = 0usize;
-        for (i, &b) in hay.iter().enumerate() {
+        for depth in 1..=MAX_ATOM {
+            let Some(&b) = hay.get(start.wrapping_add(depth).wrapping_sub(1)) else {
+                break;
+            };
             let class = us(word(self.classes, usize::from(b)));
             let t = get16(
                 self.trans,
                 state.wrapping_mul(self.nr_classes).wrapping_add(class),
             );
             state = usize::from(t & STATE_MASK);
-            if t & HIT != 0 && !self.hits(hay, i.wrapping_add(1), state, per_start_max, on_match) {
-                return;
-            }
-        }
-    }
-
-    /// The atoms that end at `end` (exclusive) in DFA state `state`: its
-    /// own, then those of its suffix states along the dictionary links
-    /// (each link is shallower: at most [`MAX_ATOM`] of them).
-    fn hits(
-        &self,
-        hay: &[u8],
-        end: usize,
-        state: usize,
-        per_start_max: usize,
-        on_match: &mut dyn FnMut(Match) -> bool,
-    ) -> bool {
-        let mut s = state;
-        for _ in 0..MAX_ATOM {
-            if s == 0 {
+            let sw = state.saturating_mul(STATE_WORDS);
+            // A child is one deeper (storage not from `build` may say else).
+            if state == 0 || hi16(word(self.states, sw)) != depth {
                 break;
             }
-            let sw = s.saturating_mul(STATE_WORDS);
-            let depth = hi16(word(self.states, sw));
             let out = word(self.states, sw.saturating_add(1));
             for k in 0..hi16(out) {
                 let Some(&p) = self.outputs.get(lo16(out).saturating_add(k)) else {
                     break;
                 };
+                let end = start.wrapping_add(depth);
                 if !self.candidate(hay, end, depth, us(p), per_start_max, on_match) {
                     return false;
                 }
             }
-            s = us(word(self.states, sw.saturating_add(2)));
         }
         true
     }
@@ -2172,6 +2251,35 @@ mod tests {
         assert!(matches > 5_000, "too few matches to mean much: {matches}");
     }
 
+    /// Atoms of every length at every place of short haystacks: the first
+    /// and last bytes, and each side of the scan's eight-position groups
+    /// (whose pair and triple lookups read one and two bytes past them).
+    #[test]
+    fn atoms_of_every_length_at_every_position() {
+        let t = TSet::default()
+            .rule("one", &["c1"])
+            .rule("two", &["d1 d2"])
+            .rule("three", &["e1 e2 e3"])
+            .rule("four", &["f1 f2 f3 f4"])
+            // Shares its first pair with "four", not its triple.
+            .rule("four_b", &["f1 f2 a3 a4"]);
+        let blob = t.encode();
+        let atoms: [&[u8]; 5] = [b"\xc1", b"\xd1\xd2", b"\xe1\xe2\xe3", b"\xf1\xf2\xf3\xf4", b"\xf1\xf2\xa3\xa4"];
+        for len in 0..=26usize {
+            for atom in atoms {
+                for at in (0..=len).take_while(|at| at + atom.len() <= len) {
+                    let mut hay = vec![0u8; len];
+                    hay[at..at + atom.len()].copy_from_slice(atom);
+                    let want = reference(&t, &hay);
+                    assert_eq!(want.len(), 1, "{hay:x?}");
+                    assert_eq!(scan(&blob, &hay), want, "{hay:x?}");
+                }
+            }
+        }
+        // An atom's first three bytes without its fourth: nothing.
+        assert_eq!(scan(&blob, b"\xf1\xf2\xf3\x00\xf1\xf2"), []);
+    }
+
     #[test]
     fn straddling_match_needs_both_pages() {
         let blob = set(&[("across", &["41 42 [4-8] 43 44"])]);
@@ -2199,7 +2307,7 @@ mod tests {
         // Everything at its maximum but the chains, of one segment each.
         let short_chains = (MAX_CHAIN - 1) * MAX_PATTERNS;
         assert_eq!(info.storage_words, MAX_STORAGE_WORDS - short_chains);
-        assert_eq!(MAX_STORAGE_WORDS, 574_857);
+        assert_eq!(MAX_STORAGE_WORDS, 581_001);
         let hay: Vec<u8> = (0..=255u8).collect();
         assert_eq!(scan(&blob, &hay), reference(&t, &hay));
         assert_eq!(scan(&blob, &hay).len(), 256);
