@@ -207,9 +207,10 @@ impl PfiFile {
 /// Takes target `id` out of `vm`, stops tracking its frames (serialised with
 /// the report work's tracking) and announces it; the caller frees it.
 fn remove_target(vm: &vm::AttachedVm, id: u32) -> Option<KBox<targets::Target>> {
-    let _serial = vm.tracking.lock();
+    let changes = tracking::TrackingChanges::begin(vm);
     let t = vm.targets.lock().remove(id)?;
-    tracking::untrack(vm, &t);
+    tracking::untrack(&changes, &t);
+    drop(changes);
     events::emit(Record::target_removed(vm.id, id));
     Some(t)
 }

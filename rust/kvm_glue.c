@@ -584,7 +584,18 @@ int kvm_pfi_write_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, con
 
 int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add)
 {
+	lockdep_assert_held(&kvm->slots_lock);
 	return add ? kvm_write_track_add_gfn(kvm, gfn) : kvm_write_track_remove_gfn(kvm, gfn);
+}
+
+void kvm_pfi_memslots_lock(struct kvm *kvm)
+{
+	mutex_lock(&kvm->slots_lock);
+}
+
+void kvm_pfi_memslots_unlock(struct kvm *kvm)
+{
+	mutex_unlock(&kvm->slots_lock);
 }
 
 int kvm_pfi_events_fd(const void *fops, void *priv)

@@ -122,8 +122,16 @@ void kvm_pfi_tracker_destroy(struct kvm *kvm, struct kvm_pfi_tracker *t);
  */
 int kvm_pfi_write_guest_vcpu_thread(struct kvm *kvm, unsigned long long gpa, const void *buf,
 				    unsigned int len);
-/* Start (@add) or stop write-tracking guest frame @gfn; KVM counts per gfn. */
+/*
+ * Start (@add) or stop write-tracking guest frame @gfn; KVM counts per gfn.
+ * The caller holds the VM's memslots lock (below), so that a memslot's
+ * removal, which drops its tracking, never falls between this call and the
+ * caller's record of it.
+ */
 int kvm_pfi_track_gfn(struct kvm *kvm, unsigned long long gfn, int add);
+/* KVM's kvm->slots_lock: memslot updates hold it from start to end. */
+void kvm_pfi_memslots_lock(struct kvm *kvm);
+void kvm_pfi_memslots_unlock(struct kvm *kvm);
 
 /*
  * A new descriptor for an event reader: an anon inode "[kvm_pfi-events]"

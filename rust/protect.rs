@@ -40,6 +40,7 @@ use crate::targets::protection::{
     ProtectJob,
     ProtectedWrite, //
 };
+use crate::tracking::TrackingChanges;
 use crate::vm::AttachedVm;
 
 const PAGE_SIZE: usize = 4096;
@@ -245,13 +246,13 @@ fn report(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8
 /// keep their bytes for enforce mode), untrack pages that moved. Needs the
 /// VM's page-track notifier, which the report work registers first.
 pub(crate) fn sync(vm: &AttachedVm) {
-    let _serial = vm.tracking.lock();
     if vm.detached.load(Ordering::Relaxed) || !vm.targets.lock().wants_protection() {
         return;
     }
     if vm.tracker.load(Ordering::Acquire).is_null() {
         return;
     }
+    let changes = TrackingChanges::begin(vm);
 
     // Ends: every page taken is tracked now, or marked as refused by KVM
     // (`protection_failed`), so no take offers it again.
@@ -259,12 +260,12 @@ pub(crate) fn sync(vm: &AttachedVm) {
         let mut track = [None; 8];
         let mut untrack = [0u64; 8];
         let (na, nr, more) = vm.targets.lock().take_protection_changes(&mut track, &mut untrack);
+        // Each was added before.
         for &g in &untrack[..nr] {
-            // SAFETY: the VM is referenced; process context; added before.
-            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
+            changes.track(g, false);
         }
         for j in track[..na].iter().flatten() {
-            start(vm, j);
+            start(vm, &changes, j);
         }
         if !more {
             return;
@@ -272,9 +273,8 @@ pub(crate) fn sync(vm: &AttachedVm) {
     }
 }
 
-fn start(vm: &AttachedVm, j: &ProtectJob) {
-    // SAFETY: the VM is referenced, the notifier registered; process context.
-    if unsafe { glue::kvm_pfi_track_gfn(vm.kvm, j.gfn, 1) } != 0 {
+fn start(vm: &AttachedVm, changes: &TrackingChanges<'_>, j: &ProtectJob) {
+    if changes.track(j.gfn, true) != 0 {
         vm.targets.lock().protection_failed(j.target_id, j.index);
         return;
     }

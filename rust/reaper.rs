@@ -7,14 +7,8 @@
 //! second: a VM whose only reference left is ours is dead, and keeping it
 //! would keep its memory alive forever.
 
-
 use kernel::bindings;
 use kernel::prelude::*;
-use kernel::sync::atomic::{
-    Acquire,
-    Atomic,
-    Release, //
-};
 use kernel::sync::Arc;
 use kernel::workqueue::{
     self,
@@ -35,7 +29,6 @@ fn period() -> kernel::time::Jiffies {
 pub(crate) struct Reaper {
     #[pin]
     work: DelayedWork<Reaper>,
-    stopping: Atomic<bool>,
 }
 
 impl_has_delayed_work! {
@@ -46,9 +39,6 @@ impl WorkItem for Reaper {
     type Pointer = Arc<Reaper>;
 
     fn run(this: Arc<Reaper>) {
-        if this.stopping.load(Acquire) {
-            return;
-        }
         attach::reap_exited();
         Reaper::schedule(this);
     }
@@ -60,7 +50,8 @@ impl Reaper {
         // the reaper has no CPU affinity, so the default unbound queue.
         // SAFETY: `system_dfl_wq` is set up at boot and never freed.
         let queue = unsafe { workqueue::Queue::from_raw(bindings::system_dfl_wq) };
-        // Already queued is impossible: only `run` and `start` queue it.
+        // Only `run` and `start` queue it, so it is never queued already;
+        // once the handle has disabled it, the refused `this` drops here.
         let _ = queue.enqueue_delayed(this, period());
     }
 }
@@ -75,7 +66,6 @@ impl ReaperHandle {
         let reaper = Arc::pin_init(
             pin_init!(Reaper {
                 work <- new_delayed_work!("kvm_pfi::reaper"),
-                stopping: Atomic::new(false),
             }),
             GFP_KERNEL,
         )?;
@@ -86,13 +76,17 @@ impl ReaperHandle {
 
 impl Drop for ReaperHandle {
     fn drop(&mut self) {
-        self.reaper.stopping.store(true, Release);
         let dwork = core::ptr::from_ref(&self.reaper.work).cast_mut().cast::<bindings::delayed_work>();
-        // Run a pending instance now and wait for a running one; each sees
-        // `stopping` (or was already past the check, and queued once more),
-        // so this ends within a few rounds. Each run drops its reference.
+        // Cancels a pending instance, waits for a running one, and refuses
+        // the re-queue a running one may still make (it drops its own
+        // reference then).
         // SAFETY: `DelayedWork` is a transparent wrapper of `delayed_work`,
         // alive as long as `self.reaper`.
-        while unsafe { bindings::flush_delayed_work(dwork) } {}
+        if unsafe { bindings::disable_delayed_work_sync(dwork) } {
+            // The cancelled instance's reference (`Arc::into_raw` when it
+            // was queued) is ours to drop.
+            // SAFETY: as said; `self.reaper` is that `Arc`'s object.
+            drop(unsafe { Arc::from_raw(core::ptr::from_ref(&*self.reaper)) });
+        }
     }
 }

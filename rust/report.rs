@@ -161,9 +161,13 @@ fn walk_new_pages(vm: &AttachedVm) {
 /// tracking, unregister the notifier. The report work is flushed already.
 pub(crate) fn teardown(vm: &AttachedVm) {
     let mut all = [const { None }; crate::targets::MAX_TARGETS];
+    let changes = tracking::TrackingChanges::begin(vm);
     vm.targets.lock().take_all(&mut all);
     for t in all.iter().flatten() {
-        tracking::untrack(vm, t);
+        tracking::untrack(&changes, t);
+    }
+    drop(changes);
+    for t in all.iter().flatten() {
         events::emit(Record::target_removed(vm.id, t.id));
     }
     tracking::destroy(vm);

@@ -111,9 +111,18 @@ impl Drop for Sinks {
         Outbox::connect(None);
         let s = STAGE.lock().take();
         drop(s);
-        // No wake can queue the stage now: wait for a queued or running one,
-        // then deliver what it left.
-        flush_stage(&self.stage);
+        // A wake that cloned the stage before it left `STAGE` may still
+        // queue it: disabling the work refuses that, and waits for a
+        // running instance. Then deliver what it left here.
+        let work = core::ptr::from_ref(&self.stage.work).cast_mut().cast::<bindings::work_struct>();
+        // SAFETY: `Work` is a transparent wrapper of `work_struct`, alive as
+        // long as `self.stage`.
+        if unsafe { bindings::disable_work_sync(work) } {
+            // A queued run was cancelled: drop the reference it held (from
+            // `Arc::into_raw` when it was queued).
+            // SAFETY: that reference is ours now.
+            drop(unsafe { Arc::from_raw(core::ptr::from_ref(&*self.stage)) });
+        }
         drain();
     }
 }

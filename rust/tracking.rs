@@ -59,6 +59,44 @@ unsafe extern "C" fn on_region_gone(owner: *mut c_void, gfn: u64, nr_pages: usiz
     vm.busy.store(true, Ordering::Relaxed);
 }
 
+/// Held while a VM's write tracking changes: serialises the changes with
+/// each other (`vm.tracking`) and with KVM's memslot updates (the glue's
+/// memslots lock), so that [`on_region_gone`], which forgets the tracking a
+/// removed memslot took with it, never runs between a change and its record
+/// in the targets. Otherwise a frame tracked in a memslot that went away
+/// could be "untracked" later in a new memslot at the same address, taking
+/// a count KVM's own shadow paging may hold. Order: `vm.tracking`, then
+/// the memslots lock, then the targets lock (which `on_region_gone` takes
+/// under KVM's memslots lock).
+pub(crate) struct TrackingChanges<'a> {
+    vm: &'a AttachedVm,
+    _serial: kernel::sync::MutexGuard<'a, ()>,
+}
+
+impl<'a> TrackingChanges<'a> {
+    /// Sleeps; process context.
+    pub(crate) fn begin(vm: &'a AttachedVm) -> Self {
+        let serial = vm.tracking.lock();
+        // SAFETY: the VM is referenced; process context; released in drop.
+        unsafe { glue::kvm_pfi_memslots_lock(vm.kvm) };
+        TrackingChanges { vm, _serial: serial }
+    }
+
+    /// Starts (`add`) or stops tracking `gfn`; KVM's result.
+    pub(crate) fn track(&self, gfn: u64, add: bool) -> i32 {
+        // SAFETY: the VM is referenced; process context; the memslots lock
+        // is held (`begin`).
+        unsafe { glue::kvm_pfi_track_gfn(self.vm.kvm, gfn, i32::from(add)) }
+    }
+}
+
+impl Drop for TrackingChanges<'_> {
+    fn drop(&mut self) {
+        // SAFETY: taken in `begin`; `vm.tracking` is released after this.
+        unsafe { glue::kvm_pfi_memslots_unlock(self.vm.kvm) };
+    }
+}
+
 /// The VM's notifier, registered on first use (process context).
 pub(crate) fn tracker(vm: &AttachedVm) -> Option<*mut glue::kvm_pfi_tracker> {
     let t = vm.tracker.load(Ordering::Acquire);
@@ -98,21 +136,20 @@ pub(crate) fn sync_page_tables(vm: &AttachedVm) {
     if !vm.targets.lock().tracking_stale || vm.detached.load(Ordering::Relaxed) {
         return;
     }
-    let _serial = vm.tracking.lock();
     if tracker(vm).is_none() {
         return;
     }
+    let changes = TrackingChanges::begin(vm);
     loop {
         let mut adds = [0u64; 40];
         let mut removes = [0u64; 40];
         let (na, nr, more) = vm.targets.lock().take_tracking_changes(&mut adds, &mut removes);
         for &g in &adds[..na] {
-            // SAFETY: the VM is referenced; process context.
-            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 1) };
+            changes.track(g, true);
         }
+        // Each was added once before.
         for &g in &removes[..nr] {
-            // SAFETY: as above; each gfn was added once before.
-            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
+            changes.track(g, false);
         }
         if !more {
             return;
@@ -120,13 +157,13 @@ pub(crate) fn sync_page_tables(vm: &AttachedVm) {
     }
 }
 
-/// Stops write tracking of a removed target's pages. The caller holds
-/// `vm.tracking`, or the report work can no longer run.
-pub(crate) fn untrack(vm: &AttachedVm, t: &Target) {
+/// Stops write tracking of a target's pages; the target was taken out of
+/// the VM's targets under `changes`, so no memslot removal can have
+/// changed what it records since.
+pub(crate) fn untrack(changes: &TrackingChanges<'_>, t: &Target) {
     for p in t.pages.iter() {
         for &g in Iterator::chain(p.tables_tracked.as_slice().iter(), p.data_tracked.as_slice()) {
-            // SAFETY: the VM is referenced; process context; added before.
-            unsafe { glue::kvm_pfi_track_gfn(vm.kvm, g, 0) };
+            changes.track(g, false);
         }
     }
 }

@@ -296,12 +296,23 @@ impl AttachedVm {
         Some(targets::probe::paging(bit(8), bit(9), bit(10), v as u8))
     }
 
-    /// Waits until no report of this VM runs or is queued.
-    pub(crate) fn flush_report(&self) {
+    /// Ends the report work for good: no run is queued or running when
+    /// this returns, and no later kick can queue one. `flush_work` would
+    /// not do: it waits only for the instance queued when it is called,
+    /// while the report work re-kicks itself and probes, notifiers and
+    /// ioctls may kick it until they see `detached`.
+    pub(crate) fn end_report(&self) {
         let work = core::ptr::from_ref(&self.work).cast_mut().cast::<bindings::work_struct>();
         // SAFETY: `Work` is a transparent wrapper of `work_struct`, alive
         // as long as `self`.
-        unsafe { bindings::flush_work(work) };
+        if unsafe { bindings::disable_work_sync(work) } {
+            // A queued run was cancelled: it held a reference (from
+            // `Arc::into_raw` when it was queued) that its run would have
+            // dropped.
+            // SAFETY: that reference is ours now, and `self` lives in an
+            // `Arc` (see `attach`).
+            drop(unsafe { Arc::from_raw(core::ptr::from_ref(self)) });
+        }
     }
 }
 

@@ -134,6 +134,8 @@ build_initramfs() { # root
 	cat >"$root/kvm-pfi/env" <<-EOF
 	export KVM_PFI_KO=/kvm-pfi/kvm_pfi.ko KVM_PFI_TESTS=/kvm-pfi/tests KVM_PFI_TOOL=/kvm-pfi/kvm-pfi
 	export KVM_PFI_ROOT=/kvm-pfi KVM_PFI_SRC=/ksrc KVM_PFI_ONLY='${KVM_PFI_ONLY:-}' KVM_PFI_VMX_RUN='${KVM_PFI_VMX_RUN:-suite}'
+	# Bochs runs the mini OS some ten times slower than QEMU: one round.
+	export KVM_PFI_UNLOAD_ROUNDS=1
 	EOF
 }
 

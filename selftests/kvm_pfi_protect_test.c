@@ -651,6 +651,88 @@ TEST_F_TIMEOUT(pfi, user_xsavec_stack_page_reported, 120)
 	xsave_store(_metadata, self->pfi, false, ST_XSAVEC_STACK, true);
 }
 
+/* ---- memory unplugged ---- */
+
+/*
+ * The VMM unplugs the memslot of a protected (enforced) page, then plugs new
+ * memory in at the same guest physical address. KVM drops the write
+ * tracking with the old memslot, so the page's protection ends
+ * (design.rst): the module must neither restore the old page's bytes into
+ * the new memory nor later stop a tracking count it no longer holds (KVM
+ * warns; with shadow paging the count may be KVM's own). Ground truth: what
+ * the guest wrote into the new memory stays there; a count gone wrong shows
+ * in the kernel log, which the runner checks.
+ */
+#define PLUG_SLOT	10
+#define PLUG_GPA	0x40000000ULL
+
+static void guest_writes(struct mini *m, gva_t gva, uint64_t val)
+{
+	struct vcpu_ctl *c = &m->ctl->vcpu[0];
+
+	c->write_val = val;
+	c->write_gva = gva;
+	for (int n = 0; c->write_gva; n++) {
+		TEST_ASSERT(n < 100, "the task did not write");
+		mini_run(m->vcpu[0]);
+	}
+	TEST_ASSERT(c->write_readback == val, "read back %lx", c->write_readback);
+}
+
+TEST_F_TIMEOUT(pfi, memslot_of_protected_page_removed, 120)
+{
+	struct tgt t = { .pfi = self->pfi };
+	struct mini m;
+	uint64_t *page;
+	gva_t gva;
+	int n;
+
+	REQUIRE_TARGETS();
+	mini_init(&m, 1);
+	vm_userspace_mem_region_add(m.vm, VM_MEM_SRC_ANONYMOUS, PLUG_GPA, PLUG_SLOT, 1, 0);
+	gva = vm_unused_gva_gap(m.vm, PAGE, KVM_UTIL_MIN_VADDR);
+	virt_pg_map(m.vm, gva, PLUG_GPA);
+	memset(addr_gpa2hva(m.vm, PLUG_GPA), FILL, PAGE);
+	mini_finish(&m);
+	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));
+	mini_run_until_phase(&m, 0, PH_USER);
+	ASSERT_EQ(0, pfi_target_add(self->pfi, t.vm_id,
+				    KVM_PFI_TARGET_PROTECT | KVM_PFI_TARGET_ENFORCE, m.cr3, gva,
+				    PAGE, &t.id));
+	ASSERT_TRUE(wait_page_flags(&t, 0, KVM_PFI_PAGE_PROTECTED));
+
+	/* Protected: the guest's write is undone. */
+	page = addr_gpa2hva(m.vm, PLUG_GPA);
+	guest_writes(&m, gva + 8, 0x1111111111111111ULL);
+	for (n = 0; n < 200 && page[1] != 0x5a5a5a5a5a5a5a5aULL; n++) {
+		mini_run(m.vcpu[0]);
+		usleep(5000);
+	}
+	ASSERT_EQ(0x5a5a5a5a5a5a5a5aULL, page[1]);
+
+	/* Unplugged while protected; the task runs on without touching it. */
+	vm_mem_region_delete(m.vm, PLUG_SLOT);
+	mini_run_n(&m, 0, 20, PH_USER);
+	usleep(200000);
+	vm_userspace_mem_region_add(m.vm, VM_MEM_SRC_ANONYMOUS, PLUG_GPA, PLUG_SLOT, 1, 0);
+	page = addr_gpa2hva(m.vm, PLUG_GPA);
+	memset(page, 0, PAGE);
+
+	/* New memory: the guest's writes stay, and no old byte comes back. */
+	guest_writes(&m, gva + 16, 0x2222222222222222ULL);
+	for (n = 0; n < 50; n++) {
+		mini_run(m.vcpu[0]);
+		usleep(5000);
+	}
+	EXPECT_EQ(0x2222222222222222ULL, page[2]);
+	for (int i = 0; i < (int)(PAGE / 8); i++)
+		if (i != 2)
+			EXPECT_EQ(0, page[i]) TH_LOG("word %d of the new memory", i);
+	EXPECT_EQ(0, pfi_target_remove(self->pfi, t.vm_id, t.id));
+	EXPECT_EQ(0, pfi_detach(self->pfi, t.vm_id));
+	mini_free(&m);
+}
+
 /* ---- guest PKRU ---- */
 
 /* One KVM_RUN; returns true at the blind loop's port read (answered with
