@@ -170,7 +170,7 @@ impl PfiFile {
     #[inline(never)]
     fn vm_stats(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_vm_stats = read_arg(arg)?;
-        if req.reserved.iter().any(|&r| r != 0) || req.entries != 0 || req.exits != 0 {
+        if req.reserved.iter().any(|&r| r != 0) || req.entries != 0 || req.exits != 0 || req.writes_unreported != 0 {
             return Err(EINVAL);
         }
         if req.nr_vcpus as usize > vm::MAX_VCPUS {
@@ -193,6 +193,7 @@ impl PfiFile {
                 }
             }
             (req.entries, req.exits) = vm.totals();
+            req.writes_unreported = vm.writes_unreported.load(Relaxed);
             seen
         })?;
         if !vcpus.is_empty() {
@@ -207,9 +208,9 @@ impl PfiFile {
 /// Takes target `id` out of `vm`, stops tracking its frames (serialised with
 /// the report work's tracking) and announces it; the caller frees it.
 fn remove_target(vm: &vm::AttachedVm, id: u32) -> Option<KBox<targets::Target>> {
-    let changes = tracking::TrackingChanges::begin(vm);
+    let mut changes = tracking::TrackingChanges::begin(vm);
     let t = vm.targets.lock().remove(id)?;
-    tracking::untrack(&changes, &t);
+    tracking::untrack(&mut changes, &t);
     drop(changes);
     events::emit(Record::target_removed(vm.id, id));
     Some(t)
@@ -229,14 +230,26 @@ fn parameters_config() -> Option<InjectConfig> {
 }
 
 /// The module parameters, checked with the limits of a target's own values
-/// (`pf_timeout_ms` 1 to 60000, `pf_max_tries` 1 to 100): a module loaded
-/// with others fails to load (`EINVAL`).
+/// (`pf_timeout_ms` 1 to 60000, `pf_max_tries` 1 to 100) and
+/// `write_reports_per_sec` 1 to 1,000,000: a module loaded with others
+/// fails to load (`EINVAL`).
 pub(crate) struct Parameters;
+
+/// `write_reports_per_sec`'s limits.
+const WRITE_REPORTS_PER_SEC: core::ops::RangeInclusive<u32> = 1..=1_000_000;
 
 impl Parameters {
     pub(crate) fn check() -> Result<Self> {
+        if !WRITE_REPORTS_PER_SEC.contains(&write_reports_per_sec()) {
+            return Err(EINVAL);
+        }
         parameters_config().map(|_| Parameters).ok_or(EINVAL)
     }
+}
+
+/// The module parameter, within its limits once loaded (`Parameters`).
+pub(crate) fn write_reports_per_sec() -> u32 {
+    crate::module_parameters::write_reports_per_sec.value()
 }
 
 impl PfiFile {

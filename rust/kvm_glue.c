@@ -607,3 +607,8 @@ unsigned long long kvm_pfi_realtime_ns(void)
 {
 	return ktime_get_real_ns();
 }
+
+void kvm_pfi_cond_resched(void)
+{
+	cond_resched();
+}

@@ -144,6 +144,8 @@ unsigned long long kvm_pfi_realtime_ns(void);
 
 /* Monotonic clock for timeouts, safe with interrupts off. */
 unsigned long long kvm_pfi_now_ns(void);
+/* cond_resched(), a macro Rust cannot call: between pages of a long scan. */
+void kvm_pfi_cond_resched(void);
 
 /* Which hardware virtualisation the host CPU offers KVM. */
 enum kvm_pfi_glue_vendor {

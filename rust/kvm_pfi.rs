@@ -56,6 +56,10 @@ module! {
             default: 3,
             description: "#PFs injected per page before it fails (default per target; 1-100)",
         },
+        write_reports_per_sec: u32 {
+            default: 10000,
+            description: "write-attempt reports per VM and second; more writes are restored and counted only (1-1000000)",
+        },
     },
 }
 

@@ -16,6 +16,7 @@
 use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
+use kernel::sync::atomic::Relaxed;
 
 use crate::bindings::glue;
 use crate::events::{
@@ -205,15 +206,23 @@ fn report(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8
         restore_ok && pages.iter().flatten().zip(&maps).any(|(pw, m)| pw.enforce && matches!(m, Mapping::Same));
     let restored = enforced && restore(vm, gfn, offset, end);
     let len = (end - offset) as u32;
-    {
+    // SAFETY: reads the clock.
+    let now = unsafe { glue::kvm_pfi_now_ns() };
+    let within_budget = {
         let mut targets = vm.targets.lock();
         for (pw, m) in pages.iter().flatten().zip(&maps) {
             // Restored bytes need no new scan; changed ones do.
             let moved = matches!(m, Mapping::Moved);
             targets.on_protected_write(pw.target_id, pw.gva, moved, !restored, offset as u32, end as u32);
         }
+        targets.write_budget.take(now)
+    };
+    if !within_budget {
+        // Restored (if enforced) and rescanned like any other: only the
+        // event, and the sinks' work for it, is not spent.
+        vm.writes_unreported.fetch_add(pages.iter().flatten().count() as u64, Relaxed);
     }
-    for pw in pages.iter().flatten() {
+    for pw in pages.iter().flatten().filter(|_| within_budget) {
         let attempt = WriteAttempt {
             vm_id: vm.id,
             target_id: pw.target_id,
@@ -252,7 +261,7 @@ pub(crate) fn sync(vm: &AttachedVm) {
     if vm.tracker.load(Ordering::Acquire).is_null() {
         return;
     }
-    let changes = TrackingChanges::begin(vm);
+    let mut changes = TrackingChanges::begin(vm);
 
     // Ends: every page taken is tracked now, or marked as refused by KVM
     // (`protection_failed`), so no take offers it again.
@@ -265,7 +274,7 @@ pub(crate) fn sync(vm: &AttachedVm) {
             changes.track(g, false);
         }
         for j in track[..na].iter().flatten() {
-            start(vm, &changes, j);
+            start(vm, &mut changes, j);
         }
         if !more {
             return;
@@ -273,7 +282,7 @@ pub(crate) fn sync(vm: &AttachedVm) {
     }
 }
 
-fn start(vm: &AttachedVm, changes: &TrackingChanges<'_>, j: &ProtectJob) {
+fn start(vm: &AttachedVm, changes: &mut TrackingChanges<'_>, j: &ProtectJob) {
     if changes.track(j.gfn, true) != 0 {
         vm.targets.lock().protection_failed(j.target_id, j.index);
         return;

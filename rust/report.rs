@@ -161,10 +161,10 @@ fn walk_new_pages(vm: &AttachedVm) {
 /// tracking, unregister the notifier. The report work is flushed already.
 pub(crate) fn teardown(vm: &AttachedVm) {
     let mut all = [const { None }; crate::targets::MAX_TARGETS];
-    let changes = tracking::TrackingChanges::begin(vm);
+    let mut changes = tracking::TrackingChanges::begin(vm);
     vm.targets.lock().take_all(&mut all);
     for t in all.iter().flatten() {
-        tracking::untrack(&changes, t);
+        tracking::untrack(&mut changes, t);
     }
     drop(changes);
     for t in all.iter().flatten() {

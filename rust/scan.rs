@@ -10,6 +10,8 @@ use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
 
+use crate::bindings::glue;
+
 use crate::guest_mem::{
     Context,
     GuestMemory, //
@@ -64,6 +66,10 @@ pub(crate) fn scan_pages(vm: &AttachedVm) {
         for j in jobs[..n].iter().flatten() {
             let ok = buf.as_mut().is_some_and(|b| scan_page(vm, &set, &matcher, j, b));
             vm.targets.lock().scan_done(j.target_id, j.index, ok);
+            // A page of a large set may take a while: never hold the CPU
+            // for a whole run.
+            // SAFETY: the report work, a kworker: may sleep, holds no lock.
+            unsafe { glue::kvm_pfi_cond_resched() };
         }
         if n < jobs.len() {
             return;

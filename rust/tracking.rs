@@ -9,8 +9,12 @@ use core::ffi::c_void;
 use core::sync::atomic::Ordering;
 
 
+use kernel::prelude::*;
+
 use crate::bindings::glue;
+use crate::pfi_core::frame_refs::Change;
 use crate::protect;
+use crate::targets::frames::FrameTable;
 use crate::targets::protection::ProtectedWrite;
 use crate::targets::Target;
 use crate::vm::AttachedVm;
@@ -68,25 +72,56 @@ unsafe extern "C" fn on_region_gone(owner: *mut c_void, gfn: u64, nr_pages: usiz
 /// a count KVM's own shadow paging may hold. Order: `vm.tracking`, then
 /// the memslots lock, then the targets lock (which `on_region_gone` takes
 /// under KVM's memslots lock).
+///
+/// KVM is asked once per frame however many records hold it
+/// (`FrameTable`): a record's start or stop goes to KVM only for the first
+/// or the last record of its frame.
 pub(crate) struct TrackingChanges<'a> {
     vm: &'a AttachedVm,
-    _serial: kernel::sync::MutexGuard<'a, ()>,
+    frames: kernel::sync::MutexGuard<'a, FrameTable>,
 }
 
 impl<'a> TrackingChanges<'a> {
     /// Sleeps; process context.
     pub(crate) fn begin(vm: &'a AttachedVm) -> Self {
-        let serial = vm.tracking.lock();
+        let mut frames = vm.tracking.lock();
         // SAFETY: the VM is referenced; process context; released in drop.
         unsafe { glue::kvm_pfi_memslots_lock(vm.kvm) };
-        TrackingChanges { vm, _serial: serial }
+        // Memslots removed since the last change took their frames' counts
+        // with them: forget those before any count changes.
+        {
+            let mut targets = vm.targets.lock();
+            let gone = targets.take_frames_gone();
+            frames.forget(&gone, &targets);
+        }
+        TrackingChanges { vm, frames }
     }
 
-    /// Starts (`add`) or stops tracking `gfn`; KVM's result.
-    pub(crate) fn track(&self, gfn: u64, add: bool) -> i32 {
-        // SAFETY: the VM is referenced; process context; the memslots lock
-        // is held (`begin`).
-        unsafe { glue::kvm_pfi_track_gfn(self.vm.kvm, gfn, i32::from(add)) }
+    /// A record starts (`add`) or stops holding `gfn`; 0, or the error that
+    /// kept it from being tracked (the record must not say it is then).
+    pub(crate) fn track(&mut self, gfn: u64, add: bool) -> i32 {
+        let change = if add {
+            match self.frames.add(gfn) {
+                Ok(c) => c,
+                Err(e) => return e.to_errno(),
+            }
+        } else {
+            self.frames.remove(gfn)
+        };
+        match change {
+            Change::First | Change::Last => {
+                // SAFETY: the VM is referenced; process context; the
+                // memslots lock is held (`begin`).
+                let r = unsafe { glue::kvm_pfi_track_gfn(self.vm.kvm, gfn, i32::from(add)) };
+                if r != 0 && add {
+                    // Not tracked: the record does not hold it either.
+                    let _ = self.frames.remove(gfn);
+                }
+                r
+            }
+            Change::Kept | Change::NotHeld => 0,
+            Change::Full => ENOMEM.to_errno(),
+        }
     }
 }
 
@@ -139,13 +174,18 @@ pub(crate) fn sync_page_tables(vm: &AttachedVm) {
     if tracker(vm).is_none() {
         return;
     }
-    let changes = TrackingChanges::begin(vm);
+    let mut changes = TrackingChanges::begin(vm);
     loop {
         let mut adds = [0u64; 40];
         let mut removes = [0u64; 40];
         let (na, nr, more) = vm.targets.lock().take_tracking_changes(&mut adds, &mut removes);
         for &g in &adds[..na] {
-            changes.track(g, true);
+            // Refused (a frame outside guest memory, no memory for the
+            // table): no record may say it is tracked, or its later stop
+            // would take another record's count.
+            if changes.track(g, true) != 0 {
+                vm.targets.lock().forget_tables_frame(g);
+            }
         }
         // Each was added once before.
         for &g in &removes[..nr] {
@@ -160,7 +200,7 @@ pub(crate) fn sync_page_tables(vm: &AttachedVm) {
 /// Stops write tracking of a target's pages; the target was taken out of
 /// the VM's targets under `changes`, so no memslot removal can have
 /// changed what it records since.
-pub(crate) fn untrack(changes: &TrackingChanges<'_>, t: &Target) {
+pub(crate) fn untrack(changes: &mut TrackingChanges<'_>, t: &Target) {
     for p in t.pages.iter() {
         for &g in Iterator::chain(p.tables_tracked.as_slice().iter(), p.data_tracked.as_slice()) {
             changes.track(g, false);

@@ -48,6 +48,7 @@ use crate::bindings::uapi;
 use crate::events::VmIdentity;
 use crate::pfi_core::ids;
 use crate::pfi_core::walk::GuestPaging;
+use crate::targets::frames::FrameTable;
 use crate::targets::protection::Gathered;
 use crate::targets::{
     self,
@@ -125,6 +126,9 @@ pub(crate) struct AttachedVm {
     pub(crate) next_target_id: Atomic<u32>,
     /// Set once the VM left the table: reports stop.
     pub(crate) detached: AtomicBool,
+    /// Guest writes to protected pages beyond the report budget
+    /// (`write_reports_per_sec`): restored, counted, not reported.
+    pub(crate) writes_unreported: Atomic<u64>,
     /// The guest's paging as the probes last saw it in long mode (see
     /// `paging`), for walks outside the probes; 0 before.
     paging_seen: Atomic<u32>,
@@ -132,9 +136,10 @@ pub(crate) struct AttachedVm {
     pub(crate) tracker: AtomicPtr<glue::kvm_pfi_tracker>,
     /// Serialises write-tracking changes (the report work's, and a target
     /// removal's untracking) so that no gfn is tracked after its target
-    /// went: ordered before `targets`.
+    /// went, and counts the records of each tracked frame: ordered before
+    /// `targets` (see `tracking::TrackingChanges`).
     #[pin]
-    pub(crate) tracking: Mutex<()>,
+    pub(crate) tracking: Mutex<FrameTable>,
     /// Emulated writes to a protected page gathered into one report
     /// (`protect.rs`), until the report work sends it.
     #[pin]
@@ -482,9 +487,10 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
             busy: AtomicBool::new(false),
             next_target_id: Atomic::new(1),
             detached: AtomicBool::new(false),
+            writes_unreported: Atomic::new(0),
             paging_seen: Atomic::new(0),
             tracker: AtomicPtr::new(ptr::null_mut()),
-            tracking <- kernel::new_mutex!((), "kvm_pfi::tracking"),
+            tracking <- kernel::new_mutex!(FrameTable::new(), "kvm_pfi::tracking"),
             gather <- kernel::new_mutex!(None, "kvm_pfi::gather"),
             gather_open: AtomicBool::new(false),
             work <- new_work!("kvm_pfi::report"),

@@ -80,3 +80,11 @@ pub mod linux_walk;
 // between two copies of a page, and the merging of emulated writes into one
 // span per burst.
 pub mod writes;
+
+// A per-second rate budget: how many write-attempt reports a guest can
+// cause each second.
+pub mod budget;
+
+// How many records hold each write-tracked frame: KVM's own 16-bit count
+// per frame is asked for once per frame.
+pub mod frame_refs;

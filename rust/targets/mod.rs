@@ -19,6 +19,7 @@
 use kernel::prelude::*;
 
 use crate::bindings::uapi;
+use crate::pfi_core::budget::RateBudget;
 use crate::pfi_core::inject::{
     CancelReason,
     InjectConfig,
@@ -39,6 +40,7 @@ use self::page::{
     PAGE_SIZE, //
 };
 
+pub(crate) mod frames;
 pub(crate) mod page;
 pub(crate) mod probe;
 pub(crate) mod protection;
@@ -191,6 +193,10 @@ pub(crate) struct Targets {
     pub(super) next_scan_ns: u64,
     /// Counts scans taken (see `Page::scanned_seq`).
     pub(super) scan_seq: u64,
+    /// Write-attempt reports left this second (`protect.rs`).
+    pub(crate) write_budget: RateBudget,
+    /// Memslot removals the frame table has yet to forget.
+    pub(super) frames_gone: tables::FramesGone,
 }
 
 impl Targets {
@@ -205,6 +211,8 @@ impl Targets {
             tracking_stale: false,
             next_scan_ns: 0,
             scan_seq: 0,
+            write_budget: RateBudget::new(crate::control::write_reports_per_sec()),
+            frames_gone: tables::FramesGone::new(),
         })
     }
 

@@ -28,6 +28,7 @@ impl Targets {
 
     /// A memslot went away, and KVM's tracking of its frames with it.
     pub(crate) fn on_region_gone(&mut self, gfn: u64, n: u64) {
+        self.frames_gone.push(gfn, n);
         self.next_scan_ns = 0;
         for t in self.targets.iter_mut().flatten() {
             for p in t.pages.iter_mut() {
@@ -75,5 +76,64 @@ impl Targets {
         }
         self.tracking_stale = false;
         (na, nr, false)
+    }
+}
+
+/// Memslot removals the frame table (`tracking::FrameTable`) has not
+/// forgotten yet: KVM reports them under its memslots lock, where the table
+/// (behind `vm.tracking`) cannot be taken; the next tracking change, which
+/// holds that lock too, applies them before anything else.
+#[derive(Clone, Copy)]
+pub(crate) struct FramesGone {
+    ranges: [(u64, u64); 16],
+    n: usize,
+    /// More removals than `ranges` holds: recount from the records.
+    pub(crate) overflow: bool,
+}
+
+impl FramesGone {
+    pub(crate) const fn new() -> Self {
+        FramesGone { ranges: [(0, 0); 16], n: 0, overflow: false }
+    }
+
+    fn push(&mut self, gfn: u64, n: u64) {
+        match self.ranges.get_mut(self.n) {
+            Some(r) => {
+                *r = (gfn, n);
+                self.n += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
+
+    /// The removals as `(first gfn, frames)`.
+    pub(crate) fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges[..self.n]
+    }
+}
+
+impl Targets {
+    /// Takes the removals to forget (see `FramesGone`).
+    pub(crate) fn take_frames_gone(&mut self) -> FramesGone {
+        core::mem::replace(&mut self.frames_gone, FramesGone::new())
+    }
+
+    /// Tracking `gfn` as a page-table frame failed: no page records it.
+    /// (No record held it before: a held frame's add cannot fail.)
+    pub(crate) fn forget_tables_frame(&mut self, gfn: u64) {
+        for t in self.targets.iter_mut().flatten() {
+            for p in t.pages.iter_mut() {
+                p.tables_tracked.forget_range(gfn, 1);
+            }
+        }
+    }
+
+    /// Calls `f` with every frame a record says is tracked, once per record.
+    pub(crate) fn for_each_tracked(&self, mut f: impl FnMut(u64)) {
+        for t in self.targets.iter().flatten() {
+            for p in t.pages.iter() {
+                p.tables_tracked.as_slice().iter().chain(p.data_tracked.as_slice()).for_each(|&g| f(g));
+            }
+        }
     }
 }

@@ -98,7 +98,8 @@ struct kvm_pfi_vm_stats {
 	__u64 vcpus;		/* in: user pointer to struct kvm_pfi_vcpu_stats[nr_vcpus], may be 0 */
 	__u64 entries;		/* out (0 on input): sum over all vCPUs, including those beyond KVM_PFI_MAX_VCPUS */
 	__u64 exits;		/* out (0 on input): likewise */
-	__u64 reserved[4];	/* must be 0 */
+	__u64 writes_unreported; /* out (0 on input): guest writes to protected pages beyond write_reports_per_sec, restored but not reported */
+	__u64 reserved[3];	/* must be 0 */
 };
 
 /*

@@ -311,6 +311,8 @@ struct StatsJson {
     nr_vcpus: u32,
     entries: u64,
     exits: u64,
+    /// Guest writes to protected pages over the module's report budget.
+    writes_unreported: u64,
     vcpus: Vec<VcpuJson>,
 }
 
@@ -340,6 +342,7 @@ fn stats(path: &str, only: Option<u32>, out: OutputOpt) -> Result<()> {
             nr_vcpus: s.nr_vcpus,
             entries: s.entries,
             exits: s.exits,
+            writes_unreported: s.writes_unreported,
             vcpus: s
                 .vcpus
                 .iter()
@@ -369,6 +372,9 @@ fn stats(path: &str, only: Option<u32>, out: OutputOpt) -> Result<()> {
             s.entries,
             s.exits
         ));
+        if s.writes_unreported != 0 {
+            text.push_str(&format!(", writes unreported {}", s.writes_unreported));
+        }
         for c in &s.vcpus {
             text.push_str(&format!(
                 "\n  vcpu {:<4} entries {:<20} exits {}",

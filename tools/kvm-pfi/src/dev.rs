@@ -28,6 +28,8 @@ pub struct VmInfo {
 pub struct VmStats {
     pub entries: u64,
     pub exits: u64,
+    /// Guest writes to protected pages beyond the module's report budget.
+    pub writes_unreported: u64,
     /// vCPUs with state, as many as fit (at most max_vcpus of GET_VERSION).
     pub vcpus: Vec<abi::kvm_pfi_vcpu_stats>,
     /// vCPUs with state as the module counted them, maybe more than `vcpus`.
@@ -204,6 +206,7 @@ impl Device {
             return Ok(VmStats {
                 entries: s.entries,
                 exits: s.exits,
+                writes_unreported: s.writes_unreported,
                 vcpus: buf,
                 nr_vcpus: s.nr_vcpus,
             });
