@@ -270,7 +270,14 @@ TEST(stats_errors)
 	EXPECT_EQ(-ENOENT, pfi_stats(pfi, 12345, &st, NULL, 0));
 	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
 	EXPECT_EQ(-E2BIG, pfi_stats(pfi, id, &st, NULL, KVM_PFI_MAX_VCPUS + 1));
-	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .reserved = { 0, 0, 1 } };
+	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .reserved = { 1 } };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_VM_STATS, &st));
+	/* The kernel-mode refusal counters are out only, like entries. */
+	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .kernel_no_smap = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_VM_STATS, &st));
+	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .kernel_fred = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_VM_STATS, &st));
+	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .kernel_guest_debug = 1 };
 	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_VM_STATS, &st));
 	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_VM_STATS, (void *)8));
 	/* No vCPU has run: nothing counted. */
@@ -278,6 +285,9 @@ TEST(stats_errors)
 	EXPECT_EQ(0, st.entries);
 	EXPECT_EQ(0, st.exits);
 	EXPECT_EQ(0, st.nr_vcpus);
+	EXPECT_EQ(0, st.kernel_no_smap);
+	EXPECT_EQ(0, st.kernel_fred);
+	EXPECT_EQ(0, st.kernel_guest_debug);
 	close(pfi);
 	kvm_vm_free(vm);
 }

@@ -23,6 +23,7 @@ use crate::pfi_core::inject::{
     CancelReason,
     InjectConfig,
     Injection,
+    KernelRefusals,
     State,
     Target as PageTarget,
     TargetId,
@@ -191,6 +192,9 @@ pub(crate) struct Targets {
     pub(super) next_scan_ns: u64,
     /// Counts scans taken (see `Page::scanned_seq`).
     pub(super) scan_seq: u64,
+    /// Entries on which a kernel-mode target was refused for the guest's
+    /// configuration (no SMAP, FRED, guest debugging): `KVM_PFI_VM_STATS`.
+    pub(crate) kernel_refusals: KernelRefusals,
 }
 
 impl Targets {
@@ -205,6 +209,7 @@ impl Targets {
             tracking_stale: false,
             next_scan_ns: 0,
             scan_seq: 0,
+            kernel_refusals: KernelRefusals::default(),
         })
     }
 
