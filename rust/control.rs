@@ -170,7 +170,13 @@ impl PfiFile {
     #[inline(never)]
     fn vm_stats(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_vm_stats = read_arg(arg)?;
-        if req.reserved.iter().any(|&r| r != 0) || req.entries != 0 || req.exits != 0 || req.writes_unreported != 0 {
+        if req.entries != 0
+            || req.exits != 0
+            || req.kernel_no_smap != 0
+            || req.kernel_fred != 0
+            || req.kernel_guest_debug != 0
+            || req.writes_unreported != 0
+        {
             return Err(EINVAL);
         }
         if req.nr_vcpus as usize > vm::MAX_VCPUS {
@@ -194,6 +200,10 @@ impl PfiFile {
             }
             (req.entries, req.exits) = vm.totals();
             req.writes_unreported = vm.writes_unreported.load(Relaxed);
+            let k = vm.targets.lock().kernel_refusals;
+            req.kernel_no_smap = k.no_smap;
+            req.kernel_fred = k.fred;
+            req.kernel_guest_debug = k.guest_debug;
             seen
         })?;
         if !vcpus.is_empty() {

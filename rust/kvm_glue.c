@@ -208,6 +208,7 @@ static void read_kvm_events(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_stat
 	st->nmi_pending = a->nmi_injected || a->nmi_pending || atomic_read(&a->nmi_queued);
 	st->guest_mode = !!(a->hflags & HF_GUEST_MASK);
 	st->smm = !!(a->hflags & HF_SMM_MASK);
+	st->guest_debug = !!(vcpu->guest_debug & KVM_GUESTDBG_ENABLE);
 }
 
 void kvm_pfi_svm_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st)

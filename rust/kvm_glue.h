@@ -50,6 +50,7 @@ struct kvm_pfi_cpu_state {
 	unsigned char nmi_pending;	/* KVM: NMI queued, pending or injected */
 	unsigned char guest_mode;	/* running a nested guest */
 	unsigned char smm;		/* in system-management mode */
+	unsigned char guest_debug;	/* the VMM set KVM_GUESTDBG_ENABLE (vcpu->guest_debug) */
 	unsigned char valid;		/* the vendor state could be read */
 };
 

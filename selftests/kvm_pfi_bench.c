@@ -13,7 +13,9 @@
  *   pending   attached with 1000 swapped-out target pages that stay pending
  *             (user-only targets while the guest runs at CPL 0: every entry
  *             evaluates them and waits)
- *   inject    one kernel-mode target page: prints
+ *   inject    one kernel-mode target page (in the kernel half: this guest
+ *             has no SMAP, so a user-half page would never get a
+ *             kernel-mode fault): prints
  *             "count entries_context_to_delivery <n>"
  */
 #define _GNU_SOURCE
@@ -100,7 +102,7 @@ int main(int argc, char **argv)
 					500 * 4096ull, 0, &tid), "target");
 	}
 	if (!strcmp(mode, "inject")) {
-		pf_gva = vm_alloc_page(vm);
+		pf_gva = vm_alloc(vm, 4096, PFI_KERNEL_HALF_GVA);
 		pte = vm_get_pte(vm, pf_gva);
 		saved = *pte;
 		*pte = LINUX_SWAP_PTE;

@@ -270,7 +270,16 @@ TEST(stats_errors)
 	EXPECT_EQ(-ENOENT, pfi_stats(pfi, 12345, &st, NULL, 0));
 	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
 	EXPECT_EQ(-E2BIG, pfi_stats(pfi, id, &st, NULL, KVM_PFI_MAX_VCPUS + 1));
-	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .reserved = { 0, 0, 1 } };
+	/* The counters are out only, like entries. */
+	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .entries = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_VM_STATS, &st));
+	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .writes_unreported = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_VM_STATS, &st));
+	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .kernel_no_smap = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_VM_STATS, &st));
+	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .kernel_fred = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_VM_STATS, &st));
+	st = (struct kvm_pfi_vm_stats){ .vm_id = id, .kernel_guest_debug = 1 };
 	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_VM_STATS, &st));
 	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_VM_STATS, (void *)8));
 	/* No vCPU has run: nothing counted. */
@@ -278,6 +287,10 @@ TEST(stats_errors)
 	EXPECT_EQ(0, st.entries);
 	EXPECT_EQ(0, st.exits);
 	EXPECT_EQ(0, st.nr_vcpus);
+	EXPECT_EQ(0, st.kernel_no_smap);
+	EXPECT_EQ(0, st.kernel_fred);
+	EXPECT_EQ(0, st.kernel_guest_debug);
+	EXPECT_EQ(0, st.writes_unreported);
 	close(pfi);
 	kvm_vm_free(vm);
 }
@@ -432,8 +445,9 @@ TEST(vmm_exit_drops_reference)
 
 /*
  * Smallest end-to-end injection: a guest at CPL 0 with interrupts enabled
- * (a KVM_PFI_TARGET_KERNEL target), one page whose PTE the host replaced by
- * a Linux swap entry. The guest's #PF handler reports CR2 and the error code
+ * (a KVM_PFI_TARGET_KERNEL target), one page in the kernel half (the guest
+ * has no SMAP: a user-half page would never get a kernel-mode fault) whose
+ * PTE the host replaced by a Linux swap entry. The guest's #PF handler reports CR2 and the error code
  * to the host, which restores the PTE, as a guest OS would after swap-in.
  * The user-mode (CPL 3) cases are in kvm_pfi_inject_test.
  */
@@ -470,7 +484,7 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
 	ASSERT_LE(0, events);
 	ASSERT_EQ(0, fcntl(events, F_SETFL, O_NONBLOCK));
 	vm_install_exception_handler(vm, PF_VECTOR, smoke_pf_handler);
-	gva = vm_alloc_page(vm);
+	gva = vm_alloc(vm, 4096, PFI_KERNEL_HALF_GVA);
 	memset(addr_gva2hva(vm, gva), 0x5a, 4096);
 	pte = vm_get_pte(vm, gva);
 	saved = *pte;
@@ -587,7 +601,8 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
  * also makes the vCPU active again, as KVM's own injections do
  * (vmx_clear_hlt()). The target is added only once the guest is halted, so
  * the fault can only arrive there: the handler sees it interrupt the
- * instruction after the HLT, at CPL 0, exactly once.
+ * instruction after the HLT, at CPL 0, exactly once. The page is in the
+ * kernel half (no SMAP here, see the smoke test).
  */
 extern char halt_resume[];
 
@@ -637,7 +652,7 @@ TEST(injects_pf_into_halted_guest)
 	vm_enable_cap(vm, KVM_CAP_X86_DISABLE_EXITS, KVM_X86_DISABLE_EXITS_HLT);
 	h.vcpu = vm_vcpu_add(vm, 0, halt_guest);
 	vm_install_exception_handler(vm, PF_VECTOR, halt_pf_handler);
-	gva = vm_alloc_page(vm);
+	gva = vm_alloc(vm, 4096, PFI_KERNEL_HALF_GVA);
 	pte = vm_get_pte(vm, gva);
 	*pte = LINUX_SWAP_PTE;
 	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
@@ -673,6 +688,151 @@ TEST(injects_pf_into_halted_guest)
 	};
 	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_PAGES, &tp));
 	EXPECT_EQ(1, info.injections);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
+/*
+ * Kernel-mode injection on a user-half page happens only inside a uaccess
+ * region: guest CR4.SMAP and RFLAGS.AC both set (Documentation/design.rst,
+ * "Kernel-mode injection"). One KVM_PFI_TARGET_KERNEL page in the user half;
+ * the guest loops at CPL 0 with interrupts on, in the target's address
+ * space:
+ *  1. without SMAP, KMODE_EXITS exits: no fault, the page still waits, and
+ *     KVM_PFI_VM_STATS counts kernel_no_smap;
+ *  2. the same under KVM_SET_GUEST_DEBUG (KVM_GUESTDBG_ENABLE alone: no
+ *     breakpoint, no single-step): no fault, counted as kernel_guest_debug,
+ *     which is checked first;
+ *  3. debugging off, the guest sets CR4.SMAP and runs with AC set (stac):
+ *     the fault comes, once, with U=0.
+ * Step 3 needs SMAP in the guest's CPUID (not in Bochs's Haswell, the VMX
+ * stage): without it steps 1 and 2 are the test.
+ */
+#define KMODE_EXITS	2000
+static uint64_t kmode_smap_ac;	/* set by the host: SMAP on, AC set */
+
+static void kmode_guest(void)
+{
+	bool on = false;
+
+	asm volatile("sti; nop");
+	for (;;) {
+		if (!on && READ_ONCE(kmode_smap_ac)) {
+			set_cr4(get_cr4() | X86_CR4_SMAP);
+			on = true;
+		}
+		if (on)
+			asm volatile("stac" ::: "memory");
+		GUEST_SYNC1(SMOKE_SYNC_IDLE);
+	}
+}
+
+/* Runs @n exits of kmode_guest; returns the faults its handler reported. */
+static int kmode_run(struct kvm_vcpu *vcpu, int n, uint64_t *cr2, uint64_t *err)
+{
+	struct ucall uc;
+	int faults = 0;
+
+	for (int i = 0; i < n; i++) {
+		vcpu_run(vcpu);
+		TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_IO);
+		TEST_ASSERT(get_ucall(vcpu, &uc) == UCALL_SYNC, "ucall %lu", uc.cmd);
+		if (uc.args[0] == SMOKE_SYNC_PF) {
+			faults++;
+			*cr2 = uc.args[1];
+			*err = uc.args[2];
+		}
+	}
+	return faults;
+}
+
+TEST(kernel_mode_user_page_needs_smap_and_ac)
+{
+	struct kvm_guest_debug debug = { .control = KVM_GUESTDBG_ENABLE };
+	struct kvm_pfi_page_info info = { 0 };
+	struct kvm_pfi_vm_stats st;
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm = vm_create_with_one_vcpu(&vcpu, kmode_guest);
+	uint64_t gva, saved, *pte, cr2 = 0, err = ~0ull, no_smap;
+	int pfi = pfi_open(), faults, runs;
+	uint32_t id, tid;
+
+	ASSERT_LE(0, pfi);
+	vm_install_exception_handler(vm, PF_VECTOR, smoke_pf_handler);
+	gva = vm_alloc_page(vm);
+	ASSERT_EQ(0, gva >> 63);
+	pte = vm_get_pte(vm, gva);
+	saved = *pte;
+	*pte = LINUX_SWAP_PTE;
+	vcpu_sregs_get(vcpu, &sregs);
+	ASSERT_FALSE(sregs.cr4 & X86_CR4_SMAP);
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	ASSERT_EQ(0, pfi_target_add(pfi, id, KVM_PFI_TARGET_KERNEL, vm->mmu.pgd, gva, 4096, &tid));
+
+	/* 1: no SMAP. */
+	faults = kmode_run(vcpu, KMODE_EXITS, &cr2, &err);
+	EXPECT_EQ(0, faults);
+	ASSERT_EQ(0, pfi_target_pages(pfi, id, tid, &info, 1, NULL));
+	EXPECT_EQ(KVM_PFI_PAGE_WAITING, info.state);
+	EXPECT_EQ(0, info.injections);
+	ASSERT_EQ(0, pfi_stats(pfi, id, &st, NULL, 0));
+	TH_LOG("no SMAP: %d exits, kernel_no_smap %llu", KMODE_EXITS, st.kernel_no_smap);
+	/* Nearly every entry: all but those before the page's first walk. */
+	EXPECT_LE(KMODE_EXITS / 2, st.kernel_no_smap);
+	EXPECT_EQ(0, st.kernel_guest_debug);
+	EXPECT_EQ(0, st.kernel_fred);
+	no_smap = st.kernel_no_smap;
+
+	/* 2: guest debugging, checked before SMAP. */
+	vcpu_guest_debug_set(vcpu, &debug);
+	faults = kmode_run(vcpu, KMODE_EXITS / 2, &cr2, &err);
+	EXPECT_EQ(0, faults);
+	ASSERT_EQ(0, pfi_target_pages(pfi, id, tid, &info, 1, NULL));
+	EXPECT_EQ(KVM_PFI_PAGE_WAITING, info.state);
+	EXPECT_EQ(0, info.injections);
+	ASSERT_EQ(0, pfi_stats(pfi, id, &st, NULL, 0));
+	TH_LOG("guest debug: kernel_guest_debug %llu, kernel_no_smap %llu",
+	       st.kernel_guest_debug, st.kernel_no_smap);
+	EXPECT_LE(KMODE_EXITS / 4, st.kernel_guest_debug);
+	EXPECT_EQ(no_smap, st.kernel_no_smap);
+	debug.control = 0;
+	vcpu_guest_debug_set(vcpu, &debug);
+
+	/* 3: SMAP and AC. */
+	if (!kvm_cpu_has(X86_FEATURE_SMAP)) {
+		TH_LOG("no SMAP in the guest's CPUID: the injecting half not run");
+		goto out;
+	}
+	kmode_smap_ac = 1;
+	sync_global_to_guest(vm, kmode_smap_ac);
+	faults = 0;
+	for (runs = 0; runs < 20000; runs++) {
+		int f = kmode_run(vcpu, 1, &cr2, &err);
+
+		if (f) {
+			faults += f;
+			*pte = saved;	/* "swap in" */
+		}
+		ASSERT_EQ(0, pfi_target_pages(pfi, id, tid, &info, 1, NULL));
+		if (info.state == KVM_PFI_PAGE_RESIDENT)
+			break;
+	}
+	vcpu_sregs_get(vcpu, &sregs);
+	vcpu_regs_get(vcpu, &regs);
+	TH_LOG("SMAP and AC: resident at run %d; faults %d cr2 %lx err %lx cr4 %llx rflags %llx",
+	       runs, faults, cr2, err, sregs.cr4, regs.rflags);
+	EXPECT_TRUE(sregs.cr4 & X86_CR4_SMAP);
+	EXPECT_TRUE(regs.rflags & X86_EFLAGS_AC);
+	ASSERT_EQ(KVM_PFI_PAGE_RESIDENT, info.state);
+	EXPECT_EQ(1, faults);
+	EXPECT_EQ(gva, cr2);
+	/* P=0, W=0, U=0: injected at CPL 0. */
+	EXPECT_EQ(0, err);
+	EXPECT_EQ(1, info.injections);
+	EXPECT_EQ(KVM_PFI_HOW_INJECTED, info.how);
+out:
 	close(pfi);
 	kvm_vm_free(vm);
 }

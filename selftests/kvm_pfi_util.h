@@ -18,6 +18,16 @@
 
 #define KVM_PFI_DEV "/dev/" KVM_PFI_DEVICE_NAME
 
+/*
+ * Where the ring-0 guests of these tests keep the page of a
+ * KVM_PFI_TARGET_KERNEL target that is to be injected:
+ * vm_alloc(vm, 4096, PFI_KERNEL_HALF_GVA), in the kernel half. The module
+ * injects a kernel-mode fault on a user-half page only with guest CR4.SMAP
+ * and RFLAGS.AC both set (a uaccess region; Documentation/design.rst,
+ * "Kernel-mode injection"), which the library's guests do not set.
+ */
+#define PFI_KERNEL_HALF_GVA	0xffff800000000000ull
+
 static inline int pfi_open(void)
 {
 	return open(KVM_PFI_DEV, O_RDWR | O_CLOEXEC);

@@ -15,7 +15,9 @@
  * page back, as a guest OS would. After its last exit but one the guest
  * writes WRITE_TEXT at WRITE_OFFSET of the page. The hello line then also
  * carries "cr3", "gva", "eicar_offset" and "write_offset", for
- * `kvm-pfi target add --kernel` and the checks of what it reports.
+ * `kvm-pfi target add --kernel` and the checks of what it reports. The page
+ * is in the kernel half: this guest has no SMAP, and the module injects a
+ * kernel-mode fault on a user-half page only with SMAP and RFLAGS.AC set.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -26,6 +28,8 @@
 #include "kvm_util.h"
 #include "processor.h"
 #include "ucall_common.h"
+
+#include "kvm_pfi_util.h"	/* PFI_KERNEL_HALF_GVA */
 
 #define SYNC_PAGE_FAULT	0x5046	/* "PF": from the #PF handler */
 /* __swp_entry(type 0, offset 0x1234), offset inverted (L1TF), as Linux writes it. */
@@ -75,7 +79,7 @@ int main(int argc, char **argv)
 	if (swap) {
 		char *page;
 
-		gva = vm_alloc_page(vm);
+		gva = vm_alloc(vm, 4096, PFI_KERNEL_HALF_GVA);
 		page = addr_gva2hva(vm, gva);
 		for (size_t off = 0; off + sizeof(DEMO_TEXT) - 1 <= 4096; off += sizeof(DEMO_TEXT) - 1)
 			memcpy(page + off, DEMO_TEXT, sizeof(DEMO_TEXT) - 1);

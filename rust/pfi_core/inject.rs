@@ -56,6 +56,10 @@ pub const RFLAGS_IF: u64 = 1 << 9;
 /// RFLAGS.AC (bit 18): with CR4.SMAP, supervisor access to user pages
 /// allowed (Linux's `stac` in `user_access_begin()`).
 pub const RFLAGS_AC: u64 = 1 << 18;
+/// CR4.SMAP (bit 21): supervisor-mode access prevention.
+pub const CR4_SMAP: u64 = 1 << 21;
+/// CR4.FRED (bit 32): flexible return and event delivery.
+pub const CR4_FRED: u64 = 1 << 32;
 
 /// #PF error code bit 0, P: the fault was a protection violation (clear:
 /// the page was not present). Never set by this module.
@@ -106,13 +110,17 @@ pub struct Target {
     /// / mark the page dirty. Only if the guest VMA is writable: a write
     /// fault on a read-only VMA gets the task a SIGSEGV.
     pub write: bool,
-    /// Also inject while the vCPU runs the guest kernel (CPL 0), with IF set
-    /// (and RFLAGS.AC for a user address under SMAP). Off by default, and
-    /// risky for a Linux guest: Linux handles a kernel-mode #PF on a user
-    /// address only outside atomic context (`faulthandler_disabled()`) and
-    /// when it can take mmap_lock, neither of which the host can see; when
-    /// it cannot, the guest kernel oopses. User-mode (CPL 3) injection has
-    /// no such hazard.
+    /// Also inject while the vCPU runs the guest kernel (CPL 0): with IF
+    /// set, CR4.FRED clear and no guest debugging by the VMM, and for a
+    /// user address only inside a uaccess region (CR4.SMAP and RFLAGS.AC
+    /// both set; without SMAP a uaccess cannot be told from any other
+    /// kernel code). Off by default, and risky for a Linux guest: Linux
+    /// handles a kernel-mode #PF on a user address only outside atomic
+    /// context (`faulthandler_disabled()`) and when it can take mmap_lock,
+    /// neither of which the host can see; when it cannot, the access fails
+    /// (`-EFAULT` from a uaccess with an exception-table fixup) or the
+    /// guest kernel oopses. User-mode (CPL 3) injection has no such hazard.
+    /// See [`Injection::mode_check`].
     pub allow_kernel_mode: bool,
 }
 
@@ -178,6 +186,11 @@ pub struct EntryContext {
     pub rflags: u64,
     /// Guest CR4.SMAP.
     pub cr4_smap: bool,
+    /// Guest CR4.FRED: events are delivered by FRED, not through the IDT.
+    pub cr4_fred: bool,
+    /// The VMM debugs the guest (`KVM_SET_GUEST_DEBUG` with
+    /// `KVM_GUESTDBG_ENABLE`: single-step, breakpoints).
+    pub guest_debug: bool,
     /// This entry already injects an event (VMX VM-entry interruption
     /// information valid, SVM EVENTINJ valid): there is room for one only.
     pub event_inj_valid: bool,
@@ -227,6 +240,18 @@ pub enum WaitReason {
     /// CPL 0, user address, CR4.SMAP set and RFLAGS.AC clear: Linux treats
     /// that as a kernel bug and oopses.
     SmapUserAccess,
+    /// CPL 0, user address, CR4.SMAP clear: with no RFLAGS.AC to show a
+    /// uaccess region (`stac`), the access the fault would stand for cannot
+    /// be told from any other kernel code, lazy-TLB kernel threads and the
+    /// idle task included.
+    NoSmap,
+    /// CPL 0 in a guest with CR4.FRED set: FRED event delivery (stack
+    /// levels, the event-data field, ERETS) is not modelled.
+    Fred,
+    /// CPL 0 while the VMM debugs the guest (`KVM_GUESTDBG_ENABLE`): a fault
+    /// in the middle of a single-stepped or breakpointed kernel would be
+    /// the debugger's surprise.
+    GuestDebug,
     /// This vCPU has a fault in flight (ours or another target's).
     VcpuBusy,
 }
@@ -362,6 +387,35 @@ pub struct Stats {
     /// `entries_in_context` when the last fault was delivered: 1 means it was
     /// injected on the first entry in context and delivered on it.
     pub entries_to_delivery: Option<u32>,
+}
+
+/// Entries on which a kernel-mode target was refused by one of the
+/// kernel-mode rules that concern the guest's configuration rather than the
+/// moment (see [`WaitReason::NoSmap`], [`WaitReason::Fred`],
+/// [`WaitReason::GuestDebug`]): a target that never injects shows why here.
+/// The caller counts at most one refusal per entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelRefusals {
+    /// [`WaitReason::NoSmap`].
+    pub no_smap: u64,
+    /// [`WaitReason::Fred`].
+    pub fred: u64,
+    /// [`WaitReason::GuestDebug`].
+    pub guest_debug: u64,
+}
+
+impl KernelRefusals {
+    /// Counts `reason` if it is one of the three; returns whether it was.
+    pub fn count(&mut self, reason: WaitReason) -> bool {
+        let counter = match reason {
+            WaitReason::NoSmap => &mut self.no_smap,
+            WaitReason::Fred => &mut self.fred,
+            WaitReason::GuestDebug => &mut self.guest_debug,
+            _ => return false,
+        };
+        *counter = counter.saturating_add(1);
+        true
+    }
 }
 
 /// Where a fault in flight on a vCPU is.
@@ -564,24 +618,54 @@ impl Injection {
         if ctx.interrupt_shadow {
             return Err(WaitReason::InterruptShadow);
         }
-        let user_address = self.target.gva >> 63 == 0;
-        let user = match ctx.cpl {
-            3 if user_address => true,
-            0 if self.target.allow_kernel_mode => {
-                if ctx.rflags & RFLAGS_IF == 0 {
-                    return Err(WaitReason::InterruptsDisabled);
-                }
-                if user_address && ctx.cr4_smap && ctx.rflags & RFLAGS_AC == 0 {
-                    return Err(WaitReason::SmapUserAccess);
-                }
-                false
-            }
-            _ => return Err(WaitReason::PrivilegeLevel),
-        };
+        let user = self.mode_check(ctx)?;
         if slot.in_flight.is_some() {
             return Err(WaitReason::VcpuBusy);
         }
         Ok(user)
+    }
+
+    /// The privilege-level rules alone, in their order; `Ok(user_mode)`
+    /// when they allow this target on this entry. No side effect: the
+    /// caller may ask before walking the page, and [`Injection::on_entry`]
+    /// applies the same rules after the others.
+    ///
+    /// - CPL 3: a user address only (a kernel-half one would get the task
+    ///   a SIGSEGV).
+    /// - CPL 0: only for a target with `allow_kernel_mode`, and then not
+    ///   with CR4.FRED ([`WaitReason::Fred`]), not while the VMM debugs
+    ///   the guest ([`WaitReason::GuestDebug`]), not with IF clear
+    ///   ([`WaitReason::InterruptsDisabled`]); for a user address only
+    ///   with CR4.SMAP ([`WaitReason::NoSmap`]) and RFLAGS.AC
+    ///   ([`WaitReason::SmapUserAccess`]) both set, i.e. inside a uaccess
+    ///   region (between `stac` and `clac`).
+    /// - CPL 1 and 2: never.
+    pub const fn mode_check(&self, ctx: &EntryContext) -> Result<bool, WaitReason> {
+        let user_address = self.target.gva >> 63 == 0;
+        match ctx.cpl {
+            3 if user_address => Ok(true),
+            0 if self.target.allow_kernel_mode => {
+                if ctx.cr4_fred {
+                    return Err(WaitReason::Fred);
+                }
+                if ctx.guest_debug {
+                    return Err(WaitReason::GuestDebug);
+                }
+                if ctx.rflags & RFLAGS_IF == 0 {
+                    return Err(WaitReason::InterruptsDisabled);
+                }
+                if user_address {
+                    if !ctx.cr4_smap {
+                        return Err(WaitReason::NoSmap);
+                    }
+                    if ctx.rflags & RFLAGS_AC == 0 {
+                        return Err(WaitReason::SmapUserAccess);
+                    }
+                }
+                Ok(false)
+            }
+            _ => Err(WaitReason::PrivilegeLevel),
+        }
     }
 
     fn count_entry(&mut self) {
@@ -770,6 +854,8 @@ mod tests {
             cpl: 3,
             rflags: RFLAGS_IF | 0x2,
             cr4_smap: true,
+            cr4_fred: false,
+            guest_debug: false,
             event_inj_valid: false,
             exception_pending: false,
             interrupt_pending: false,
@@ -937,18 +1023,151 @@ mod tests {
                 error_code: PF_ERROR_WRITE
             })
         );
-        // Without SMAP, AC does not matter.
-        let mut m = armed(false, true);
+        // Without SMAP a user address is refused, AC set or not: there is
+        // no telling a uaccess from other kernel code (rule 1).
+        for rflags in [RFLAGS_IF, RFLAGS_IF | RFLAGS_AC] {
+            let mut m = armed(false, true);
+            let mut slot = VcpuSlot::new();
+            c.rflags = rflags;
+            c.cr4_smap = false;
+            assert_eq!(m.on_entry(&mut slot, &c), EntryDecision::Wait(WaitReason::NoSmap));
+            assert_eq!(slot.in_flight(), None);
+            assert_eq!(m.stats().injections, 0);
+        }
+    }
+
+    /// A CPL-0 entry of a kernel-mode target on a user address, inside a
+    /// uaccess region (SMAP and AC set): every kernel-mode rule holds.
+    fn kernel_uaccess_ctx() -> EntryContext {
+        let mut c = ctx(0, 0);
+        c.cpl = 0;
+        c.cr3 = KERNEL_CR3 | 0x1;
+        c.rflags = RFLAGS_IF | RFLAGS_AC;
+        c
+    }
+
+    /// One kernel-mode rule: `broken` is refused with `reason` and leaves
+    /// the machine as it was; the same entry with the rule satisfied
+    /// (`kernel_uaccess_ctx`) injects a kernel-mode fault.
+    fn kernel_rule(gva: u64, broken: EntryContext, reason: WaitReason) {
+        let mut t = target(false, true);
+        t.gva = gva;
+        let mut m = Injection::new(t, InjectConfig::default());
+        m.on_walk(&swap_walk());
         let mut slot = VcpuSlot::new();
-        c.rflags = RFLAGS_IF;
-        c.cr4_smap = false;
+        assert_eq!(m.mode_check(&broken), Err(reason));
+        assert_eq!(m.on_entry(&mut slot, &broken), EntryDecision::Wait(reason));
+        assert_eq!(m.state(), State::WaitingForContext);
+        assert_eq!(slot.in_flight(), None);
+        assert_eq!(m.stats().injections, 0);
+        let good = kernel_uaccess_ctx();
+        assert_eq!(m.mode_check(&good), Ok(false));
         assert_eq!(
-            m.on_entry(&mut slot, &c),
-            EntryDecision::Inject(PageFault {
-                cr2: GVA,
-                error_code: 0
-            })
+            m.on_entry(&mut slot, &good),
+            EntryDecision::Inject(PageFault { cr2: gva, error_code: 0 })
         );
+    }
+
+    #[test]
+    fn kernel_mode_user_address_needs_smap() {
+        let mut c = kernel_uaccess_ctx();
+        c.cr4_smap = false;
+        kernel_rule(GVA, c, WaitReason::NoSmap);
+        // SMAP set but AC clear: a kernel access outside uaccess.
+        let mut c = kernel_uaccess_ctx();
+        c.rflags = RFLAGS_IF;
+        kernel_rule(GVA, c, WaitReason::SmapUserAccess);
+        // A kernel-half address needs neither.
+        let mut t = target(false, true);
+        t.gva = 0xffff_c900_0000_0000;
+        let m = Injection::new(t, InjectConfig::default());
+        let mut c = kernel_uaccess_ctx();
+        c.cr4_smap = false;
+        c.rflags = RFLAGS_IF;
+        assert_eq!(m.mode_check(&c), Ok(false));
+    }
+
+    #[test]
+    fn kernel_mode_refused_under_fred() {
+        for gva in [GVA, 0xffff_c900_0000_0000] {
+            let mut c = kernel_uaccess_ctx();
+            c.cr4_fred = true;
+            kernel_rule(gva, c, WaitReason::Fred);
+        }
+        // User mode is not concerned.
+        let mut m = armed(false, true);
+        let mut c = ctx(0, 0);
+        c.cr4_fred = true;
+        assert!(matches!(m.on_entry(&mut VcpuSlot::new(), &c), EntryDecision::Inject(_)));
+    }
+
+    #[test]
+    fn kernel_mode_refused_under_guest_debug() {
+        for gva in [GVA, 0xffff_c900_0000_0000] {
+            let mut c = kernel_uaccess_ctx();
+            c.guest_debug = true;
+            kernel_rule(gva, c, WaitReason::GuestDebug);
+        }
+        // User mode is not concerned.
+        let mut m = armed(false, true);
+        let mut c = ctx(0, 0);
+        c.guest_debug = true;
+        assert!(matches!(m.on_entry(&mut VcpuSlot::new(), &c), EntryDecision::Inject(_)));
+    }
+
+    #[test]
+    fn kernel_mode_rule_order() {
+        // FRED, then guest debugging, then IF, then SMAP, then AC: the
+        // first broken rule is the reason given.
+        let m = armed(false, true);
+        let mut c = kernel_uaccess_ctx();
+        c.cr4_fred = true;
+        c.guest_debug = true;
+        c.cr4_smap = false;
+        c.rflags = 0x2;
+        assert_eq!(m.mode_check(&c), Err(WaitReason::Fred));
+        c.cr4_fred = false;
+        assert_eq!(m.mode_check(&c), Err(WaitReason::GuestDebug));
+        c.guest_debug = false;
+        assert_eq!(m.mode_check(&c), Err(WaitReason::InterruptsDisabled));
+        c.rflags = RFLAGS_IF;
+        assert_eq!(m.mode_check(&c), Err(WaitReason::NoSmap));
+        c.cr4_smap = true;
+        assert_eq!(m.mode_check(&c), Err(WaitReason::SmapUserAccess));
+        c.rflags |= RFLAGS_AC;
+        assert_eq!(m.mode_check(&c), Ok(false));
+        // Without allow_kernel_mode none of them is reached.
+        let m = armed(false, false);
+        c.cr4_fred = true;
+        assert_eq!(m.mode_check(&c), Err(WaitReason::PrivilegeLevel));
+    }
+
+    #[test]
+    fn kernel_refusals_count_three_reasons() {
+        let mut k = KernelRefusals::default();
+        assert!(k.count(WaitReason::NoSmap));
+        assert!(k.count(WaitReason::NoSmap));
+        assert!(k.count(WaitReason::Fred));
+        assert!(k.count(WaitReason::GuestDebug));
+        for other in [
+            WaitReason::SmapUserAccess,
+            WaitReason::InterruptsDisabled,
+            WaitReason::PrivilegeLevel,
+            WaitReason::VcpuBusy,
+        ] {
+            assert!(!k.count(other));
+        }
+        assert_eq!(
+            k,
+            KernelRefusals {
+                no_smap: 2,
+                fred: 1,
+                guest_debug: 1
+            }
+        );
+        k.fred = u64::MAX;
+        k.count(WaitReason::Fred);
+        assert_eq!(k.fred, u64::MAX);
     }
 
     #[test]

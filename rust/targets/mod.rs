@@ -24,6 +24,7 @@ use crate::pfi_core::inject::{
     CancelReason,
     InjectConfig,
     Injection,
+    KernelRefusals,
     State,
     Target as PageTarget,
     TargetId,
@@ -197,6 +198,9 @@ pub(crate) struct Targets {
     pub(crate) write_budget: RateBudget,
     /// Memslot removals the frame table has yet to forget.
     pub(super) frames_gone: tables::FramesGone,
+    /// Entries on which a kernel-mode target was refused for the guest's
+    /// configuration (no SMAP, FRED, guest debugging): `KVM_PFI_VM_STATS`.
+    pub(crate) kernel_refusals: KernelRefusals,
 }
 
 impl Targets {
@@ -213,6 +217,7 @@ impl Targets {
             scan_seq: 0,
             write_budget: RateBudget::new(crate::control::write_reports_per_sec()),
             frames_gone: tables::FramesGone::new(),
+            kernel_refusals: KernelRefusals::default(),
         })
     }
 

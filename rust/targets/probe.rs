@@ -20,7 +20,9 @@ use crate::pfi_core::inject::{
     EntryContext,
     EntryDecision,
     ExitDelivery,
-    State, //
+    State,
+    CR4_FRED,
+    CR4_SMAP, //
 };
 use crate::pfi_core::pte::{
     LinuxSwapLayout,
@@ -47,7 +49,6 @@ const PERIODIC_WALKS_PER_EXIT: usize = 2;
 
 const CR4_LA57: u64 = 1 << 12;
 const EFER_NXE: u64 = 1 << 11;
-const CR4_SMAP: u64 = 1 << 21;
 
 impl Targets {
     /// At a VM entry: the #PF to inject now (`(cr2, error code)`), if a
@@ -72,7 +73,11 @@ impl Targets {
             cr3: v.cr3,
             cpl: v.cpl,
             rflags: v.rflags,
+            // The CR4 the guest runs with (VMCB save area, GUEST_CR4):
+            // KVM passes the guest's SMAP and FRED bits through.
             cr4_smap: v.cr4 & CR4_SMAP != 0,
+            cr4_fred: v.cr4 & CR4_FRED != 0,
+            guest_debug: st.guest_debug != 0,
             event_inj_valid: v.event_inj_valid,
             exception_pending: st.exception_pending != 0,
             interrupt_pending: st.interrupt_pending != 0,
@@ -103,7 +108,9 @@ impl Targets {
         let paging = unsafe { guest_paging(vcpu, v) };
         // SAFETY: `kvm` is referenced by the attachment; a probe.
         let mut mem = unsafe { GuestMemory::new(kvm, Context::Probe) };
-        for t in self.targets.iter_mut().flatten() {
+        // At most one refusal counted per entry.
+        let mut refusal_counted = false;
+        'targets: for t in self.targets.iter_mut().flatten() {
             // All pages of a target share its address space and mode.
             if !t.space.matches_cr3(v.cr3)
                 || (ctx.cpl == 0 && t.flags & uapi::KVM_PFI_TARGET_KERNEL == 0)
@@ -113,6 +120,17 @@ impl Targets {
             for p in t.pages.iter_mut() {
                 if p.inj.state() != State::WaitingForContext || !p.inj.is_armed() {
                     continue;
+                }
+                // The privilege rules (kernel mode: FRED, guest debugging,
+                // IF, SMAP and AC) before the walk: a guest without SMAP
+                // would otherwise cost a walk at every kernel-mode entry
+                // and never inject. A target's pages are all in one half,
+                // so they all fail alike: on to the next target.
+                if let Err(reason) = p.inj.mode_check(&ctx) {
+                    if !refusal_counted {
+                        refusal_counted = self.kernel_refusals.count(reason);
+                    }
+                    continue 'targets;
                 }
                 // The last walk may be a second old: the guest may have
                 // brought the page in since. Walk again right before

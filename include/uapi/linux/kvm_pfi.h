@@ -91,6 +91,13 @@ struct kvm_pfi_vcpu_stats {
  * vcpus[i] describes vcpu_idx i, for i below both the capacity and the
  * returned nr_vcpus (vCPUs that never ran in between read as zero).
  * ENOENT: vm_id not attached; E2BIG: capacity above KVM_PFI_MAX_VCPUS.
+ *
+ * kernel_*: entries at CPL 0 on which a KVM_PFI_TARGET_KERNEL page that
+ * waited for injection was refused for the guest's configuration, at most
+ * one count per entry (the first rule that failed; see
+ * KVM_PFI_TARGET_KERNEL). Three of what were four reserved words: the
+ * structure's size and the ioctl number are unchanged, and a module
+ * without these counters leaves them 0.
  */
 struct kvm_pfi_vm_stats {
 	__u32 vm_id;		/* in */
@@ -98,8 +105,10 @@ struct kvm_pfi_vm_stats {
 	__u64 vcpus;		/* in: user pointer to struct kvm_pfi_vcpu_stats[nr_vcpus], may be 0 */
 	__u64 entries;		/* out (0 on input): sum over all vCPUs, including those beyond KVM_PFI_MAX_VCPUS */
 	__u64 exits;		/* out (0 on input): likewise */
+	__u64 kernel_no_smap;	/* out (0 on input): user-half page, guest CR4.SMAP clear */
+	__u64 kernel_fred;	/* out (0 on input): guest CR4.FRED set */
+	__u64 kernel_guest_debug; /* out (0 on input): the VMM set KVM_GUESTDBG_ENABLE */
 	__u64 writes_unreported; /* out (0 on input): guest writes to protected pages beyond write_reports_per_sec, restored but not reported */
-	__u64 reserved[3];	/* must be 0 */
 };
 
 /*
@@ -112,7 +121,16 @@ struct kvm_pfi_vm_stats {
 #define KVM_PFI_MAX_TARGETS		64	/* per VM */
 #define KVM_PFI_MAX_TARGET_PAGES	512	/* 4 KiB pages per target (2 MiB) */
 
-#define KVM_PFI_TARGET_KERNEL	(1U << 0)	/* may inject at CPL 0 too (needs RFLAGS.IF=1); default user mode only */
+/*
+ * KVM_PFI_TARGET_KERNEL: may inject at CPL 0 too; default user mode only. At
+ * CPL 0 only with RFLAGS.IF=1, guest CR4.FRED clear and no KVM_SET_GUEST_DEBUG
+ * (KVM_GUESTDBG_ENABLE) on the vCPU; a user-half page moreover only with
+ * guest CR4.SMAP and RFLAGS.AC both set (the guest kernel is inside a uaccess
+ * region): without SMAP, never. Meant for kernel-half ranges; on a user page
+ * the fault may make an unrelated system call of the guest fail with EFAULT
+ * (Documentation/design.rst, "Kernel-mode injection").
+ */
+#define KVM_PFI_TARGET_KERNEL	(1U << 0)	/* may inject at CPL 0 too (see above) */
 #define KVM_PFI_TARGET_READ	(1U << 1)	/* deliver the page contents with the page-resident event */
 #define KVM_PFI_TARGET_WRITE	(1U << 2)	/* inject write faults (W=1), e.g. to break copy-on-write */
 #define KVM_PFI_TARGET_KPTI	(1U << 3)	/* guest uses Linux PTI: cr3 and cr3 ^ 4 KiB are one address space */

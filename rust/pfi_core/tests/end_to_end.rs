@@ -99,6 +99,8 @@ fn swapped_page_is_faulted_back_in() {
         cpl,
         rflags: RFLAGS_IF,
         cr4_smap: true,
+        cr4_fred: false,
+        guest_debug: false,
         event_inj_valid: false,
         exception_pending: false,
         interrupt_pending: false,
