@@ -313,6 +313,10 @@ struct StatsJson {
     exits: u64,
     /// Guest writes to protected pages over the module's report budget.
     writes_unreported: u64,
+    /// Entries at CPL 0 that refused a kernel-mode target, by reason.
+    kernel_no_smap: u64,
+    kernel_fred: u64,
+    kernel_guest_debug: u64,
     vcpus: Vec<VcpuJson>,
 }
 
@@ -343,6 +347,9 @@ fn stats(path: &str, only: Option<u32>, out: OutputOpt) -> Result<()> {
             entries: s.entries,
             exits: s.exits,
             writes_unreported: s.writes_unreported,
+            kernel_no_smap: s.kernel_refused[0],
+            kernel_fred: s.kernel_refused[1],
+            kernel_guest_debug: s.kernel_refused[2],
             vcpus: s
                 .vcpus
                 .iter()
@@ -374,6 +381,12 @@ fn stats(path: &str, only: Option<u32>, out: OutputOpt) -> Result<()> {
         ));
         if s.writes_unreported != 0 {
             text.push_str(&format!(", writes unreported {}", s.writes_unreported));
+        }
+        if s.kernel_no_smap + s.kernel_fred + s.kernel_guest_debug != 0 {
+            text.push_str(&format!(
+                ", kernel mode refused: no SMAP {}, FRED {}, guest debug {}",
+                s.kernel_no_smap, s.kernel_fred, s.kernel_guest_debug
+            ));
         }
         for c in &s.vcpus {
             text.push_str(&format!(

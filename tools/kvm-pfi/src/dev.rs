@@ -30,6 +30,8 @@ pub struct VmStats {
     pub exits: u64,
     /// Guest writes to protected pages beyond the module's report budget.
     pub writes_unreported: u64,
+    /// Kernel-mode injections refused: no SMAP, FRED, guest debugging.
+    pub kernel_refused: [u64; 3],
     /// vCPUs with state, as many as fit (at most max_vcpus of GET_VERSION).
     pub vcpus: Vec<abi::kvm_pfi_vcpu_stats>,
     /// vCPUs with state as the module counted them, maybe more than `vcpus`.
@@ -207,6 +209,7 @@ impl Device {
                 entries: s.entries,
                 exits: s.exits,
                 writes_unreported: s.writes_unreported,
+                kernel_refused: [s.kernel_no_smap, s.kernel_fred, s.kernel_guest_debug],
                 vcpus: buf,
                 nr_vcpus: s.nr_vcpus,
             });
