@@ -725,9 +725,11 @@ TEST_F_TIMEOUT(pfi, memslot_of_protected_page_removed, 120)
 		usleep(5000);
 	}
 	EXPECT_EQ(0x2222222222222222ULL, page[2]);
-	for (int i = 0; i < (int)(PAGE / 8); i++)
-		if (i != 2)
+	for (int i = 0; i < (int)(PAGE / 8); i++) {
+		if (i != 2) {
 			EXPECT_EQ(0, page[i]) TH_LOG("word %d of the new memory", i);
+		}
+	}
 	EXPECT_EQ(0, pfi_target_remove(self->pfi, t.vm_id, t.id));
 	EXPECT_EQ(0, pfi_detach(self->pfi, t.vm_id));
 	mini_free(&m);

@@ -203,8 +203,9 @@ TEST_F_TIMEOUT(unload, rmmod_during_scans_injections_and_protected_writes, 600)
 		}
 		close(ready[1]);
 		/* EOF if a child dies before it is ready. */
-		for (int v = 0; v < 2; v++)
+		for (int v = 0; v < 2; v++) {
 			ASSERT_EQ(1, read(ready[0], &b, 1)) TH_LOG("round %d", round);
+		}
 		close(ready[0]);
 		usleep(rand() % 100000);
 		ASSERT_EQ(0, system("rmmod kvm_pfi")) TH_LOG("round %d", round);
