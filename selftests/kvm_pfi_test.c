@@ -485,7 +485,7 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
 	ASSERT_EQ(0, fcntl(events, F_SETFL, O_NONBLOCK));
 	vm_install_exception_handler(vm, PF_VECTOR, smoke_pf_handler);
 	gva = vm_alloc(vm, 4096, PFI_KERNEL_HALF_GVA);
-	memset(addr_gva2hva(vm, gva), 0x5a, 4096);
+	memset(kernel_half_hva(vm, gva), 0x5a, 4096);
 	pte = vm_get_pte(vm, gva);
 	saved = *pte;
 	*pte = LINUX_SWAP_PTE;
@@ -532,7 +532,7 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
 	 */
 	EXPECT_LE(1, info.reinjections);
 	EXPECT_EQ(KVM_PFI_HOW_INJECTED, info.how);
-	EXPECT_EQ(addr_gva2gpa(vm, gva), info.gpa);
+	EXPECT_EQ(kernel_half_gpa(vm, gva), info.gpa);
 	EXPECT_EQ(4096, info.page_size);
 	/* The stream: attached, target added, page resident with its bytes. */
 	struct pollfd pfd = { .fd = events, .events = POLLIN };
@@ -578,7 +578,7 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
 	EXPECT_EQ(EAGAIN, errno);
 	/* For watch_events.py, which checks the page-resident event. */
 	printf("# smoke-target {\"vm_id\":%u,\"target_id\":%u,\"gva\":%lu,\"gpa\":%lu}\n",
-	       id, tid, gva, (unsigned long)addr_gva2gpa(vm, gva));
+	       id, tid, gva, (unsigned long)kernel_half_gpa(vm, gva));
 	close(pfi);
 	/* Closing the attaching file detached the VM: removal, detach. */
 	ASSERT_EQ(1, poll(&pfd, 1, 5000));

@@ -16,6 +16,8 @@
 
 #include <linux/kvm_pfi.h>
 
+#include "kvm_util.h"
+
 #define KVM_PFI_DEV "/dev/" KVM_PFI_DEVICE_NAME
 
 /*
@@ -27,6 +29,22 @@
  * "Kernel-mode injection"), which the library's guests do not set.
  */
 #define PFI_KERNEL_HALF_GVA	0xffff800000000000ull
+
+/*
+ * The host's view of a kernel-half guest page. The library's
+ * addr_gva2gpa() keeps bits 52-63 of a kernel-half GVA in the GPA it
+ * returns (its offset mask is the complement of a mask of physical address
+ * bits), so addr_gva2hva() fails there: drop them first.
+ */
+static inline uint64_t kernel_half_gpa(struct kvm_vm *vm, uint64_t gva)
+{
+	return addr_gva2gpa(vm, gva) & ((1ULL << vm->pa_bits) - 1);
+}
+
+static inline void *kernel_half_hva(struct kvm_vm *vm, uint64_t gva)
+{
+	return addr_gpa2hva(vm, kernel_half_gpa(vm, gva));
+}
 
 static inline int pfi_open(void)
 {

@@ -80,7 +80,7 @@ int main(int argc, char **argv)
 		char *page;
 
 		gva = vm_alloc(vm, 4096, PFI_KERNEL_HALF_GVA);
-		page = addr_gva2hva(vm, gva);
+		page = kernel_half_hva(vm, gva);
 		for (size_t off = 0; off + sizeof(DEMO_TEXT) - 1 <= 4096; off += sizeof(DEMO_TEXT) - 1)
 			memcpy(page + off, DEMO_TEXT, sizeof(DEMO_TEXT) - 1);
 		memcpy(page + EICAR_OFFSET, EICAR, sizeof(EICAR) - 1);
