@@ -53,8 +53,10 @@ make_kernel_btf() {
 	[ -f "$out" ] && [ "$out" -nt "$kdir/vmlinux" ] && return 0
 	command -v pahole >/dev/null || die "no pahole: run scripts/toolchain.sh (package dwarves)"
 	log "making $out from the DWARF of $kdir/vmlinux (pahole)"
-	pahole --lang_exclude=rust --btf_encode_detached="$out.tmp" -J "$kdir/vmlinux" >/dev/null ||
-		die "pahole could not make $out"
+	# pahole 1.24 warns about DWARF tags it does not know (thousands of
+	# lines): keep them in a log beside the blob.
+	pahole --lang_exclude=rust --btf_encode_detached="$out.tmp" -J "$kdir/vmlinux" >"$out.log" 2>&1 ||
+		die "pahole could not make $out (see $out.log)"
 	mv "$out.tmp" "$out"
 }
 # The nested guest's kernel (scripts/guest-kernel.sh), keyed the same way.
