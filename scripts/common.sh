@@ -41,6 +41,24 @@ kernel_key() {
 }
 kernel_src_dir() { echo "$KVM_PFI_CACHE/src"; }
 kernel_build_dir() { echo "$KVM_PFI_CACHE/build-$(kernel_key)"; }
+# The BTF blob of the kernel build $1. The test kernel is built without
+# CONFIG_DEBUG_INFO_BTF but with DWARF: pahole makes the blob from its
+# vmlinux (the vmlinux is not changed), once per kernel build, into the
+# build folder (so it is keyed like the build); a newer vmlinux remakes it.
+# Rust compilation units are left out, as the kernel's own BTF step does.
+kernel_btf() { echo "$1/vmlinux.btf"; }
+make_kernel_btf() {
+	local kdir=$1 out
+	out="$(kernel_btf "$kdir")"
+	[ -f "$out" ] && [ "$out" -nt "$kdir/vmlinux" ] && return 0
+	command -v pahole >/dev/null || die "no pahole: run scripts/toolchain.sh (package dwarves)"
+	log "making $out from the DWARF of $kdir/vmlinux (pahole)"
+	# pahole 1.24 warns about DWARF tags it does not know (thousands of
+	# lines): keep them in a log beside the blob.
+	pahole --lang_exclude=rust --btf_encode_detached="$out.tmp" -J "$kdir/vmlinux" >"$out.log" 2>&1 ||
+		die "pahole could not make $out (see $out.log)"
+	mv "$out.tmp" "$out"
+}
 # The nested guest's kernel (scripts/guest-kernel.sh), keyed the same way.
 guest_kernel_dir() {
 	echo "$KVM_PFI_CACHE/guest-build-${KERNEL_SERIES}-$(sha256sum "$KVM_PFI_ROOT/scripts/guest-kernel.config" | cut -c1-12)"

@@ -74,6 +74,8 @@ if [ ! -f "$OUT/.kvm-pfi-built" ] || [ "${KVM_PFI_FORCE_KBUILD:-0}" = 1 ]; then
 	"${KMAKE[@]}" headers >/dev/null
 	touch "$OUT/.kvm-pfi-built"
 fi
+# The BTF blob of this build (selftests/linux_walk.py), from its DWARF.
+make_kernel_btf "$OUT"
 # Keep a stable name for the current build, for humans and for KDIR defaults.
 ln -sfn "$OUT" "$KVM_PFI_CACHE/build"
 log "kernel ready: $KVERSION in $OUT"

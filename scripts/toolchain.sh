@@ -13,6 +13,8 @@ APT_PACKAGES=(
 	"libclang-${LLVM_VERSION}-dev" "clang-${LLVM_VERSION}" "lld-${LLVM_VERSION}"
 	libmnl-dev pkg-config python3-yaml python3-jsonschema uuid-dev udev
 	rsyslog dkms
+	# pahole: the test kernel's BTF blob from its DWARF (selftests/linux_walk.py).
+	dwarves
 	# The patched QEMU (scripts/qemu.sh): its source package, meson and
 	# ninja, the libraries of an x86_64 system emulator, and virtfs (9p,
 	# which virtme-ng's --force-9p needs).

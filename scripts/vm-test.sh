@@ -22,12 +22,20 @@ if [ "${KVM_PFI_REAL_GUEST:-1}" = 1 ] && [ -z "${KVM_PFI_GUEST_KERNEL:-}" ] &&
 	# One nested boot more: 2.5 minutes here, up to 10 on a loaded machine.
 	export KVM_PFI_VM_TIMEOUT="${KVM_PFI_VM_TIMEOUT:-2700}"
 fi
-for f in "$KVM_PFI_KO" "$KVM_PFI_TESTS/kvm_pfi_test" "$KVM_PFI_TOOL"; do
+# linux_walk.py: the test kernel's BTF (made by pahole from its vmlinux,
+# which has DWARF but no .BTF) and System.map.
+if [ -f "$KDIR/vmlinux" ]; then
+	make_kernel_btf "$KDIR"
+	export KVM_PFI_BTF="$(kernel_btf "$KDIR")"
+fi
+export KVM_PFI_SYSTEM_MAP="$KDIR/System.map"
+for f in "$KVM_PFI_KO" "$KVM_PFI_TESTS/kvm_pfi_test" "$KVM_PFI_TESTS/linux_walk_maps" "$KVM_PFI_TOOL"; do
 	[ -e "$f" ] || die "missing $f: run 'make module tool selftests'"
 done
 
 run_vng "$KDIR" "KVM_PFI_ONLY='${KVM_PFI_ONLY:-}' KVM_PFI_REPEAT='${KVM_PFI_REPEAT:-1}' KVM_PFI_KO='$KVM_PFI_KO' KVM_PFI_TESTS='$KVM_PFI_TESTS' \
 KVM_PFI_TOOL='$KVM_PFI_TOOL' KVM_PFI_ROOT='$KVM_PFI_ROOT' KVM_PFI_SRC='$(kernel_src_dir)' \
+KVM_PFI_BTF='${KVM_PFI_BTF:-}' KVM_PFI_SYSTEM_MAP='$KVM_PFI_SYSTEM_MAP' \
 KVM_PFI_GUEST_KERNEL='${KVM_PFI_GUEST_KERNEL:-}' KVM_PFI_GUEST_INITRD='${KVM_PFI_GUEST_INITRD:-}' \
 KVM_PFI_REAL_GUEST_ARGS='${KVM_PFI_REAL_GUEST_ARGS:-}' KVM_PFI_REAL_GUEST_TIMEOUT='${KVM_PFI_REAL_GUEST_TIMEOUT:-}' \
 $KVM_PFI_ROOT/selftests/run_in_vm.sh" | tee "${KVM_PFI_RESULTS:-/dev/null}"

@@ -10,11 +10,13 @@
 # refcount report, or if the module does not unload cleanly.
 #
 # Environment: KVM_PFI_KO, KVM_PFI_TESTS (folder of the test programs),
-# KVM_PFI_TOOL (the kvm-pfi binary), KVM_PFI_ROOT (the repository).
+# KVM_PFI_TOOL (the kvm-pfi binary), KVM_PFI_ROOT (the repository);
+# KVM_PFI_BTF and KVM_PFI_SYSTEM_MAP (the running kernel's BTF blob and
+# System.map, for linux_walk.py).
 set -u
 
 : "${KVM_PFI_KO:?}" "${KVM_PFI_TESTS:?}" "${KVM_PFI_TOOL:?}" "${KVM_PFI_ROOT:?}"
-export KVM_PFI_KO KVM_PFI_TESTS KVM_PFI_TOOL
+export KVM_PFI_KO KVM_PFI_TESTS KVM_PFI_TOOL KVM_PFI_BTF KVM_PFI_SYSTEM_MAP
 PY=/usr/bin/python3
 
 passed=0 failed=0 skipped=0 n=0
@@ -55,8 +57,9 @@ run_python() {
 	PYTHONUNBUFFERED=1 timeout "${KVM_PFI_PY_TIMEOUT:-600}" "$PY" "$script" "$@" >"$out" 2>&1
 	local rc=$?
 	sed 's/^/    /' "$out"
-	# The real-guest test's coverage line, also at the top level.
-	grep -E '^coverage ' "$out"
+	# The real-guest test's coverage line and linux_walk's result line,
+	# also at the top level.
+	grep -E '^(coverage|processes found) ' "$out"
 	p=$(grep -cE '^ok [0-9]+' "$out")
 	t=$(grep -cE '^not ok [0-9]+ .*# TODO' "$out")
 	f=$(($(grep -cE '^not ok [0-9]+' "$out") - t))
@@ -87,6 +90,12 @@ only() { [ -z "${KVM_PFI_ONLY:-}" ] || [[ " $KVM_PFI_ONLY " == *" $1 "* ]]; }
 run_programs() {
 	only kvm_pfi_test && run_harness kvm_pfi_test "$KVM_PFI_TESTS/kvm_pfi_test"
 	only watch_events && run_python watch_events "$KVM_PFI_ROOT/selftests/watch_events.py"
+	# The Linux walkers over this VM's own kernel (/proc/kcore), against
+	# procfs: only where the kernel's BTF is given (scripts/vm-test.sh) or
+	# built in (not in the VMX stage: the same kernel, checked by the SVM one).
+	if { [ -n "${KVM_PFI_BTF:-}" ] || [ -e /sys/kernel/btf/vmlinux ]; } && only linux_walk; then
+		run_python linux_walk "$KVM_PFI_ROOT/selftests/linux_walk.py"
+	fi
 	only kvm_pfi_inject_test && run_harness kvm_pfi_inject_test "$KVM_PFI_TESTS/kvm_pfi_inject_test"
 	only kvm_pfi_detect_test && run_harness kvm_pfi_detect_test "$KVM_PFI_TESTS/kvm_pfi_detect_test"
 	only kvm_pfi_protect_test && run_harness kvm_pfi_protect_test "$KVM_PFI_TESTS/kvm_pfi_protect_test"

@@ -17,17 +17,19 @@ Exit status:
   3   `snapshot --yara --fail-on-match`: at least one rule matched
   65  bad data: a rule file that does not compile (reported as
       `kvm-pfi: FILE:LINE:COL: message`), a signature set the module refused,
-      a malformed snapshot
-  66  an input file (rules, compiled set, snapshot) does not exist or cannot
-      be read
+      a malformed snapshot, a Linux profile that cannot be made, is malformed
+      or does not fit the running kernel
+  66  an input file (rules, compiled set, snapshot, profile, kernel files)
+      does not exist or cannot be read
   69  the module is not loaded: no /dev/kvm_pfi (or --device)
   77  permission denied (EPERM/EACCES): not root or no CAP_SYS_ADMIN, no
       ptrace rights over the VMM, an unreadable file
 
 Most commands need root (or CAP_SYS_ADMIN): /dev/kvm_pfi is root-only, taking
 another process's VM descriptor needs ptrace rights over it, and joining the
-event group needs CAP_SYS_ADMIN. `sigs compile` and `snapshot --from` need
-neither the module nor privileges.";
+event group needs CAP_SYS_ADMIN. `sigs compile`, `snapshot --from`,
+`profile build` and `profile show` need neither the module nor privileges;
+`profile walk` needs root for /proc/kcore, not the module.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -214,6 +216,17 @@ pub enum Command {
         follow: Follow,
     },
 
+    /// Build, show and check Linux guest profiles (offsets and symbols of a guest kernel)
+    #[command(
+        subcommand_required = true,
+        arg_required_else_help = true,
+        long_about = PROFILE_ABOUT
+    )]
+    Profile {
+        #[command(subcommand)]
+        cmd: ProfileCommand,
+    },
+
     /// Write man pages or shell completions generated from this CLI
     #[command(subcommand_required = true, arg_required_else_help = true)]
     Generate {
@@ -348,6 +361,91 @@ page's address, length 0). `snapshot --from DIR --yara RULES` rescans a \
 saved snapshot offline. Matches do not change the exit status unless \
 --fail-on-match is given (then 3).\n\n\
 Following the events needs CAP_SYS_ADMIN.";
+
+const PROFILE_ABOUT: &str = "\
+A Linux guest profile holds what kvm-pfi needs to read a guest kernel's own \
+structures (its task list, each mm and its VMA maple tree, file names): the \
+offsets of a few dozen structure members, from the kernel's BTF, and the \
+addresses of a few symbols, from its System.map or /proc/kallsyms. See \
+Documentation/guest-linux.rst.\n\n\
+`profile build` makes one from a kernel's files (no module, no privileges), \
+`profile show` prints one, `profile walk` checks one against the kernel it \
+runs on (root: it reads /proc/kcore) and prints every process and its VMAs. \
+A profile that does not fit (init_task, plus the KASLR slide, is not pid 0 \
+\"swapper/0\", its own parent, without an mm) is refused with status 65.";
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Make a profile from a kernel's BTF and symbol table
+    #[command(
+        long_about = "Make a profile from a kernel's BTF (--vmlinux: the .BTF section \
+            of its ELF vmlinux; --btf: a raw blob such as /sys/kernel/btf/vmlinux, or \
+            the one `pahole --btf_encode_detached=vmlinux.btf -J vmlinux` makes from \
+            the DWARF of a kernel built without CONFIG_DEBUG_INFO_BTF) and its \
+            symbol table (System.map, or /proc/kallsyms read as root). A member that \
+            is missing or of a type the walks cannot read, or a missing init_task or \
+            _text, is refused with status 65. Prints \"OUT: N fields, M symbols\" \
+            unless OUT is - (the default: the profile on stdout).",
+        group(ArgGroup::new("types").required(true).args(["vmlinux", "btf"]))
+    )]
+    Build {
+        /// ELF vmlinux with a .BTF section
+        #[arg(long, value_name = "FILE")]
+        vmlinux: Option<PathBuf>,
+
+        /// Raw BTF blob (/sys/kernel/btf/vmlinux, or pahole's detached blob)
+        #[arg(long, value_name = "FILE")]
+        btf: Option<PathBuf>,
+
+        /// System.map or /proc/kallsyms
+        #[arg(long, value_name = "FILE")]
+        system_map: PathBuf,
+
+        /// Where to write the profile; - for stdout
+        #[arg(short, long, value_name = "OUT", default_value = "-")]
+        output: PathBuf,
+    },
+
+    /// Print a profile (checked, in its normal form)
+    Show {
+        /// Profile file; - for stdin
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+
+    /// Walk the running kernel's processes and VMAs with a profile, through /proc/kcore
+    #[command(long_about = "Walk the running kernel's memory through an ELF core \
+        (/proc/kcore: its load segments map the direct map, vmalloc space and the \
+        kernel image) with the profile: the task list from init_task, and each \
+        process's mm, VMA maple tree and file names. The KASLR slide is where the \
+        core maps the kernel image less the profile's _text (0 for a profile from \
+        /proc/kallsyms), unless --slide is given. Prints each thread-group leader \
+        (pid, comm, parent pid, executable) and each of its VMAs (start, end, \
+        permissions as in /proc/PID/maps, file offset, path inside the file's own \
+        file system); with --json one object: {\"kernel_text\":...,\"slide\":...,\
+        \"init_task\":...,\"attempts\":1,\"processes\":[{\"pid\":1,\"tgid\":1,\
+        \"comm\":\"init\",\"ppid\":0,\"task\":...,\"flags\":...,\"exe\":\"/sbin/init\",\
+        \"mm\":{\"start_code\":...,...},\"vmas\":[{\"start\":...,\"end\":...,\"flags\":...,\
+        \"pgoff\":...,\"file\":\"/sbin/init\"}],\"bad_entries\":0,\"error\":null}]}.\n\n\
+        A profile that does not fit the running kernel exits with status 65. \
+        Needs root (CAP_SYS_RAWIO) for /proc/kcore.")]
+    Walk {
+        /// Profile file; - for stdin
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+
+        /// The kernel's memory as an ELF core
+        #[arg(long, value_name = "PATH", default_value = "/proc/kcore")]
+        kcore: PathBuf,
+
+        /// KASLR slide to add to the profile's symbols instead of the one the core implies
+        #[arg(long, value_name = "HEX", value_parser = parse_u64)]
+        slide: Option<u64>,
+
+        #[command(flatten)]
+        out: Output,
+    },
+}
 
 #[derive(Debug, Subcommand)]
 pub enum SigsCommand {
@@ -1244,6 +1342,126 @@ mod tests {
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
         );
         assert_eq!(usage_error(&["sigs", "frob"]), ErrorKind::InvalidSubcommand);
+    }
+
+    #[test]
+    fn profile_options() {
+        let Command::Profile {
+            cmd:
+                ProfileCommand::Build {
+                    vmlinux,
+                    btf,
+                    system_map,
+                    output,
+                },
+        } = parse(&["profile", "build", "--btf", "b", "--system-map", "m"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (vmlinux, btf, system_map, output),
+            (
+                None,
+                Some(PathBuf::from("b")),
+                PathBuf::from("m"),
+                PathBuf::from("-")
+            )
+        );
+        assert!(matches!(
+            parse(&[
+                "profile",
+                "build",
+                "--vmlinux",
+                "v",
+                "--system-map",
+                "m",
+                "-o",
+                "p"
+            ])
+            .unwrap()
+            .command,
+            Command::Profile {
+                cmd: ProfileCommand::Build {
+                    vmlinux: Some(_),
+                    btf: None,
+                    ..
+                }
+            }
+        ));
+        assert_eq!(
+            usage_error(&["profile", "build", "--system-map", "m"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            usage_error(&["profile", "build", "--btf", "b"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            usage_error(&[
+                "profile",
+                "build",
+                "--btf",
+                "b",
+                "--vmlinux",
+                "v",
+                "--system-map",
+                "m"
+            ]),
+            ErrorKind::ArgumentConflict
+        );
+        let Command::Profile {
+            cmd:
+                ProfileCommand::Walk {
+                    file,
+                    kcore,
+                    slide,
+                    out,
+                },
+        } = parse(&["profile", "walk", "p"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (file, kcore, slide, out.json),
+            (
+                PathBuf::from("p"),
+                PathBuf::from("/proc/kcore"),
+                None,
+                false
+            )
+        );
+        let Command::Profile {
+            cmd: ProfileCommand::Walk {
+                kcore, slide, out, ..
+            },
+        } = parse(&[
+            "profile", "walk", "p", "--kcore", "k", "--slide", "0x200000", "--json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (kcore, slide, out.json),
+            (PathBuf::from("k"), Some(0x200000), true)
+        );
+        assert_eq!(
+            usage_error(&["profile", "walk", "p", "--slide", "x"]),
+            ErrorKind::ValueValidation
+        );
+        assert!(matches!(
+            parse(&["profile", "show", "p"]).unwrap().command,
+            Command::Profile {
+                cmd: ProfileCommand::Show { .. }
+            }
+        ));
+        assert_eq!(
+            usage_error(&["profile"]),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
     }
 
     #[test]

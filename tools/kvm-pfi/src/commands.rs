@@ -8,10 +8,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::abi;
-use crate::cli::{Cli, Command, GenerateCommand, Output as OutputOpt, SigsCommand, TargetCommand};
+use crate::cli::{
+    Cli, Command, GenerateCommand, Output as OutputOpt, ProfileCommand, SigsCommand, TargetCommand,
+};
 use crate::dev::{Device, VmInfo};
 use crate::error::{Error, Result};
 use crate::formats::{self, Format, Output, SyslogTarget};
+use crate::linux;
 use crate::sigs;
 use crate::snapshot;
 use crate::targets;
@@ -38,6 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => attach(&dev.device, pid, fd, vm_fd, persistent, out),
         Command::Target { cmd } => target(cmd),
         Command::Sigs { cmd } => sigs_command(cmd),
+        Command::Profile { cmd } => profile_command(cmd),
         Command::Watch {
             pretty,
             format,
@@ -195,6 +199,48 @@ fn sigs_command(cmd: SigsCommand) -> Result<()> {
                     "signature set cleared: generation {}",
                     i.generation
                 ))
+            }
+        }
+    }
+}
+
+fn profile_command(cmd: ProfileCommand) -> Result<()> {
+    match cmd {
+        ProfileCommand::Build {
+            vmlinux,
+            btf,
+            system_map,
+            output,
+        } => {
+            let p = linux::build(vmlinux.as_deref(), btf.as_deref(), &system_map)?;
+            let text = p.to_string();
+            sigs::write_output(&output, text.as_bytes())?;
+            if output != std::path::Path::new("-") {
+                let symbols = text.lines().filter(|l| l.starts_with("symbol ")).count();
+                let fields = text.lines().filter(|l| l.starts_with("field ")).count();
+                say(&format!(
+                    "{}: {fields} fields, {symbols} symbols",
+                    output.display()
+                ))?;
+            }
+            Ok(())
+        }
+        ProfileCommand::Show { file } => {
+            let p = linux::load(&file)?;
+            sigs::write_output(std::path::Path::new("-"), p.to_string().as_bytes())
+        }
+        ProfileCommand::Walk {
+            file,
+            kcore,
+            slide,
+            out,
+        } => {
+            let p = linux::load(&file)?;
+            let w = linux::walk_kcore(&p, &kcore, slide)?;
+            if out.json {
+                json(&w)
+            } else {
+                sigs::write_output(std::path::Path::new("-"), linux::walk_text(&w).as_bytes())
             }
         }
     }
@@ -414,7 +460,11 @@ struct VmIdJson {
 fn controlling(path: &str, vm_id: u32) -> Result<Device> {
     let dev = Device::open(path)?;
     let max_vms = dev.version()?.max_vms;
-    let Some(info) = dev.list_vms(max_vms)?.into_iter().find(|i| i.vm_id == vm_id) else {
+    let Some(info) = dev
+        .list_vms(max_vms)?
+        .into_iter()
+        .find(|i| i.vm_id == vm_id)
+    else {
         return Ok(dev);
     };
     if info.flags & abi::KVM_PFI_ATTACH_PERSISTENT == 0 {

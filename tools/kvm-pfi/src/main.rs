@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod formats;
 mod genl;
+mod linux;
 mod sigs;
 mod snapshot;
 mod targets;

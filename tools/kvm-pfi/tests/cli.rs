@@ -392,3 +392,88 @@ fn watch_replay_errors_and_ocsf() {
         )
     );
 }
+
+const BTF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../rust/pfi_core/tests/fixtures/linux-7.3-btf-cut.bin"
+);
+const MAP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../rust/pfi_core/tests/fixtures/linux-7.3-System.map"
+);
+
+#[test]
+fn profile_build_show_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let prof = dir.path().join("guest.profile");
+    let o = tool(&[
+        "profile",
+        "build",
+        "--btf",
+        BTF,
+        "--system-map",
+        MAP,
+        "-o",
+        s(&prof),
+    ]);
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(said.ends_with(": 40 fields, 7 symbols\n"), "{said}");
+    let text = std::fs::read_to_string(&prof).unwrap();
+    assert!(text.starts_with("kvm-pfi-linux-profile 1\n"), "{text}");
+    assert!(text.contains("field task_struct.comm 2184 16\n"), "{text}");
+    assert!(
+        text.contains("symbol init_task 0xffffffff82812ac0\n"),
+        "{text}"
+    );
+    // To stdout by default; show prints it back unchanged.
+    let o = tool(&["profile", "build", "--btf", BTF, "--system-map", MAP]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), text);
+    let o = tool(&["profile", "show", s(&prof)]);
+    assert_eq!(
+        (status(&o), String::from_utf8_lossy(&o.stdout).into_owned()),
+        (0, text.clone())
+    );
+
+    // A damaged profile: its line, status 65.
+    let bad = dir.path().join("bad.profile");
+    std::fs::write(
+        &bad,
+        text.replace("field task_struct.pid", "field task_struct.pidx"),
+    )
+    .unwrap();
+    let o = tool(&["profile", "show", s(&bad)]);
+    assert_eq!(status(&o), 65, "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!("kvm-pfi: {}: profile line ", bad.display())),
+        "{}",
+        stderr(&o)
+    );
+    // A symbol table without init_task.
+    let map = dir.path().join("System.map");
+    std::fs::write(&map, "ffffffff81000000 T _text\n").unwrap();
+    let o = tool(&["profile", "build", "--btf", BTF, "--system-map", s(&map)]);
+    assert_eq!(status(&o), 65, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("symbol init_task is missing"),
+        "{}",
+        stderr(&o)
+    );
+    // A vmlinux that is no ELF file; missing inputs (66).
+    let o = tool(&["profile", "build", "--vmlinux", MAP, "--system-map", MAP]);
+    assert_eq!(status(&o), 65, "{}", stderr(&o));
+    let o = tool(&[
+        "profile",
+        "build",
+        "--btf",
+        "/nonexistent",
+        "--system-map",
+        MAP,
+    ]);
+    assert_eq!(status(&o), 66, "{}", stderr(&o));
+    let o = tool(&["profile", "walk", s(&prof), "--kcore", "/nonexistent"]);
+    assert_eq!(status(&o), 66, "{}", stderr(&o));
+    // A core that maps no kernel image.
+    let o = tool(&["profile", "walk", s(&prof), "--kcore", s(&prof)]);
+    assert_eq!(status(&o), 65, "{}", stderr(&o));
+}
