@@ -43,6 +43,7 @@ use crate::targets::{
     TargetSpec, //
 };
 use crate::tracking;
+use crate::tracking_changes;
 use crate::vendor;
 use crate::vm::{
     self,
@@ -218,7 +219,7 @@ impl PfiFile {
 /// Takes target `id` out of `vm`, stops tracking its frames (serialised with
 /// the report work's tracking) and announces it; the caller frees it.
 fn remove_target(vm: &vm::AttachedVm, id: u32) -> Option<KBox<targets::Target>> {
-    let mut changes = tracking::TrackingChanges::begin(vm);
+    let mut changes = tracking_changes::TrackingChanges::begin(vm);
     let t = vm.targets.lock().remove(id)?;
     tracking::untrack(&mut changes, &t);
     drop(changes);
@@ -250,17 +251,13 @@ const WRITE_REPORTS_PER_SEC: core::ops::RangeInclusive<u32> = 1..=1_000_000;
 
 impl Parameters {
     pub(crate) fn check() -> Result<Self> {
-        if !WRITE_REPORTS_PER_SEC.contains(&write_reports_per_sec()) {
+        if !WRITE_REPORTS_PER_SEC.contains(&crate::module_parameters::write_reports_per_sec.value()) {
             return Err(EINVAL);
         }
         parameters_config().map(|_| Parameters).ok_or(EINVAL)
     }
 }
 
-/// The module parameter, within its limits once loaded (`Parameters`).
-pub(crate) fn write_reports_per_sec() -> u32 {
-    crate::module_parameters::write_reports_per_sec.value()
-}
 
 impl PfiFile {
     // Not inlined into `ioctl`: its frame would hold every handler's locals.

@@ -34,6 +34,7 @@ mod sinks;
 mod stream;
 mod targets;
 mod tracking;
+mod tracking_changes;
 mod vendor;
 mod vm;
 

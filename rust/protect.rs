@@ -41,7 +41,7 @@ use crate::targets::protection::{
     ProtectJob,
     ProtectedWrite, //
 };
-use crate::tracking::TrackingChanges;
+use crate::tracking_changes::TrackingChanges;
 use crate::vm::AttachedVm;
 
 const PAGE_SIZE: usize = 4096;

@@ -34,6 +34,7 @@ use crate::targets::page::{
 };
 use crate::targets::Settled;
 use crate::tracking;
+use crate::tracking_changes;
 use crate::vm::AttachedVm;
 
 // `vm.rs` declares the work item; this is what it does.
@@ -161,7 +162,7 @@ fn walk_new_pages(vm: &AttachedVm) {
 /// tracking, unregister the notifier. The report work is flushed already.
 pub(crate) fn teardown(vm: &AttachedVm) {
     let mut all = [const { None }; crate::targets::MAX_TARGETS];
-    let mut changes = tracking::TrackingChanges::begin(vm);
+    let mut changes = tracking_changes::TrackingChanges::begin(vm);
     vm.targets.lock().take_all(&mut all);
     for t in all.iter().flatten() {
         tracking::untrack(&mut changes, t);

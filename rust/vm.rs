@@ -452,7 +452,8 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
     let n = stats_id.len().min(STATS_ID_LEN - 1);
     id_bytes[..n].copy_from_slice(&stats_id[..n]);
 
-    let targets = match Targets::new() {
+    // Within its limits: the module loaded (`control::Parameters`).
+    let targets = match Targets::new(crate::module_parameters::write_reports_per_sec.value()) {
         Ok(t) => t,
         Err(e) => {
             // SAFETY: drop the reference taken above; nothing else has it.

@@ -204,7 +204,8 @@ pub(crate) struct Targets {
 }
 
 impl Targets {
-    pub(crate) fn new() -> Result<Self> {
+    /// `write_reports_per_sec`: the VM's write-attempt report budget.
+    pub(crate) fn new(write_reports_per_sec: u32) -> Result<Self> {
         let mut slots = KVVec::with_capacity(MAX_VCPUS, GFP_KERNEL)?;
         for _ in 0..MAX_VCPUS {
             slots.push(VcpuSlot::new(), GFP_KERNEL)?;
@@ -215,7 +216,7 @@ impl Targets {
             tracking_stale: false,
             next_scan_ns: 0,
             scan_seq: 0,
-            write_budget: RateBudget::new(crate::control::write_reports_per_sec()),
+            write_budget: RateBudget::new(write_reports_per_sec),
             frames_gone: tables::FramesGone::new(),
             kernel_refusals: KernelRefusals::default(),
         })
