@@ -31,18 +31,11 @@ import sys
 import tempfile
 import time
 
+from ktap import check
+import ktap
+
 TOOL = os.environ["KVM_PFI_TOOL"]
 SCHEMA = os.environ["KVM_PFI_OCSF_SCHEMA"]
-results = []
-
-
-def check(name, cond, detail=""):
-    results.append((name, bool(cond)))
-    if not cond:
-        print(f"# {name}: {str(detail)[:3000]}")
-    return cond
-
-
 # The documented severities (Documentation/operations.rst).
 SEVERITY = {"detection": 2, "overrun": 3, "write-attempt": 4, "page-failed": 4,
             "vm-attached": 5, "vm-detached": 5, "sigs-loaded": 5, "cmd_99": 5,
@@ -477,13 +470,7 @@ def main():
     syslog_test(d, events, "tcp")
     forwarder_test(d, events)
     ocsf_test(d, events)
-    print("KTAP version 1")
-    print(f"1..{len(results)}")
-    for i, (name, ok) in enumerate(results, 1):
-        print(f"{'ok' if ok else 'not ok'} {i} {name}")
-    passed = sum(ok for _, ok in results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    return 0 if passed == len(results) else 1
+    return ktap.report(totals=True)
 
 
 sys.exit(main())

@@ -25,19 +25,14 @@ import subprocess
 import sys
 import tempfile
 
+from ktap import check
+import ktap
+
 TOOL = os.environ["KVM_PFI_TOOL"]
 TESTS = os.environ["KVM_PFI_TESTS"]
 PF_WQ_WORKER = 0x20
 TASK_COMM_LEN = 16
 VM_READ, VM_WRITE, VM_EXEC, VM_MAYSHARE = 0x1, 0x2, 0x4, 0x80
-results = []
-
-
-def check(name, cond, detail=""):
-    results.append((name, bool(cond)))
-    if not cond:
-        print(f"# {name}: {detail}")
-    return cond
 
 
 def run_tool(*args):
@@ -283,11 +278,7 @@ def main():
 
 
 def finish():
-    print("KTAP version 1")
-    print(f"1..{len(results)}")
-    for i, (name, ok) in enumerate(results, 1):
-        print(f"{'ok' if ok else 'not ok'} {i} {name}")
-    return 0 if results and all(ok for _, ok in results) else 1
+    return ktap.report()
 
 
 sys.exit(main())

@@ -21,18 +21,11 @@ import sys
 import tempfile
 import time
 
+from ktap import check
+import ktap
+
 TOOL = os.environ["KVM_PFI_TOOL"]
 TESTS = os.environ["KVM_PFI_TESTS"]
-results = []
-
-
-def check(name, cond, detail=""):
-    results.append((name, bool(cond)))
-    if not cond:
-        print(f"# {name}: {detail}")
-    return cond
-
-
 def run_tool(*args):
     return subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=60)
 
@@ -424,11 +417,7 @@ def main():
     vmm_gone_story()
     tool_sigs_errors()
 
-    print("KTAP version 1")
-    print(f"1..{len(results)}")
-    for i, (name, ok) in enumerate(results, 1):
-        print(f"{'ok' if ok else 'not ok'} {i} {name}")
-    return 0 if all(ok for _, ok in results) else 1
+    return ktap.report()
 
 
 sys.exit(main())
