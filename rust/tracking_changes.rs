@@ -13,9 +13,9 @@ use crate::vm::AttachedVm;
 
 /// Held while a VM's write tracking changes: serialises the changes with
 /// each other (`vm.tracking`) and with KVM's memslot updates (the glue's
-/// memslots lock), so that `tracking::on_region_gone`, which forgets the tracking a
-/// removed memslot took with it, never runs between a change and its record
-/// in the targets. Otherwise a frame tracked in a memslot that went away
+/// memslots lock), so that `tracking::on_region_gone`, which forgets the
+/// tracking a removed memslot took with it, never runs between a change and
+/// its record in the targets. Otherwise a frame tracked in a memslot that went away
 /// could be "untracked" later in a new memslot at the same address, taking
 /// a count KVM's own shadow paging may hold. Order: `vm.tracking`, then
 /// the memslots lock, then the targets lock (which `on_region_gone` takes

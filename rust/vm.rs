@@ -137,7 +137,7 @@ pub(crate) struct AttachedVm {
     /// Serialises write-tracking changes (the report work's, and a target
     /// removal's untracking) so that no gfn is tracked after its target
     /// went, and counts the records of each tracked frame: ordered before
-    /// `targets` (see `tracking::TrackingChanges`).
+    /// `targets` (see `tracking_changes::TrackingChanges`).
     #[pin]
     pub(crate) tracking: Mutex<FrameTable>,
     /// Emulated writes to a protected page gathered into one report

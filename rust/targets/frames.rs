@@ -4,7 +4,7 @@
 //! target walks, protected pages) hold each write-tracked guest frame, so
 //! that KVM's 16-bit count per frame is taken once per frame
 //! (`pfi_core::frame_refs`). Behind `vm.tracking`; changed only through
-//! `tracking::TrackingChanges`.
+//! `tracking_changes::TrackingChanges`.
 
 use kernel::prelude::*;
 
