@@ -11,7 +11,9 @@
     non_snake_case,
     missing_docs,
     unreachable_pub,
-    clippy::all
+    clippy::all,
+    // bindgen's `Default` impls have no SAFETY comments.
+    clippy::undocumented_unsafe_blocks
 )]
 pub(crate) mod uapi {
     include!("uapi_generated.rs");
@@ -52,7 +54,8 @@ pub(crate) mod uapi {
     non_upper_case_globals,
     missing_docs,
     unreachable_pub,
-    clippy::all
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
 )]
 pub(crate) mod glue {
     include!("glue_generated.rs");

@@ -6,8 +6,6 @@
 //! read and steer other processes' guests. Every ioctl validates all of its
 //! input before changing anything, so a refused call leaves state unchanged.
 
-use core::sync::atomic::Ordering;
-
 use kernel::bindings;
 use kernel::fs::File;
 use kernel::miscdevice::{
@@ -283,7 +281,7 @@ impl PfiFile {
             };
             match r {
                 Ok(()) => {
-                    vm.busy.store(true, Ordering::Relaxed);
+                    vm.busy.store(true, Relaxed);
                     // Walk the new pages at once, not only at the next exit.
                     vm.kick_report();
                     Ok(id)

@@ -135,7 +135,7 @@ impl Record {
         // NUL-terminated: one byte of the array stays 0.
         let room = r.ev.rule_name.len() - 1;
         for (dst, &src) in r.ev.rule_name.iter_mut().zip(d.rule_name.iter().take(room)) {
-            *dst = src as _;
+            *dst = src as kernel::ffi::c_char;
         }
         r
     }

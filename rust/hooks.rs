@@ -9,9 +9,9 @@
 //! lock, and return after one load when no VM is attached.
 
 use core::ffi::c_void;
-use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
+use kernel::sync::atomic::Relaxed;
 
 use crate::bindings::glue;
 use crate::vendor;
@@ -58,7 +58,7 @@ unsafe fn handle(vcpu: *mut glue::kvm_vcpu, exit: bool) {
             }
             // Also once after attach, to learn the guest's paging mode for
             // walks made outside the probes.
-            if vm.busy.load(Ordering::Relaxed) || (exit && !vm.paging_known()) {
+            if vm.busy.load(Relaxed) || (exit && !vm.paging_known()) {
                 introspect(vm, vcpu, idx, exit);
             }
         })
@@ -80,14 +80,14 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
         // SAFETY: a probe for the running `vcpu`.
         vm.record_paging(&unsafe { crate::targets::probe::guest_paging(vcpu, &st.view) });
     }
-    if !vm.busy.load(Ordering::Relaxed) {
+    if !vm.busy.load(Relaxed) {
         return;
     }
     let mut targets = vm.targets.lock();
     if exit {
         if targets.on_exit(vm.kvm, vcpu, idx, &st) {
             // Settled pages to report, or write tracking to follow.
-            vm.busy.store(targets.has_work(), Ordering::Relaxed);
+            vm.busy.store(targets.has_work(), Relaxed);
             drop(targets);
             vm.kick_report();
         }

@@ -37,6 +37,7 @@ mod tracking;
 mod tracking_changes;
 mod vendor;
 mod vm;
+mod work_end;
 
 module! {
     type: KvmPfi,

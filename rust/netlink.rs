@@ -61,9 +61,9 @@ static GROUPS: Groups = Groups([bindings::genl_multicast_group {
 static FAMILY: Family = Family(Opaque::new(bindings::genl_family {
     name: copy_name(uapi::KVM_PFI_FAMILY_NAME),
     version: uapi::KVM_PFI_FAMILY_VERSION,
-    maxattr: uapi::KVM_PFI_A_EVENT_MAX as u32,
+    maxattr: uapi::KVM_PFI_A_EVENT_MAX,
     module: <crate::KvmPfi as kernel::ModuleMetadata>::THIS_MODULE.as_ptr(),
-    mcgrps: &raw const GROUPS.0 as *const _,
+    mcgrps: (&raw const GROUPS.0).cast(),
     n_mcgrps: 1,
     ..pin_init::zeroed()
 }));

@@ -13,10 +13,11 @@
 //! does. Writes that are not guest CPU writes (device DMA, the VMM) are not
 //! tracked by KVM and not seen.
 
-use core::sync::atomic::Ordering;
-
 use kernel::prelude::*;
-use kernel::sync::atomic::Relaxed;
+use kernel::sync::atomic::{
+    Acquire,
+    Relaxed, //
+};
 
 use crate::bindings::glue;
 use crate::events::{
@@ -151,7 +152,7 @@ fn gather(vm: &AttachedVm, gpa: u64, new: &[u8]) {
     if !unbuffered {
         // The burst ends when the writing vCPU enters the guest again: the
         // entry probe kicks the report work then (`seal_gathered`).
-        vm.gather_open.store(true, Ordering::Relaxed);
+        vm.gather_open.store(true, Relaxed);
     }
     drop(g);
     if let Some(old) = old {
@@ -170,7 +171,7 @@ fn gather(vm: &AttachedVm, gpa: u64, new: &[u8]) {
 /// instead makes a store into hundreds of reports, more than an event
 /// reader's queue holds. A probe: one load when nothing is gathered.
 pub(crate) fn seal_gathered(vm: &AttachedVm) {
-    if vm.gather_open.load(Ordering::Relaxed) && vm.gather_open.swap(false, Ordering::Relaxed) {
+    if vm.gather_open.load(Relaxed) && vm.gather_open.xchg(false, Relaxed) {
         vm.kick_report();
     }
 }
@@ -255,10 +256,10 @@ fn report(vm: &AttachedVm, pages: &[Option<ProtectedWrite>], gpa: u64, new: &[u8
 /// keep their bytes for enforce mode), untrack pages that moved. Needs the
 /// VM's page-track notifier, which the report work registers first.
 pub(crate) fn sync(vm: &AttachedVm) {
-    if vm.detached.load(Ordering::Relaxed) || !vm.targets.lock().wants_protection() {
+    if vm.detached.load(Relaxed) || !vm.targets.lock().wants_protection() {
         return;
     }
-    if vm.tracker.load(Ordering::Acquire).is_null() {
+    if vm.tracker.load(Acquire).is_null() {
         return;
     }
     let mut changes = TrackingChanges::begin(vm);

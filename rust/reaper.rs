@@ -19,6 +19,10 @@ use kernel::workqueue::{
 };
 
 use crate::attach;
+use crate::work_end::{
+    end_work_for_good,
+    QueuedWork, //
+};
 
 /// Poll period in jiffies: half a second.
 fn period() -> kernel::time::Jiffies {
@@ -77,16 +81,11 @@ impl ReaperHandle {
 impl Drop for ReaperHandle {
     fn drop(&mut self) {
         let dwork = core::ptr::from_ref(&self.reaper.work).cast_mut().cast::<bindings::delayed_work>();
-        // Cancels a pending instance, waits for a running one, and refuses
-        // the re-queue a running one may still make (it drops its own
-        // reference then).
-        // SAFETY: `DelayedWork` is a transparent wrapper of `delayed_work`,
-        // alive as long as `self.reaper`.
-        if unsafe { bindings::disable_delayed_work_sync(dwork) } {
-            // The cancelled instance's reference (`Arc::into_raw` when it
-            // was queued) is ours to drop.
-            // SAFETY: as said; `self.reaper` is that `Arc`'s object.
-            drop(unsafe { Arc::from_raw(core::ptr::from_ref(&*self.reaper)) });
-        }
+        // A running instance that re-queues itself is refused (it drops
+        // its own reference then).
+        // SAFETY: `DelayedWork` is a transparent wrapper of `delayed_work`
+        // and lives in `self.reaper`, an `Arc` whose queued runs each hold
+        // a reference.
+        unsafe { end_work_for_good(&*self.reaper, QueuedWork::Delayed(dwork)) };
     }
 }

@@ -8,9 +8,8 @@
 //! page's bytes), then protects (`protect.rs`) and scans (`scan.rs`) what
 //! became resident.
 
-use core::sync::atomic::Ordering;
-
 use kernel::prelude::*;
+use kernel::sync::atomic::Relaxed;
 use kernel::sync::Arc;
 use kernel::workqueue::WorkItem;
 
@@ -75,7 +74,7 @@ fn run(vm: &AttachedVm) {
 #[inline(never)]
 fn settled_pages(vm: &AttachedVm) {
     loop {
-        if vm.detached.load(Ordering::Relaxed) {
+        if vm.detached.load(Relaxed) {
             return;
         }
         let mut batch = [None; BATCH];
@@ -144,7 +143,7 @@ fn walk_new_pages(vm: &AttachedVm) {
         let mut todo = [(0u32, 0usize, 0u64, 0u64); 16];
         let n = vm.targets.lock().unwalked(&mut todo);
         for &(target_id, index, root, gva) in &todo[..n] {
-            if vm.detached.load(Ordering::Relaxed) {
+            if vm.detached.load(Relaxed) {
                 return;
             }
             let w = walk_target(&mut mem, &paging, root, gva);

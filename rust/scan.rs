@@ -6,9 +6,11 @@
 //! target on either side, so a match straddling two pages is found by the
 //! scan of whichever of them was scanned last, and reported once.
 
-use core::sync::atomic::Ordering;
-
 use kernel::prelude::*;
+use kernel::sync::atomic::{
+    Relaxed,
+    Release, //
+};
 
 use crate::bindings::glue;
 
@@ -55,7 +57,7 @@ pub(crate) fn scan_pages(vm: &AttachedVm) {
     let Some(matcher) = set.matcher() else { return };
     let mut buf: Option<KVVec<u8>> = None;
     for _ in 0..PAGES_PER_RUN / 8 {
-        if vm.detached.load(Ordering::Relaxed) {
+        if vm.detached.load(Relaxed) {
             return;
         }
         let mut jobs = [None; 8];
@@ -124,14 +126,14 @@ fn scan_page(vm: &AttachedVm, set: &SigSet, matcher: &Matcher<'_>, j: &ScanJob, 
             how: j.how,
             injections: j.injections,
         }));
-        DETECTIONS.fetch_add(1, kernel::sync::atomic::Relaxed);
+        DETECTIONS.fetch_add(1, Relaxed);
         reported += 1;
         reported < MAX_DETECTIONS_PER_PAGE
     });
     // Counted after its detections reached the sinks: a reader that sees
     // the count has its events (the selftests rely on it).
     events::flush();
-    BYTES_SCANNED.fetch_add(hay.len() as u64, kernel::sync::atomic::Relaxed);
-    PAGES_SCANNED.fetch_add(1, kernel::sync::atomic::Release);
+    BYTES_SCANNED.fetch_add(hay.len() as u64, Relaxed);
+    PAGES_SCANNED.fetch_add(1, Release);
     true
 }

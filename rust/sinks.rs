@@ -25,6 +25,10 @@ use crate::events::{
 };
 use crate::netlink;
 use crate::stream;
+use crate::work_end::{
+    end_work_for_good,
+    QueuedWork, //
+};
 
 #[pin_data]
 struct Stage {
@@ -115,14 +119,9 @@ impl Drop for Sinks {
         // queue it: disabling the work refuses that, and waits for a
         // running instance. Then deliver what it left here.
         let work = core::ptr::from_ref(&self.stage.work).cast_mut().cast::<bindings::work_struct>();
-        // SAFETY: `Work` is a transparent wrapper of `work_struct`, alive as
-        // long as `self.stage`.
-        if unsafe { bindings::disable_work_sync(work) } {
-            // A queued run was cancelled: drop the reference it held (from
-            // `Arc::into_raw` when it was queued).
-            // SAFETY: that reference is ours now.
-            drop(unsafe { Arc::from_raw(core::ptr::from_ref(&*self.stage)) });
-        }
+        // SAFETY: `Work` is a transparent wrapper of `work_struct` and lives
+        // in `self.stage`, an `Arc` whose queued runs each hold a reference.
+        unsafe { end_work_for_good(&*self.stage, QueuedWork::Work(work)) };
         drain();
     }
 }

@@ -6,8 +6,13 @@
 //! or protected target pages (`protect.rs`), and about memslots going away.
 
 use core::ffi::c_void;
-use core::sync::atomic::Ordering;
 
+use kernel::sync::atomic::{
+    Acquire,
+    Full,
+    Relaxed,
+    Release, //
+};
 
 use crate::bindings::glue;
 use crate::protect;
@@ -35,7 +40,7 @@ unsafe extern "C" fn on_track_write(owner: *mut c_void, gpa: u64, new: *const u8
         (targets.on_page_table_write(gpa), targets.protected_pages(gpa >> 12, &mut protected))
     };
     if table_write {
-        vm.busy.store(true, Ordering::Relaxed);
+        vm.busy.store(true, Relaxed);
     }
     if n > 0 {
         let new = if new.is_null() {
@@ -57,12 +62,12 @@ unsafe extern "C" fn on_region_gone(owner: *mut c_void, gfn: u64, nr_pages: usiz
     // SAFETY: as in `on_track_write`.
     let vm = unsafe { &*owner.cast::<AttachedVm>() };
     vm.targets.lock().on_region_gone(gfn, nr_pages as u64);
-    vm.busy.store(true, Ordering::Relaxed);
+    vm.busy.store(true, Relaxed);
 }
 
 /// The VM's notifier, registered on first use (process context).
 pub(crate) fn tracker(vm: &AttachedVm) -> Option<*mut glue::kvm_pfi_tracker> {
-    let t = vm.tracker.load(Ordering::Acquire);
+    let t = vm.tracker.load(Acquire);
     if !t.is_null() {
         return Some(t);
     }
@@ -82,7 +87,7 @@ pub(crate) fn tracker(vm: &AttachedVm) -> Option<*mut glue::kvm_pfi_tracker> {
         // Without tracking, the walks at every exit still notice the update.
         return None;
     }
-    vm.tracker.store(t, Ordering::Release);
+    vm.tracker.store(t, Release);
     Some(t)
 }
 
@@ -96,7 +101,7 @@ pub(crate) fn sync_page_tables(vm: &AttachedVm) {
     if !crate::module_parameters::track_page_tables.value() {
         return;
     }
-    if !vm.targets.lock().tracking_stale || vm.detached.load(Ordering::Relaxed) {
+    if !vm.targets.lock().tracking_stale || vm.detached.load(Relaxed) {
         return;
     }
     if tracker(vm).is_none() {
@@ -139,7 +144,9 @@ pub(crate) fn untrack(changes: &mut TrackingChanges<'_>, t: &Target) {
 /// Unregisters the notifier (the VM is being detached); waits for calls in
 /// flight.
 pub(crate) fn destroy(vm: &AttachedVm) {
-    let t = vm.tracker.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    // Full (the LKMM's `xchg()`): the kernel's atomics have no AcqRel; it
+    // is the next stronger ordering (was `AcqRel` with core atomics).
+    let t = vm.tracker.xchg(core::ptr::null_mut(), Full);
     if !t.is_null() {
         // SAFETY: created for this VM by `tracker`, destroyed once here.
         unsafe { glue::kvm_pfi_tracker_destroy(vm.kvm, t) };

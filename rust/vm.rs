@@ -13,19 +13,13 @@
 //! tracepoint) is a read-side critical section of.
 
 use core::ptr;
-// `busy`, `detached` and `tracker` are still core atomics: the probes and
-// the report stages (hooks.rs, targets/, protect.rs) use them directly.
-use core::sync::atomic::{
-    AtomicBool,
-    AtomicPtr,
-    Ordering, //
-};
 
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::atomic::{
     Acquire,
     Atomic,
+    AtomicFlag,
     Relaxed,
     Release, //
 };
@@ -53,6 +47,10 @@ use crate::targets::protection::Gathered;
 use crate::targets::{
     self,
     Targets, //
+};
+use crate::work_end::{
+    end_work_for_good,
+    QueuedWork, //
 };
 
 /// Attached VMs at once, over all files (`KVM_PFI_MAX_VMS`).
@@ -122,10 +120,10 @@ pub(crate) struct AttachedVm {
     #[pin]
     pub(crate) targets: SpinLock<Targets>,
     /// Some target page needs probe work: lets probes skip the lock.
-    pub(crate) busy: AtomicBool,
+    pub(crate) busy: Atomic<bool>,
     pub(crate) next_target_id: Atomic<u32>,
     /// Set once the VM left the table: reports stop.
-    pub(crate) detached: AtomicBool,
+    pub(crate) detached: Atomic<bool>,
     /// Guest writes to protected pages beyond the report budget
     /// (`write_reports_per_sec`): restored, counted, not reported.
     pub(crate) writes_unreported: Atomic<u64>,
@@ -133,7 +131,7 @@ pub(crate) struct AttachedVm {
     /// `paging`), for walks outside the probes; 0 before.
     paging_seen: Atomic<u32>,
     /// KVM page-track notifier, created by the report work on first use.
-    pub(crate) tracker: AtomicPtr<glue::kvm_pfi_tracker>,
+    pub(crate) tracker: Atomic<*mut glue::kvm_pfi_tracker>,
     /// Serialises write-tracking changes (the report work's, and a target
     /// removal's untracking) so that no gfn is tracked after its target
     /// went, and counts the records of each tracked frame: ordered before
@@ -145,7 +143,7 @@ pub(crate) struct AttachedVm {
     #[pin]
     pub(crate) gather: Mutex<Option<Gathered>>,
     /// Writes are gathered: the next entry probe ends the burst.
-    pub(crate) gather_open: AtomicBool,
+    pub(crate) gather_open: AtomicFlag,
     /// The report work: everything about this VM that may sleep or take
     /// long (walks outside the probes, events, protection, scans). Its
     /// `WorkItem` implementation is `report.rs`.
@@ -220,7 +218,7 @@ impl AttachedVm {
             ..Default::default()
         };
         for (dst, src) in info.stats_id.iter_mut().zip(self.stats_id.iter()) {
-            *dst = *src as _;
+            *dst = *src as kernel::ffi::c_char;
         }
         info
     }
@@ -229,7 +227,7 @@ impl AttachedVm {
     /// its VMM closed the VM and every vCPU file.
     pub(crate) fn only_we_hold_it(&self) -> bool {
         // Ours: the attachment's, and the page-track notifier's.
-        let ours = 1 + u32::from(!self.tracker.load(Ordering::Acquire).is_null());
+        let ours = 1 + u32::from(!self.tracker.load(Acquire).is_null());
         // SAFETY: `self.kvm` is referenced (type invariant).
         unsafe { glue::kvm_pfi_vm_users(self.kvm) <= ours }
     }
@@ -247,7 +245,7 @@ impl AttachedVm {
     /// Queues the report work; callable from a probe (no allocation: the
     /// `Arc` clone is a reference count).
     pub(crate) fn kick_report(&self) {
-        if self.detached.load(Ordering::Relaxed) {
+        if self.detached.load(Relaxed) {
             return;
         }
         // SAFETY: every `AttachedVm` lives in an `Arc` (see `attach`), and
@@ -308,16 +306,10 @@ impl AttachedVm {
     /// ioctls may kick it until they see `detached`.
     pub(crate) fn end_report(&self) {
         let work = core::ptr::from_ref(&self.work).cast_mut().cast::<bindings::work_struct>();
-        // SAFETY: `Work` is a transparent wrapper of `work_struct`, alive
-        // as long as `self`.
-        if unsafe { bindings::disable_work_sync(work) } {
-            // A queued run was cancelled: it held a reference (from
-            // `Arc::into_raw` when it was queued) that its run would have
-            // dropped.
-            // SAFETY: that reference is ours now, and `self` lives in an
-            // `Arc` (see `attach`).
-            drop(unsafe { Arc::from_raw(core::ptr::from_ref(self)) });
-        }
+        // SAFETY: `Work` is a transparent wrapper of `work_struct` and lives
+        // in `self`, which lives in an `Arc` (see `attach`) whose queued
+        // runs each hold a reference (`Workqueue::enqueue`).
+        unsafe { end_work_for_good(self, QueuedWork::Work(work)) };
     }
 }
 
@@ -485,15 +477,15 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
             overflow: VcpuCounters::new(),
             nr_vcpus: Atomic::new(0),
             targets <- kernel::new_spinlock!(targets, "kvm_pfi::targets"),
-            busy: AtomicBool::new(false),
+            busy: Atomic::new(false),
             next_target_id: Atomic::new(1),
-            detached: AtomicBool::new(false),
+            detached: Atomic::new(false),
             writes_unreported: Atomic::new(0),
             paging_seen: Atomic::new(0),
-            tracker: AtomicPtr::new(ptr::null_mut()),
+            tracker: Atomic::new(ptr::null_mut()),
             tracking <- kernel::new_mutex!(FrameTable::new(), "kvm_pfi::tracking"),
             gather <- kernel::new_mutex!(None, "kvm_pfi::gather"),
-            gather_open: AtomicBool::new(false),
+            gather_open: AtomicFlag::new(false),
             work <- new_work!("kvm_pfi::report"),
         }),
         GFP_KERNEL,
@@ -505,7 +497,7 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
             drop(control);
             // SAFETY: drop the reference taken above; nothing else has it.
             unsafe { glue::kvm_pfi_vm_put(kvm) };
-            return Err(e.into());
+            return Err(e);
         }
     };
 
@@ -550,7 +542,7 @@ impl Taken {
             // SAFETY: came from `Arc::into_raw` in `attach`, and left the
             // table (and every probe) in `take_where`: the reference is ours.
             let vm = unsafe { Arc::from_raw(vm) };
-            vm.detached.store(true, Ordering::Relaxed);
+            vm.detached.store(true, Relaxed);
             vm
         })
     }
