@@ -27,8 +27,13 @@ KVM_PFI_SELFTESTS_DIR = $(KVM_PFI_CACHE)/selftests/$(notdir $(realpath $(KDIR)))
 export KVM_PFI_TESTS ?= $(KVM_PFI_SELFTESTS_DIR)/$(shell echo $(CURDIR) | sha1sum | cut -c1-8)
 CARGO ?= cargo
 
+# A clang-built tree (the test kernel is one: KASAN with Rust needs clang)
+# builds its modules with the same LLVM, found from its CONFIG_CLANG_VERSION
+# (190107: /usr/lib/llvm-19/bin/, else clang-19 and friends on PATH).
+KDIR_CLANG_MAJOR := $(shell sed -n 's/^CONFIG_CLANG_VERSION=\([1-9][0-9]*\)[0-9]\{4\}$$/\1/p' $(KDIR)/.config 2>/dev/null)
+LLVM ?= $(if $(KDIR_CLANG_MAJOR),$(firstword $(wildcard /usr/lib/llvm-$(KDIR_CLANG_MAJOR)/bin/) -$(KDIR_CLANG_MAJOR)))
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) BINDGEN=$(BINDGEN) \
-	LIBCLANG_PATH=$(LIBCLANG_PATH)
+	LIBCLANG_PATH=$(LIBCLANG_PATH) $(if $(LLVM),LLVM=$(LLVM))
 
 # Installation (`make install`): the module into /lib/modules/$(KVER)/updates
 # (KVER: the release of KDIR, i.e. $(uname -r) when KDIR is that kernel's
@@ -84,12 +89,18 @@ selftests:
 unit-test: check-imports
 	$(CARGO) test --release --locked --workspace
 
-# clippy on every crate of the workspace (pfi_core with and without its host
-# feature, the tool), warnings as errors. The module's kernel-side Rust is
-# built by Kbuild with the kernel's rustc, for which no clippy is installed.
+# clippy on every crate, warnings as errors: the workspace (pfi_core with
+# and without its host feature, the tool), and the module's kernel-side Rust,
+# which Kbuild builds with the kernel's rustc: Kbuild's CLIPPY=1 runs the
+# clippy of that same rustc (Debian's rust-web-clippy beside rustc-web) with
+# the kernel's own lint set. Its build is the module's build, so a later
+# `make module` has nothing to do.
+CLIPPY_DRIVER ?= $(dir $(RUSTC))clippy-driver
 lint:
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --locked -p pfi_core --all-targets --features text -- -D warnings
+	rm -f rust/kvm_pfi.o
+	$(KMAKE) CLIPPY=1 CLIPPY_DRIVER=$(CLIPPY_DRIVER) KRUSTFLAGS=-Dwarnings modules
 
 # The module's import graph has no cycle (Documentation/design.rst).
 check-imports:

@@ -10,7 +10,11 @@ APT_PACKAGES=(
 	python3-venv rsync zstd xz-utils
 	qemu-system-x86 busybox-static
 	"rustc-web" "rust-web-src"
+	# clippy of the same rustc, for the module's kernel-side Rust (make lint).
+	"rust-web-clippy"
 	"libclang-${LLVM_VERSION}-dev" "clang-${LLVM_VERSION}" "lld-${LLVM_VERSION}"
+	# llvm-ar, llvm-nm, llvm-objcopy...: the test kernel is built with LLVM=.
+	"llvm-${LLVM_VERSION}"
 	libmnl-dev pkg-config python3-yaml python3-jsonschema uuid-dev udev
 	rsyslog dkms
 	# pahole: the test kernel's BTF blob from its DWARF (selftests/linux_walk.py).
