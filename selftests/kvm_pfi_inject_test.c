@@ -505,14 +505,16 @@ TEST_F_TIMEOUT(pfi, unmapped_by_guest_fails_after_max_tries, 120)
 	/* Not at once: each fault about a timeout after the previous one, by
 	 * the guest's own clock. The timeout runs from the injection, and a
 	 * delivery KVM had to re-inject reaches the handler later (10 ms and
-	 * more under TCG), so half of it is what is certain. */
+	 * more under TCG, over 60 ms on the KASAN test kernel: a fault 38 ms
+	 * after the previous one was seen with a 100 ms timeout), so a
+	 * quarter of it is what is certain; faults at once are 0-1 ms apart. */
 	tsc_khz = __vcpu_ioctl(m.vcpu[0], KVM_GET_TSC_KHZ, NULL);
 	ASSERT_LT(0, tsc_khz);
 	for (uint64_t i = 1; i < m.ctl->vcpu[0].nr_events && i < LOG_LEN; i++) {
 		uint64_t ms = (m.ctl->vcpu[0].ev[i].tsc - m.ctl->vcpu[0].ev[i - 1].tsc) / tsc_khz;
 
 		TH_LOG("fault %lu %lu ms after the previous", i, ms);
-		EXPECT_LE(timeout_ms / 2, ms);
+		EXPECT_LE(timeout_ms / 4, ms);
 	}
 	/* The guest still runs, and nothing more is injected. */
 	mini_run_n(&m, 0, 20, PH_USER);
