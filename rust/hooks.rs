@@ -5,8 +5,9 @@
 //! `kvm_entry` fires in the vCPU thread right before VMRUN/VMLAUNCH, after
 //! KVM has chosen the event to inject on this entry; `kvm_exit` fires right
 //! after the exit, before KVM handles it. Both run with interrupts off, on
-//! every vCPU of every VM on the host: the probes allocate nothing, take no
-//! lock, and return after one load when no VM is attached.
+//! every vCPU of every VM on the host: the probes allocate nothing, return
+//! after one load when no VM is attached, and take the VM's targets lock
+//! only when the lock-free gate (`probe_gate.rs`) says there is work.
 
 use core::ffi::c_void;
 
@@ -83,15 +84,31 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
     if !vm.busy.load(Relaxed) {
         return;
     }
-    let mut targets = vm.targets.lock();
+    // The lock is taken only for work: an exit of a vCPU with no fault in
+    // flight and nothing due, and an entry that cannot inject or whose
+    // address space has nothing to inject, cost a few loads
+    // (`probe_gate.rs`, Documentation/design.rst).
     if exit {
-        if targets.on_exit(vm.kvm, vcpu, idx, &st) {
+        // SAFETY: reads the clock.
+        let now = unsafe { glue::kvm_pfi_now_ns() };
+        if !vm.gate.exit_has_work(idx, now) {
+            return;
+        }
+        let mut targets = vm.targets.lock();
+        if targets.on_exit(vm.kvm, vcpu, idx, &st, now) {
             // Settled pages to report, or write tracking to follow.
             vm.busy.store(targets.has_work(), Relaxed);
             drop(targets);
             vm.kick_report();
         }
     } else {
+        if crate::targets::probe::entry_blocked(&st)
+            || vm.gate.in_flight(idx)
+            || !vm.gate.may_inject(st.view.cr3, st.view.cpl == 0)
+        {
+            return;
+        }
+        let mut targets = vm.targets.lock();
         let (inject, settled) = targets.on_entry(vm.kvm, vcpu, idx, &st);
         if let Some((cr2, error_code)) = inject {
             // SAFETY: the kvm_entry probe, and `on_entry` saw no event in

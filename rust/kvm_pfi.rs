@@ -25,6 +25,7 @@ mod netlink;
 /// Kernel-independent logic, shared with the host crate `pfi_core`.
 #[path = "pfi_core/mod.rs"]
 pub mod pfi_core;
+mod probe_gate;
 mod protect;
 mod reaper;
 mod report;

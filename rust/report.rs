@@ -62,6 +62,9 @@ fn run(vm: &AttachedVm) {
     walk_new_pages(vm);
     tracking::sync_page_tables(vm);
     settled_pages(vm);
+    // Pages settled, or came back (`resident_lost`): the entry probes'
+    // set of address spaces with pages to inject follows.
+    vm.targets.lock().refresh_ready_spaces();
     if vm.targets.lock().wants_protection() {
         // Protection write-tracks through the notifier.
         let _ = tracking::tracker(vm);

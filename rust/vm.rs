@@ -44,6 +44,7 @@ use crate::pfi_core::ids;
 use crate::pfi_core::walk::GuestPaging;
 use crate::targets::frames::FrameTable;
 use crate::targets::protection::Gathered;
+use crate::probe_gate::ProbeGate;
 use crate::targets::{
     self,
     Targets, //
@@ -119,6 +120,9 @@ pub(crate) struct AttachedVm {
     /// vCPUs and the ioctls.
     #[pin]
     pub(crate) targets: SpinLock<Targets>,
+    /// What probes read of `targets` without its lock (`probe_gate.rs`);
+    /// `targets` holds the same gate and writes it.
+    pub(crate) gate: Arc<ProbeGate>,
     /// Some target page needs probe work: lets probes skip the lock.
     pub(crate) busy: Atomic<bool>,
     pub(crate) next_target_id: Atomic<u32>,
@@ -445,7 +449,10 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
     id_bytes[..n].copy_from_slice(&stats_id[..n]);
 
     // Within its limits: the module loaded (`control::Parameters`).
-    let targets = match Targets::new(crate::module_parameters::write_reports_per_sec.value()) {
+    let gate_and_targets = ProbeGate::new().and_then(|gate| {
+        Targets::new(crate::module_parameters::write_reports_per_sec.value(), gate.clone()).map(|t| (gate, t))
+    });
+    let (gate, targets) = match gate_and_targets {
         Ok(t) => t,
         Err(e) => {
             // SAFETY: drop the reference taken above; nothing else has it.
@@ -477,6 +484,7 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
             overflow: VcpuCounters::new(),
             nr_vcpus: Atomic::new(0),
             targets <- kernel::new_spinlock!(targets, "kvm_pfi::targets"),
+            gate,
             busy: Atomic::new(false),
             next_target_id: Atomic::new(1),
             detached: Atomic::new(false),

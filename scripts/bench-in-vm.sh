@@ -20,12 +20,14 @@ insmod "$KVM_PFI_KO"
 t_loaded=$(run none)
 t_attached=$(run attached)
 t_pending=$(run pending)
+t_other=$(run pending_other_cr3)
 inject=$("$BENCH" inject 1000 | awk '$1 == "count"')
 rmmod kvm_pfi
 
 echo "# $vendor: guest loop of $EXITS port-I/O exits; instruction-based time (QEMU -icount shift=0, or Bochs's clock: sync=none, ips)"
-echo "# ns: not loaded $t_none, loaded $t_loaded, attached $t_attached, 1000 pending pages $t_pending"
+echo "# ns: not loaded $t_none, loaded $t_loaded, attached $t_attached, 1000 pending pages $t_pending, in another address space $t_other"
 awk -v a="$t_loaded" -v b="$t_none" 'BEGIN { printf "ratio loaded_not_attached %.4f\n", a / b }'
 awk -v a="$t_attached" -v b="$t_none" 'BEGIN { printf "ratio attached_no_targets %.4f\n", a / b }'
 awk -v a="$t_pending" -v b="$t_none" 'BEGIN { printf "ratio attached_1000_pending_pages %.4f\n", a / b }'
+awk -v a="$t_other" -v b="$t_none" 'BEGIN { printf "ratio attached_1000_pending_pages_other_cr3 %.4f\n", a / b }'
 echo "$inject"

@@ -13,6 +13,10 @@
  *   pending   attached with 1000 swapped-out target pages that stay pending
  *             (user-only targets while the guest runs at CPL 0: every entry
  *             evaluates them and waits)
+ *   pending_other_cr3
+ *             the same 1000 pages in an address space the guest never loads
+ *             (a copy of its top-level table, so walks through it see the
+ *             same swap entries)
  *   inject    one kernel-mode target page (in the kernel half: this guest
  *             has no SMAP, so a user-half page would never get a
  *             kernel-mode fault): prints
@@ -87,18 +91,24 @@ int main(int argc, char **argv)
 		TEST_ASSERT(pfi >= 0, "open " KVM_PFI_DEV);
 		TEST_ASSERT(!pfi_attach(pfi, vm->fd, 0, &vm_id), "attach");
 	}
-	if (!strcmp(mode, "pending")) {
+	if (!strcmp(mode, "pending") || !strcmp(mode, "pending_other_cr3")) {
 		/* A memslot of their own, mapped at the same guest address. */
-		uint64_t gva = 0x40000000;
+		uint64_t gva = 0x40000000, root = vm->mmu.pgd;
 
 		vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, gva, 1, PENDING_PAGES, 0);
 		virt_map(vm, gva, gva, PENDING_PAGES);
 
 		for (int i = 0; i < PENDING_PAGES; i++)
 			*vm_get_pte(vm, gva + i * 4096ull) = LINUX_SWAP_PTE;
+		if (strcmp(mode, "pending")) {
+			/* Shares every lower table; the vCPU never loads it. */
+			root = vm_phy_page_alloc(vm, KVM_GUEST_PAGE_TABLE_MIN_PADDR,
+						 vm->memslots[MEM_REGION_PT]);
+			memcpy(addr_gpa2hva(vm, root), addr_gpa2hva(vm, vm->mmu.pgd), 4096);
+		}
 		/* Two targets: KVM_PFI_MAX_TARGET_PAGES is 512. */
-		TEST_ASSERT(!add_target(pfi, vm_id, vm->mmu.pgd, gva, 500 * 4096ull, 0, &tid), "target");
-		TEST_ASSERT(!add_target(pfi, vm_id, vm->mmu.pgd, gva + 500 * 4096ull,
+		TEST_ASSERT(!add_target(pfi, vm_id, root, gva, 500 * 4096ull, 0, &tid), "target");
+		TEST_ASSERT(!add_target(pfi, vm_id, root, gva + 500 * 4096ull,
 					500 * 4096ull, 0, &tid), "target");
 	}
 	if (!strcmp(mode, "inject")) {

@@ -88,3 +88,7 @@ pub mod budget;
 // How many records hold each write-tracked frame: KVM's own 16-bit count
 // per frame is asked for once per frame.
 pub mod frame_refs;
+
+// The address spaces with pages to inject, as a lock-free set the entry
+// probe looks a CR3 up in.
+pub mod ready_spaces;

@@ -18,6 +18,8 @@
 
 use kernel::prelude::*;
 
+use kernel::sync::Arc;
+
 use crate::bindings::uapi;
 use crate::pfi_core::budget::RateBudget;
 use crate::pfi_core::inject::{
@@ -30,6 +32,7 @@ use crate::pfi_core::inject::{
     TargetId,
     VcpuSlot, //
 };
+use crate::probe_gate::ProbeGate;
 use crate::pfi_core::walk::{
     self,
     AddressSpace, //
@@ -189,9 +192,10 @@ pub(crate) struct Targets {
     pub(super) slots: KVVec<VcpuSlot>,
     /// Some page's tracked tables differ from its last walk's.
     pub(crate) tracking_stale: bool,
-    /// No page needs an exit's attention before this time (0: the next
-    /// exit scans). Keeps exits cheap while pages only wait for context.
-    pub(super) next_scan_ns: u64,
+    /// What the probes read of these targets without the lock: the
+    /// address spaces with pages to inject, the vCPUs with a fault in
+    /// flight, when an exit next has work. Written under the lock only.
+    pub(crate) gate: Arc<ProbeGate>,
     /// Counts scans taken (see `Page::scanned_seq`).
     pub(super) scan_seq: u64,
     /// Write-attempt reports left this second (`protect.rs`).
@@ -205,7 +209,7 @@ pub(crate) struct Targets {
 
 impl Targets {
     /// `write_reports_per_sec`: the VM's write-attempt report budget.
-    pub(crate) fn new(write_reports_per_sec: u32) -> Result<Self> {
+    pub(crate) fn new(write_reports_per_sec: u32, gate: Arc<ProbeGate>) -> Result<Self> {
         let mut slots = KVVec::with_capacity(MAX_VCPUS, GFP_KERNEL)?;
         for _ in 0..MAX_VCPUS {
             slots.push(VcpuSlot::new(), GFP_KERNEL)?;
@@ -214,7 +218,7 @@ impl Targets {
             targets: [const { None }; MAX_TARGETS],
             slots,
             tracking_stale: false,
-            next_scan_ns: 0,
+            gate,
             scan_seq: 0,
             write_budget: RateBudget::new(write_reports_per_sec),
             frames_gone: tables::FramesGone::new(),
@@ -227,8 +231,9 @@ impl Targets {
     pub(crate) fn insert(&mut self, t: KBox<Target>) -> core::result::Result<(), (Error, KBox<Target>)> {
         match self.targets.iter_mut().find(|t| t.is_none()) {
             Some(slot) => {
+                self.gate.add_space(t.space, t.flags & uapi::KVM_PFI_TARGET_KERNEL != 0);
+                self.gate.set_exit_due(0);
                 *slot = Some(t);
-                self.next_scan_ns = 0;
                 Ok(())
             }
             None => Err((ENOSPC, t)),
@@ -242,7 +247,26 @@ impl Targets {
         for p in t.pages.iter_mut() {
             p.inj.cancel(CancelReason::Requested);
         }
+        self.refresh_ready_spaces();
         Some(t)
+    }
+
+    /// Republishes the address spaces that may have a page to inject: those
+    /// of targets with a page still live or due for a walk. Between two
+    /// refreshes the set may name spaces whose pages all settled since (the
+    /// probes then take the locked path for nothing), never miss one: a
+    /// settled page becomes live again only through a table write or a
+    /// memslot change (which add their space), or in the report work,
+    /// which refreshes at the end of each run. O(pages): process context.
+    pub(crate) fn refresh_ready_spaces(&mut self) {
+        let live = |t: &&KBox<Target>| t.pages.iter().any(|p| p.walk_due || p.inj.state().is_live());
+        self.gate.set_spaces(
+            self.targets
+                .iter()
+                .flatten()
+                .filter(live)
+                .map(|t| (t.space, t.flags & uapi::KVM_PFI_TARGET_KERNEL != 0)),
+        );
     }
 
     /// Whether any page needs probe work (a walk, an injection, a timeout).

@@ -6,7 +6,6 @@
 //! of it bounded: at most [`WALKS_PER_EXIT`] walks of at most five 8-byte
 //! reads each per exit, one walk per entry.
 
-
 use crate::bindings::{
     glue,
     uapi, //
@@ -86,22 +85,7 @@ impl Targets {
             guest_mode: st.guest_mode != 0,
             smm: st.smm != 0,
         };
-        // What blocks every target alike is checked once, not per page:
-        // also a vCPU out of IA-32e paging (real mode, vm86, protected mode
-        // without paging: the target's tables do not translate there, and
-        // KVM would have to inject through its real-mode path), and a VMX
-        // activity state that takes no #PF.
-        let blocked = !v.long_mode()
-            || v.inactive
-            || ctx.event_inj_valid
-            || ctx.exception_pending
-            || ctx.interrupt_pending
-            || ctx.nmi_pending
-            || ctx.interrupt_shadow
-            || ctx.guest_mode
-            || ctx.smm
-            || (ctx.cpl != 3 && ctx.cpl != 0);
-        if blocked {
+        if entry_blocked(gs) {
             return (None, false);
         }
         // SAFETY: `vcpu` is the running vCPU (a probe).
@@ -137,13 +121,14 @@ impl Targets {
                 // injecting, so a present page never gets a fault.
                 walk_page(p, &mut mem, &paging, ctx.now_ns);
                 if !p.inj.is_armed() {
-                    self.next_scan_ns = 0;
+                    self.gate.set_exit_due(0);
                     return (None, settle(p));
                 }
                 let decision = p.inj.on_entry(slot, &ctx);
                 if let EntryDecision::Inject(pf) = decision {
                     p.injected = true;
-                    self.next_scan_ns = 0;
+                    self.gate.set_in_flight(vcpu_idx, true);
+                    self.gate.set_exit_due(0);
                     return (Some((pf.cr2, pf.error_code)), false);
                 }
                 // One walk per entry at most: the other pages wait.
@@ -156,12 +141,20 @@ impl Targets {
     /// At a VM exit: settle the vCPU's delivery, time out, walk what is due.
     /// Returns whether the report work has something to do (a page settled,
     /// or write tracking must follow a walk).
-    pub(crate) fn on_exit(&mut self, kvm: *mut glue::kvm, vcpu: *mut glue::kvm_vcpu, vcpu_idx: usize, gs: &GuestState) -> bool {
+    /// `now` is the exit's time, as the gate was asked with.
+    pub(crate) fn on_exit(
+        &mut self,
+        kvm: *mut glue::kvm,
+        vcpu: *mut glue::kvm_vcpu,
+        vcpu_idx: usize,
+        gs: &GuestState,
+        now: u64,
+    ) -> bool {
         let st = &gs.view;
-        // SAFETY: reads the clock.
-        let now = unsafe { glue::kvm_pfi_now_ns() };
         if let Some(slot) = self.slots.get_mut(vcpu_idx) {
-            if let Some(d) = slot.on_exit(&ExitDelivery { now_ns: now, exit_int_info: st.exit_int_info }) {
+            let delivery = slot.on_exit(&ExitDelivery { now_ns: now, exit_int_info: st.exit_int_info });
+            self.gate.set_in_flight(vcpu_idx, slot.in_flight().is_some());
+            if let Some(d) = delivery {
                 for t in self.targets.iter_mut().flatten().filter(|t| t.id == d.target.0) {
                     for p in t.pages.iter_mut() {
                         if matches!(p.inj.state(), State::Injected { vcpu, .. } if vcpu == d.vcpu) {
@@ -170,10 +163,10 @@ impl Targets {
                         }
                     }
                 }
-                self.next_scan_ns = 0;
+                self.gate.set_exit_due(0);
             }
         }
-        if now < self.next_scan_ns {
+        if now < self.gate.exit_due() {
             return false;
         }
         // SAFETY: `vcpu` is the running vCPU.
@@ -227,7 +220,7 @@ impl Targets {
                 t.cursor = (i + 1) % n;
             }
         }
-        self.next_scan_ns = next_scan;
+        self.gate.set_exit_due(next_scan);
         self.tracking_stale |= stale;
         settled || stale
     }
@@ -260,7 +253,7 @@ impl Targets {
             if p.tables_wanted != p.tables_tracked {
                 self.tracking_stale = true;
             }
-            self.next_scan_ns = 0;
+            self.gate.set_exit_due(0);
         }
     }
 
@@ -280,8 +273,29 @@ impl Targets {
         if p.tables_wanted != p.tables_tracked {
             self.tracking_stale = true;
         }
-        self.next_scan_ns = 0;
+        self.gate.set_exit_due(0);
     }
+}
+
+/// What keeps every target from a #PF on this entry, checked before the
+/// VM's lock and again under it: an event already being injected or
+/// pending, an interrupt shadow, nested guest mode, SMM, a CPL other than
+/// 0 and 3, a vCPU out of IA-32e paging (real mode, vm86, protected mode
+/// without paging: the target's tables do not translate there, and KVM
+/// would have to inject through its real-mode path), and a VMX activity
+/// state that takes no #PF.
+pub(crate) fn entry_blocked(gs: &GuestState) -> bool {
+    let (st, v) = (&gs.raw, &gs.view);
+    !v.long_mode()
+        || v.inactive
+        || v.event_inj_valid
+        || st.exception_pending != 0
+        || st.interrupt_pending != 0
+        || st.nmi_pending != 0
+        || v.interrupt_shadow
+        || st.guest_mode != 0
+        || st.smm != 0
+        || (v.cpl != 3 && v.cpl != 0)
 }
 
 /// How the running vCPU translates addresses.

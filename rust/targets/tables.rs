@@ -5,6 +5,8 @@
 //! frames each page's last walk went through, and what changes when the
 //! guest writes one or a memslot goes.
 
+use crate::bindings::uapi;
+
 use super::page::apply;
 use super::Targets;
 
@@ -14,12 +16,18 @@ impl Targets {
     pub(crate) fn on_page_table_write(&mut self, gpa: u64) -> bool {
         let gfn = gpa >> 12;
         let mut hit = false;
-        self.next_scan_ns = 0;
+        self.gate.set_exit_due(0);
         for t in self.targets.iter_mut().flatten() {
+            let mut target_hit = false;
             for p in t.pages.iter_mut().filter(|p| p.tables_tracked.contains(gfn)) {
                 let a = p.inj.on_page_table_write();
                 apply(p, a);
                 p.walk_due = true;
+                target_hit = true;
+            }
+            if target_hit {
+                // A settled page may need a fault again after its walk.
+                self.gate.add_space(t.space, t.flags & uapi::KVM_PFI_TARGET_KERNEL != 0);
                 hit = true;
             }
         }
@@ -29,8 +37,10 @@ impl Targets {
     /// A memslot went away, and KVM's tracking of its frames with it.
     pub(crate) fn on_region_gone(&mut self, gfn: u64, n: u64) {
         self.frames_gone.push(gfn, n);
-        self.next_scan_ns = 0;
+        self.gate.set_exit_due(0);
         for t in self.targets.iter_mut().flatten() {
+            // Every page walks again, and may need a fault after.
+            self.gate.add_space(t.space, t.flags & uapi::KVM_PFI_TARGET_KERNEL != 0);
             for p in t.pages.iter_mut() {
                 p.tables_tracked.forget_range(gfn, n);
                 // Its tracking went with the memslot: not protected now,
