@@ -34,20 +34,9 @@ die() { printf '[kvm-pfi] error: %s\n' "$*" >&2; exit 1; }
 
 # Key of the kernel build: version of the unpacked source + config fragment.
 kernel_fragment() { echo "$KVM_PFI_ROOT/scripts/kernel.config"; }
-# The test kernel is built with LLVM (KASAN with Rust needs a clang-built
-# kernel); the compiler is part of the build key.
-kernel_llvm() { echo "/usr/lib/llvm-${LLVM_VERSION}/bin/"; }
-# The test kernel's loadable modules the tests load (KVM and what it
-# needs, zram swap). kernel.sh builds these and no other: the remaining =m
-# options are configured only for what they select (i915's KVMGT is the only
-# selector of KVM_EXTERNAL_WRITE_TRACKING), and i915 would be an eighth of
-# the build. Part of the build key.
-KERNEL_MODULES=(virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko arch/x86/kvm/kvm-amd.ko
-	arch/x86/kvm/kvm-intel.ko mm/zsmalloc.ko drivers/block/zram/zram.ko)
 kernel_key() {
 	local frag_hash
-	frag_hash="$( (cat "$(kernel_fragment)"; echo "LLVM=$(kernel_llvm)"
-		echo "MODULES=${KERNEL_MODULES[*]}") | sha256sum | cut -c1-12)"
+	frag_hash="$(sha256sum "$(kernel_fragment)" | cut -c1-12)"
 	echo "${KERNEL_SERIES}-${frag_hash}"
 }
 kernel_src_dir() { echo "$KVM_PFI_CACHE/src"; }

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 # Fetch Debian's linux-source package, configure it for virtme-ng + Rust +
-# KVM modules + lock, memory and object debugging (scripts/kernel.config),
-# and build it in the cache folder. The build folder is keyed by kernel
-# series, the fragment, the compiler and the module list (common.sh,
-# kernel_key), so an unchanged key reuses the previous build.
+# KVM modules + lock debugging (scripts/kernel.config), and build it in the
+# cache folder. The build folder is keyed by kernel series and the hash of the
+# fragment, so an unchanged fragment reuses the previous build.
 source "$(dirname "$0")/common.sh"
 
 SRC="$(kernel_src_dir)"
@@ -43,7 +42,7 @@ fetch_source() {
 KVERSION="$(make -s -C "$SRC" kernelversion)"
 case "$KVERSION" in "$KERNEL_SERIES".*) ;; *) die "unexpected kernel version $KVERSION in $SRC" ;; esac
 
-KMAKE=(make -s -C "$SRC" O="$OUT" LLVM="$(kernel_llvm)" RUSTC="$KVM_PFI_RUSTC" BINDGEN="$(command -v bindgen)"
+KMAKE=(make -s -C "$SRC" O="$OUT" RUSTC="$KVM_PFI_RUSTC" BINDGEN="$(command -v bindgen)"
 	LIBCLANG_PATH="$LIBCLANG_PATH" HOSTRUSTC="$KVM_PFI_RUSTC")
 
 # -- configuration -----------------------------------------------------------
@@ -56,8 +55,7 @@ configure() {
 	"${KMAKE[@]}" olddefconfig >/dev/null
 	# merge_config warns but does not fail on a lost symbol: check what we need.
 	local sym
-	for sym in RUST KVM_AMD KVM_EXTERNAL_WRITE_TRACKING PROVE_LOCKING DEBUG_ATOMIC_SLEEP ZRAM TRACEPOINTS \
-		KASAN_GENERIC KASAN_VMALLOC DEBUG_KMEMLEAK DEBUG_OBJECTS_WORK DEBUG_OBJECTS_TIMERS; do
+	for sym in RUST KVM_AMD KVM_EXTERNAL_WRITE_TRACKING PROVE_LOCKING DEBUG_ATOMIC_SLEEP ZRAM TRACEPOINTS; do
 		grep -Eq "^CONFIG_${sym}=[ym]" "$OUT/.config" || die "CONFIG_$sym did not survive olddefconfig (is Rust available? run 'make rustavailable')"
 	done
 	cp "$(kernel_fragment)" "$OUT/.kvm-pfi-fragment"
@@ -69,15 +67,9 @@ fi
 
 # -- build -------------------------------------------------------------------
 if [ ! -f "$OUT/.kvm-pfi-built" ] || [ "${KVM_PFI_FORCE_KBUILD:-0}" = 1 ]; then
-	log "building $KVERSION (bzImage, ${#KERNEL_MODULES[@]} modules, -j$JOBS); first build takes about 30 minutes on 2 cores"
+	log "building $KVERSION (bzImage modules, -j$JOBS); first build takes about 15 minutes on 2 cores"
 	rm -f "$OUT/.kvm-pfi-built"
-	"${KMAKE[@]}" -j"$JOBS" bzImage
-	# Kbuild's single-module targets: modpost writes Module.symvers (vmlinux
-	# and these modules, what external modules link against) and removes
-	# the modules.order it made; the list virtme-ng and depmod read is
-	# written here, in the order the modules load.
-	"${KMAKE[@]}" -j"$JOBS" "${KERNEL_MODULES[@]}"
-	printf '%s\n' "${KERNEL_MODULES[@]/%.ko/.o}" >"$OUT/modules.order"
+	"${KMAKE[@]}" -j"$JOBS" bzImage modules
 	# Headers for the selftests (KVM selftests include the sanitised UAPI).
 	"${KMAKE[@]}" headers >/dev/null
 	touch "$OUT/.kvm-pfi-built"

@@ -6,9 +6,8 @@
 # whichever the CPU's flags call for, and kvm_pfi, runs every test program,
 # prints KTAP and a final
 #   N passed, M failed
-# line, and fails if the kernel's messages show a warning, BUG, KASAN,
-# debug-objects, lockdep or refcount report, if kmemleak finds an object
-# leaked while the suite ran, or if the module does not unload cleanly.
+# line, and fails if the kernel's messages show a warning, BUG, lockdep or
+# refcount report, or if the module does not unload cleanly.
 #
 # Environment: KVM_PFI_KO, KVM_PFI_TESTS (folder of the test programs),
 # KVM_PFI_TOOL (the kvm-pfi binary), KVM_PFI_ROOT (the repository);
@@ -82,14 +81,6 @@ if [ "$(nproc)" -lt 2 ]; then
 	echo "# one CPU: tests that need two vCPUs running in parallel run with their vCPU threads taking turns"
 fi
 modprobe $kvm_vendor || { echo "Bail out! $kvm_vendor does not load"; exit 1; }
-# kmemleak (the test kernel has it, scanning only when asked): what boot
-# left unreferenced is forgotten here, so that the scan after the module's
-# unload reports only what was leaked while the suite ran.
-KMEMLEAK=/sys/kernel/debug/kmemleak
-mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
-kmemleak_scan() { echo scan >"$KMEMLEAK"; }
-kmemleak_live=0
-if [ -e "$KMEMLEAK" ] && kmemleak_scan && echo clear >"$KMEMLEAK"; then kmemleak_live=1; fi
 insmod "$KVM_PFI_KO" || { echo "Bail out! kvm_pfi does not load"; exit 1; }
 
 # KVM_PFI_ONLY="prog ...": run just these programs (a developer's shortcut;
@@ -125,30 +116,6 @@ if rmmod kvm_pfi; then
 else
 	failed=$((failed + 1)); record module_unload "not ok"
 fi
-# kmemleak: objects allocated since the clear above that nothing points to
-# after the unload. An object is reported once it is older than kmemleak's
-# minimum age (5 s) and unreferenced in a scan: scan, wait, scan again.
-if [ "$kmemleak_live" = 1 ]; then
-	kmemleak_scan; sleep 6; kmemleak_scan
-	leaks=$(cat "$KMEMLEAK")
-	if [ -z "$leaks" ]; then
-		passed=$((passed + 1)); record kmemleak_clean "ok"
-	else
-		echo "$leaks" | head -200 | sed 's/^/    # /'
-		failed=$((failed + 1)); record kmemleak_clean "not ok"
-	fi
-else
-	echo "    # kmemleak is not available in this kernel, or it disabled itself (see dmesg)"
-	failed=$((failed + 1)); record kmemleak_clean "not ok"
-fi
-# The checkers themselves are on: a kernel without them would pass the
-# checks below for nothing.
-if dmesg -k | grep -q 'KernelAddressSanitizer initialized' && [ -e /sys/kernel/debug/debug_objects/stats ]; then
-	passed=$((passed + 1)); record kasan_and_debug_objects_on "ok"
-else
-	echo "    # KASAN not initialised, or no debug_objects in debugfs"
-	failed=$((failed + 1)); record kasan_and_debug_objects_on "not ok"
-fi
 # The check below reads kernel messages only: a userspace WARNING line in
 # the log (as virtme-ng-init writes) is seen by dmesg but not by dmesg -k.
 # It also needs a dmesg that has -k (util-linux's; busybox's has not, and
@@ -160,12 +127,11 @@ if dmesg | grep -q 'kvm-pfi-runner: WARNING' && dmesg -k >/dev/null && dmesg -k 
 else
 	failed=$((failed + 1)); record dmesg_check_ignores_userspace "not ok"
 fi
-# What KASAN, debug-objects, lockdep, the atomic-sleep check, refcount and
-# the core print on a bug,
+# What lockdep, the atomic-sleep check, refcount and the core print on a bug,
 # in the kernel's own messages only (-k: facility kern; a line userspace
 # writes to /dev/kmsg, such as virtme-ng-init's "WARNING: ... not found"
 # when ip or systemd-tmpfiles is missing, is facility user).
-bad=$(dmesg -k | grep -E 'WARNING:|BUG:|KASAN:|ODEBUG:|kmemleak: .*(disabled|Cannot)|Oops|possible (recursive|circular) locking|inconsistent lock state|DEBUG_LOCKS_WARN_ON|lockdep is turned off|refcount_t:|sleeping function called from invalid context|INFO: task .* blocked|UBSAN:|general protection fault|kvm_pfi.*(error|failed)')
+bad=$(dmesg -k | grep -E 'WARNING:|BUG:|Oops|possible (recursive|circular) locking|inconsistent lock state|DEBUG_LOCKS_WARN_ON|lockdep is turned off|refcount_t:|sleeping function called from invalid context|INFO: task .* blocked|UBSAN:|general protection fault|kvm_pfi.*(error|failed)')
 if [ -z "$bad" ]; then
 	passed=$((passed + 1)); record dmesg_clean "ok"
 else
