@@ -92,7 +92,7 @@ impl ProbeGate {
 
     /// Adds an address space whose targets take faults at CPL 3 and, with
     /// `kernel_mode`, at CPL 0. A writer.
-    pub(crate) fn add_space(&self, space: AddressSpace, kernel_mode: bool) {
+    pub(crate) fn add_space(&self, (space, kernel_mode): (AddressSpace, bool)) {
         self.write(|w| {
             // Cannot fail: `SLOTS` is twice `KVM_PFI_MAX_TARGETS`.
             let _ = ready_spaces::add(w, space, kernel_mode);

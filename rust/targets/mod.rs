@@ -69,6 +69,14 @@ pub(crate) struct Target {
     pub(super) cursor: usize,
 }
 
+impl Target {
+    /// How the probe gate knows the target: its address space, and whether
+    /// it takes faults at CPL 0 (`KVM_PFI_TARGET_KERNEL`).
+    pub(crate) fn gate_key(&self) -> (AddressSpace, bool) {
+        (self.space, self.flags & uapi::KVM_PFI_TARGET_KERNEL != 0)
+    }
+}
+
 /// A validated `KVM_PFI_TARGET_ADD` request.
 pub(crate) struct TargetSpec {
     pub(crate) flags: u32,
@@ -231,7 +239,7 @@ impl Targets {
     pub(crate) fn insert(&mut self, t: KBox<Target>) -> core::result::Result<(), (Error, KBox<Target>)> {
         match self.targets.iter_mut().find(|t| t.is_none()) {
             Some(slot) => {
-                self.gate.add_space(t.space, t.flags & uapi::KVM_PFI_TARGET_KERNEL != 0);
+                self.gate.add_space(t.gate_key());
                 self.gate.set_exit_due(0);
                 *slot = Some(t);
                 Ok(())
@@ -265,7 +273,7 @@ impl Targets {
                 .iter()
                 .flatten()
                 .filter(live)
-                .map(|t| (t.space, t.flags & uapi::KVM_PFI_TARGET_KERNEL != 0)),
+                .map(|t| t.gate_key()),
         );
     }
 

@@ -5,8 +5,6 @@
 //! frames each page's last walk went through, and what changes when the
 //! guest writes one or a memslot goes.
 
-use crate::bindings::uapi;
-
 use super::page::apply;
 use super::Targets;
 
@@ -27,7 +25,7 @@ impl Targets {
             }
             if target_hit {
                 // A settled page may need a fault again after its walk.
-                self.gate.add_space(t.space, t.flags & uapi::KVM_PFI_TARGET_KERNEL != 0);
+                self.gate.add_space(t.gate_key());
                 hit = true;
             }
         }
@@ -40,7 +38,7 @@ impl Targets {
         self.gate.set_exit_due(0);
         for t in self.targets.iter_mut().flatten() {
             // Every page walks again, and may need a fault after.
-            self.gate.add_space(t.space, t.flags & uapi::KVM_PFI_TARGET_KERNEL != 0);
+            self.gate.add_space(t.gate_key());
             for p in t.pages.iter_mut() {
                 p.tables_tracked.forget_range(gfn, n);
                 // Its tracking went with the memslot: not protected now,
