@@ -62,10 +62,14 @@ fn run(vm: &AttachedVm) {
     walk_new_pages(vm);
     tracking::sync_page_tables(vm);
     settled_pages(vm);
-    // Pages settled, or came back (`resident_lost`): the entry probes'
-    // set of address spaces with pages to inject follows.
-    vm.targets.lock().refresh_ready_spaces();
-    if vm.targets.lock().wants_protection() {
+    let wants_protection = {
+        let mut targets = vm.targets.lock();
+        // Pages settled, or came back (`resident_lost`): the entry probes'
+        // set of address spaces with pages to inject follows.
+        targets.refresh_ready_spaces();
+        targets.wants_protection()
+    };
+    if wants_protection {
         // Protection write-tracks through the notifier.
         let _ = tracking::tracker(vm);
     }

@@ -17,7 +17,6 @@
 //! their kept bytes), `scans.rs` (scan jobs).
 
 use kernel::prelude::*;
-
 use kernel::sync::Arc;
 
 use crate::bindings::uapi;
@@ -32,11 +31,11 @@ use crate::pfi_core::inject::{
     TargetId,
     VcpuSlot, //
 };
-use crate::probe_gate::ProbeGate;
 use crate::pfi_core::walk::{
     self,
     AddressSpace, //
 };
+use crate::probe_gate::ProbeGate;
 
 use self::page::{
     Gfns,

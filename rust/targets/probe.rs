@@ -52,7 +52,8 @@ const EFER_NXE: u64 = 1 << 11;
 impl Targets {
     /// At a VM entry: the #PF to inject now (`(cr2, error code)`), if a
     /// page may have one; and whether a page settled (found resident by the
-    /// walk made just before injecting).
+    /// walk made just before injecting). The caller has checked
+    /// [`entry_blocked`].
     pub(crate) fn on_entry(
         &mut self,
         kvm: *mut glue::kvm,
@@ -85,9 +86,6 @@ impl Targets {
             guest_mode: st.guest_mode != 0,
             smm: st.smm != 0,
         };
-        if entry_blocked(gs) {
-            return (None, false);
-        }
         // SAFETY: `vcpu` is the running vCPU (a probe).
         let paging = unsafe { guest_paging(vcpu, v) };
         // SAFETY: `kvm` is referenced by the attachment; a probe.
@@ -277,8 +275,8 @@ impl Targets {
     }
 }
 
-/// What keeps every target from a #PF on this entry, checked before the
-/// VM's lock and again under it: an event already being injected or
+/// What keeps every target from a #PF on this entry, checked once, by the
+/// entry probe before it takes the VM's lock and calls `on_entry`: an event already being injected or
 /// pending, an interrupt shadow, nested guest mode, SMM, a CPL other than
 /// 0 and 3, a vCPU out of IA-32e paging (real mode, vm86, protected mode
 /// without paging: the target's tables do not translate there, and KVM
