@@ -21,7 +21,7 @@ TESTS="${KVM_PFI_TESTS:-$(selftests_dir "$KDIR")}"
 TOOL="${KVM_PFI_TOOL:-${CARGO_TARGET_DIR:-$KVM_PFI_CACHE/target}/release/kvm-pfi}"
 KSRC="$(kernel_src_dir)"
 # The test programs the runner starts (selftests/run_in_vm.sh).
-PROGS=(kvm_pfi_test kvm_pfi_inject_test kvm_pfi_detect_test kvm_pfi_protect_test kvm_pfi_unload_test kvm_pfi_vmm kvm_pfi_bench)
+PROGS=(kvm_pfi_test kvm_pfi_inject_test kvm_pfi_detect_test kvm_pfi_protect_test kvm_pfi_unload_test kvm_pfi_stress_test kvm_pfi_vmm kvm_pfi_bench)
 
 for f in "$KO" "$TOOL" "$KDIR/arch/x86/boot/bzImage" "${PROGS[@]/#/$TESTS/}"; do
 	[ -e "$f" ] || die "missing $f: run 'make module tool selftests'"
@@ -135,7 +135,7 @@ build_initramfs() { # root
 	export KVM_PFI_KO=/kvm-pfi/kvm_pfi.ko KVM_PFI_TESTS=/kvm-pfi/tests KVM_PFI_TOOL=/kvm-pfi/kvm-pfi
 	export KVM_PFI_ROOT=/kvm-pfi KVM_PFI_SRC=/ksrc KVM_PFI_ONLY='${KVM_PFI_ONLY:-}' KVM_PFI_VMX_RUN='${KVM_PFI_VMX_RUN:-suite}'
 	# Bochs runs the mini OS some ten times slower than QEMU: one round.
-	export KVM_PFI_UNLOAD_ROUNDS=1
+	export KVM_PFI_UNLOAD_ROUNDS=1 KVM_PFI_STRESS_FAULTS=${KVM_PFI_STRESS_FAULTS:-1600} KVM_PFI_STRESS_BASELINE_TIMERS=300
 	EOF
 }
 

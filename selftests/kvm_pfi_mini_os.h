@@ -90,7 +90,7 @@
 #define SYSCALL_VECTOR	0x80
 #define SYS_SET_CR3	1
 /* IOPL=3 lets the ring-3 task make ucalls (port I/O); IF=1 as for any user
- * task (nothing in these VMs raises interrupts). */
+ * task (only kvm_pfi_stress_test's guests raise interrupts). */
 #define USER_RFLAGS	(X86_EFLAGS_FIXED | X86_EFLAGS_IF | (3ULL << 12))
 
 #define WAIT_MS		20000	/* generous: nested KVM under TCG is slow */
@@ -337,6 +337,8 @@ static void user_task(u64 idx);
 /* Defined by the test program that uses them (kvm_pfi_protect_test.c). */
 void store_op(struct vcpu_ctl *c) __attribute__((weak));
 void blind_loop(struct vcpu_ctl *c) __attribute__((weak));
+/* Ring 0 at boot, interrupts still off (kvm_pfi_stress_test.c: the APIC). */
+void vcpu_boot(u64 idx) __attribute__((weak));
 
 static void __attribute__((noreturn)) enter_user(u64 idx, u64 rsp)
 {
@@ -360,6 +362,8 @@ static void guest_main(u64 idx)
 		if (ctl.page[i].owner == idx)
 			prepare_page(i);
 	c->cur_cr3 = get_cr3();
+	if (vcpu_boot)
+		vcpu_boot(idx);
 	GUEST_SYNC3(PH_SWAPPED, idx, 0);
 	for (u64 n = 1; !READ_ONCE(c->enter_user); n++) {
 		if (READ_ONCE(c->store_op) && store_op)
@@ -571,6 +575,8 @@ static void mini_free(struct mini *m)
 #ifndef sigev_notify_thread_id
 #define sigev_notify_thread_id _sigev_un._tid
 #endif
+/* A test's report of its own state when a vCPU stalls (before the failure). */
+static void (*mini_stall_hook)(struct kvm_vcpu *vcpu);
 static __thread timer_t run_timer;
 static __thread bool run_timer_made;
 static __thread volatile sig_atomic_t run_timer_fired;
@@ -614,6 +620,8 @@ static uint64_t mini_run(struct kvm_vcpu *vcpu)
 	if (rc == -1 && errno == EINTR) {
 		struct kvm_regs regs;
 
+		if (mini_stall_hook)
+			mini_stall_hook(vcpu);
 		vcpu_regs_get(vcpu, &regs);
 		TEST_FAIL("vCPU %u made no exit to userspace in %d s (rip %llx)",
 			  vcpu->id, RUN_TIMEOUT_S, regs.rip);
@@ -896,6 +904,7 @@ struct runner {
 	struct kvm_vcpu *vcpu;
 	volatile bool stop;
 	volatile uint64_t exits;
+	volatile pid_t tid;
 	pthread_t th;
 };
 
@@ -903,6 +912,7 @@ static void *runner_fn(void *arg)
 {
 	struct runner *r = arg;
 
+	r->tid = gettid();
 	while (!r->stop) {
 		mini_run(r->vcpu);
 		r->exits++;

@@ -99,6 +99,7 @@ run_programs() {
 	only kvm_pfi_inject_test && run_harness kvm_pfi_inject_test "$KVM_PFI_TESTS/kvm_pfi_inject_test"
 	only kvm_pfi_detect_test && run_harness kvm_pfi_detect_test "$KVM_PFI_TESTS/kvm_pfi_detect_test"
 	only kvm_pfi_protect_test && run_harness kvm_pfi_protect_test "$KVM_PFI_TESTS/kvm_pfi_protect_test"
+	only kvm_pfi_stress_test && run_harness kvm_pfi_stress_test "$KVM_PFI_TESTS/kvm_pfi_stress_test"
 	# A real Linux guest (scripts/real-guest.sh builds it; `make test` runs the
 	# main case, `make e2e` every case): only when its kernel is given.
 	if [ -n "${KVM_PFI_GUEST_KERNEL:-}" ] && only real_guest; then
