@@ -170,6 +170,58 @@ static bool wait_timer_fired(struct stress_vm *v, uint64_t n, uint64_t ms)
 	return false;
 }
 
+/* vCPUs that made no ucall for 3 s: every thread's kernel stack, taken
+ * while they are stuck (the 10-s watchdog then fails the test). A thread
+ * of its own that makes no ioctl. */
+struct stall_watch {
+	struct stress_vm *vms;
+	volatile bool stop;
+	pthread_t th;
+};
+
+static void *stall_watch_fn(void *arg)
+{
+	struct stall_watch *w = arg;
+	uint64_t last[STRESS_VMS * STRESS_VCPUS] = { 0 }, since[STRESS_VMS * STRESS_VCPUS];
+	bool told = false;
+
+	for (int n = 0; n < STRESS_VMS * STRESS_VCPUS; n++)
+		since[n] = now_ms();
+	while (!w->stop && !told) {
+		usleep(200000);
+		for (int k = 0; k < STRESS_VMS; k++)
+			for (int i = 0; i < STRESS_VCPUS; i++) {
+				int n = k * STRESS_VCPUS + i;
+				uint64_t e = w->vms[k].r[i].exits;
+
+				if (e != last[n]) {
+					last[n] = e;
+					since[n] = now_ms();
+				} else if (!told && now_ms() - since[n] > 3000) {
+					char cmd[128];
+
+					told = true;
+					fprintf(stderr, "# vm %d vcpu %d (tid %d): no ucall for 3 s; all threads:\n",
+						k, i, w->vms[k].r[i].tid);
+					snprintf(cmd, sizeof(cmd),
+						 "for t in /proc/%d/task/*; do echo \"# $t\"; sed 's/^/#   /' $t/stack; done >&2",
+						 getpid());
+					if (system(cmd))
+						fprintf(stderr, "# (no stacks)\n");
+				}
+			}
+	}
+	return NULL;
+}
+
+static void stall_watch_stop(struct stall_watch *w)
+{
+	if (!w->stop) {
+		w->stop = true;
+		pthread_join(w->th, NULL);
+	}
+}
+
 /*
  * Stops the guests' interrupts and checks their counts: nothing lost (no
  * timer left armed, no IPI left pending after SETTLE_MS, that is a
@@ -177,8 +229,10 @@ static bool wait_timer_fired(struct stress_vm *v, uint64_t n, uint64_t ms)
  * the vCPUs.
  */
 static void quiesce_and_check(struct __test_metadata *_metadata, struct stress_vm *vms,
-			      int nr_vms, const char *what)
+			      int nr_vms, struct stall_watch *watch, const char *what)
 {
+	/* The vCPUs stop making ucalls below: not a stall. */
+	stall_watch_stop(watch);
 	for (int k = 0; k < nr_vms; k++)
 		WRITE_ONCE(vms[k].s->quiesce, 1);
 	for (uint64_t t0 = now_ms(); now_ms() - t0 < SETTLE_MS; usleep(10000)) {
@@ -337,50 +391,6 @@ static void trace_once(struct stress_vm *vms)
 	}
 }
 
-/* vCPUs that made no ucall for 3 s: every thread's kernel stack, taken
- * while they are stuck (the 10-s watchdog then fails the test). A thread
- * of its own that makes no ioctl. */
-struct stall_watch {
-	struct stress_vm *vms;
-	volatile bool stop;
-	pthread_t th;
-};
-
-static void *stall_watch_fn(void *arg)
-{
-	struct stall_watch *w = arg;
-	uint64_t last[STRESS_VMS * STRESS_VCPUS] = { 0 }, since[STRESS_VMS * STRESS_VCPUS];
-	bool told = false;
-
-	for (int n = 0; n < STRESS_VMS * STRESS_VCPUS; n++)
-		since[n] = now_ms();
-	while (!w->stop && !told) {
-		usleep(200000);
-		for (int k = 0; k < STRESS_VMS; k++)
-			for (int i = 0; i < STRESS_VCPUS; i++) {
-				int n = k * STRESS_VCPUS + i;
-				uint64_t e = w->vms[k].r[i].exits;
-
-				if (e != last[n]) {
-					last[n] = e;
-					since[n] = now_ms();
-				} else if (!told && now_ms() - since[n] > 3000) {
-					char cmd[128];
-
-					told = true;
-					fprintf(stderr, "# vm %d vcpu %d (tid %d): no ucall for 3 s; all threads:\n",
-						k, i, w->vms[k].r[i].tid);
-					snprintf(cmd, sizeof(cmd),
-						 "for t in /proc/%d/task/*; do echo \"# $t\"; sed 's/^/#   /' $t/stack; done >&2",
-						 getpid());
-					if (system(cmd))
-						fprintf(stderr, "# (no stacks)\n");
-				}
-			}
-	}
-	return NULL;
-}
-
 static struct stress_vm *stall_vms;
 
 static void stress_stall(struct kvm_vcpu *vcpu)
@@ -405,16 +415,23 @@ static void *tracer_fn(void *arg)
 
 FIXTURE(stress) {
 	struct stress_vm vm[STRESS_VMS];
+	struct stall_watch sw;
 };
 
+/* Both cases run with the stall watcher: see Documentation/testing.rst. */
 FIXTURE_SETUP(stress)
 {
 	for (int k = 0; k < STRESS_VMS; k++)
 		stress_vm_init(&self->vm[k]);
+	stall_vms = self->vm;
+	mini_stall_hook = stress_stall;
+	self->sw = (struct stall_watch){ .vms = self->vm };
+	ASSERT_EQ(0, pthread_create(&self->sw.th, NULL, stall_watch_fn, &self->sw));
 }
 
 FIXTURE_TEARDOWN(stress)
 {
+	stall_watch_stop(&self->sw);
 	for (int k = 0; k < STRESS_VMS; k++) {
 		stress_vm_stop(&self->vm[k]);
 		mini_free(&self->vm[k].m);
@@ -427,7 +444,6 @@ TEST_F_TIMEOUT(stress, injections_lose_and_double_no_interrupt, 900)
 	int rounds = unserviced_rounds(want), pfi = pfi_open();
 	const char *trace = getenv("KVM_PFI_STRESS_TRACE");
 	struct tracer tr = { .vms = self->vm };
-	struct stall_watch sw = { .vms = self->vm };
 
 	ASSERT_LE(0, pfi);
 	if (!pfi_has_targets(pfi))
@@ -437,9 +453,6 @@ TEST_F_TIMEOUT(stress, injections_lose_and_double_no_interrupt, 900)
 		ASSERT_EQ(0, pfi_attach(pfi, self->vm[k].m.vm->fd, 0, &self->vm[k].t.vm_id));
 		ASSERT_TRUE(wait_timer_fired(&self->vm[k], 1, WAIT_MS));
 	}
-	stall_vms = self->vm;
-	mini_stall_hook = stress_stall;
-	ASSERT_EQ(0, pthread_create(&sw.th, NULL, stall_watch_fn, &sw));
 	if (trace && *trace)
 		ASSERT_EQ(0, pthread_create(&tr.th, NULL, tracer_fn, &tr));
 	for (uint64_t t0 = now_ms(); now_ms() - t0 < 800 * 1000ULL; usleep(5000)) {
@@ -465,13 +478,11 @@ TEST_F_TIMEOUT(stress, injections_lose_and_double_no_interrupt, 900)
 						      self->vm[k].round, rounds + 1);
 		total += self->vm[k].injected;
 	}
-	sw.stop = true;
-	pthread_join(sw.th, NULL);
 	if (trace && *trace) {
 		tr.stop = true;
 		pthread_join(tr.th, NULL);
 	}
-	quiesce_and_check(_metadata, self->vm, STRESS_VMS, "injecting");
+	quiesce_and_check(_metadata, self->vm, STRESS_VMS, &self->sw, "injecting");
 	TH_LOG("%lu faults injected and taken once each (%lu wanted)", total, want);
 	EXPECT_LE(want, total);
 	close(pfi);
@@ -487,7 +498,7 @@ TEST_F_TIMEOUT(stress, baseline_without_injection_is_clean, 900)
 
 	for (int k = 0; k < STRESS_VMS; k++)
 		ASSERT_TRUE(wait_timer_fired(&self->vm[k], timers, 800 * 1000));
-	quiesce_and_check(_metadata, self->vm, STRESS_VMS, "baseline");
+	quiesce_and_check(_metadata, self->vm, STRESS_VMS, &self->sw, "baseline");
 	for (int k = 0; k < STRESS_VMS; k++)
 		for (int i = 0; i < STRESS_PAGES; i++)
 			EXPECT_EQ(0, self->vm[k].m.ctl->page[i].faults);
