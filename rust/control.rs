@@ -281,9 +281,10 @@ impl PfiFile {
             };
             match r {
                 Ok(()) => {
-                    vm.busy.store(true, Relaxed);
-                    // Walk the new pages at once, not only at the next exit.
+                    // Walk the new pages at once, not only at the next exit;
+                    // and follow them from now on.
                     vm.kick_report();
+                    crate::sweep::start(vm);
                     Ok(id)
                 }
                 Err((e, target)) => {

@@ -12,7 +12,6 @@
 use core::ffi::c_void;
 
 use kernel::prelude::*;
-use kernel::sync::atomic::Relaxed;
 
 use crate::bindings::glue;
 use crate::vendor;
@@ -59,7 +58,7 @@ unsafe fn handle(vcpu: *mut glue::kvm_vcpu, exit: bool) {
             }
             // Also once after attach, to learn the guest's paging mode for
             // walks made outside the probes.
-            if vm.busy.load(Relaxed) || (exit && !vm.paging_known()) {
+            if vm.gate.busy() || (exit && !vm.paging_known()) {
                 introspect(vm, vcpu, idx, exit);
             }
         })
@@ -81,24 +80,22 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
         // SAFETY: a probe for the running `vcpu`.
         vm.record_paging(&unsafe { crate::targets::probe::guest_paging(vcpu, &st.view) });
     }
-    if !vm.busy.load(Relaxed) {
+    if !vm.gate.busy() {
         return;
     }
-    // The lock is taken only for work: an exit of a vCPU with no fault in
-    // flight and nothing due, and an entry that cannot inject or whose
+    // The lock is taken only for work: an exit of a vCPU that follows no
+    // fault it injected, and an entry that cannot inject or whose
     // address space has nothing to inject, cost a few loads
     // (`probe_gate.rs`, Documentation/design.rst).
     if exit {
-        // SAFETY: reads the clock.
-        let now = unsafe { glue::kvm_pfi_now_ns() };
-        if !vm.gate.exit_has_work(idx, now) {
+        if !vm.gate.exit_has_work(idx) {
             return;
         }
-        let mut targets = vm.targets.lock();
-        if targets.on_exit(vm.kvm, vcpu, idx, &st, now) {
-            // Settled pages to report, or write tracking to follow.
-            vm.busy.store(targets.has_work(), Relaxed);
-            drop(targets);
+        // SAFETY: reads the clock.
+        let now = unsafe { glue::kvm_pfi_now_ns() };
+        let work = vm.targets.lock().on_exit(vm.kvm, vcpu, idx, &st, now);
+        if work {
+            // Settled pages to report, write tracking to follow, a walk.
             vm.kick_report();
         }
     } else {

@@ -33,6 +33,7 @@ mod scan;
 mod sigs;
 mod sinks;
 mod stream;
+mod sweep;
 mod targets;
 mod tracking;
 mod tracking_changes;

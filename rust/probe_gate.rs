@@ -8,11 +8,15 @@
 //!   entering vCPU's CR3 (`pfi_core::ready_spaces`), read in a seqcount: a
 //!   read that overlaps a rewrite answers "maybe", and the probe takes the
 //!   locked path, which decides per page;
-//! * per vCPU, whether a fault it was given is in flight: only then has its
-//!   exit a delivery to follow;
-//! * the earliest time some page needs an exit (a timeout, a walk that is
-//!   due): the locked exit path's `next_scan_ns` of before, now readable
-//!   unlocked.
+//! * per vCPU, whether a fault it was given is in flight (its entries
+//!   inject nothing else), and whether it follows pages it injected
+//!   (`targets/owned.rs`): only then has its exit target work;
+//! * whether the VM has any page that needs probe work at all, the first
+//!   check of every probe.
+//!
+//! Nothing else comes to an exit: timeouts of pages whose vCPU does not
+//! exit, periodic re-walks and first walks are the sweep's and the report
+//! work's (`sweep.rs`, `report.rs`).
 //!
 //! Every writer holds the VM's targets lock (the gate belongs to one
 //! `Targets`), so writes never race each other; probes only read, except
@@ -48,9 +52,8 @@ pub(crate) struct ProbeGate {
     seq: Atomic<u32>,
     spaces: [Atomic<u64>; SLOTS],
     in_flight: [Atomic<bool>; MAX_VCPUS],
-    /// No page needs an exit's attention before this time (0: the next
-    /// exit looks).
-    exit_due_ns: Atomic<u64>,
+    owns: [Atomic<bool>; MAX_VCPUS],
+    busy: Atomic<bool>,
 }
 
 /// The set's words as `ready_spaces` sees them.
@@ -74,7 +77,8 @@ impl ProbeGate {
                 seq: Atomic::new(0),
                 spaces: [const { Atomic::new(0) }; SLOTS],
                 in_flight: [const { Atomic::new(false) }; MAX_VCPUS],
-                exit_due_ns: Atomic::new(0),
+                owns: [const { Atomic::new(false) }; MAX_VCPUS],
+                busy: Atomic::new(false),
             },
             GFP_KERNEL,
         )?)
@@ -133,20 +137,30 @@ impl ProbeGate {
         }
     }
 
-    /// Whether an exit of `vcpu` at `now` has target work: a delivery to
-    /// follow, or a page due.
+    /// Records whether `vcpu` follows pages it injected. A writer.
+    pub(crate) fn set_owns(&self, vcpu: usize, yes: bool) {
+        if let Some(f) = self.owns.get(vcpu) {
+            f.store(yes, Relaxed);
+        }
+    }
+
+    /// Whether an exit of `vcpu` has target work: a delivery to follow, or
+    /// pages it injected to see resolved.
     #[inline]
-    pub(crate) fn exit_has_work(&self, vcpu: usize, now: u64) -> bool {
-        self.in_flight(vcpu) || now >= self.exit_due_ns.load(Relaxed)
+    pub(crate) fn exit_has_work(&self, vcpu: usize) -> bool {
+        self.in_flight(vcpu) || self.owns.get(vcpu).is_some_and(|f| f.load(Relaxed))
     }
 
-    /// The earliest time a page needs an exit's attention.
-    pub(crate) fn exit_due(&self) -> u64 {
-        self.exit_due_ns.load(Relaxed)
+    /// Whether some page of the VM needs probe work (a walk, a fault, a
+    /// delivery): probes of a VM with none return at once.
+    #[inline]
+    pub(crate) fn busy(&self) -> bool {
+        self.busy.load(Relaxed)
     }
 
-    /// Sets it. A writer.
-    pub(crate) fn set_exit_due(&self, ns: u64) {
-        self.exit_due_ns.store(ns, Relaxed);
+    /// Sets it. A writer; only process context clears it (an exact answer
+    /// is O(pages)).
+    pub(crate) fn set_busy(&self, yes: bool) {
+        self.busy.store(yes, Relaxed);
     }
 }

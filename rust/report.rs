@@ -2,8 +2,9 @@
 
 //! The report work, one work item per attached VM: everything about the VM
 //! that may sleep or take long, out of the probes. A probe that sees a
-//! target page settle (or anything else to do) queues it; it walks new
-//! pages through the VMM's memory, follows write tracking (`tracking.rs`),
+//! target page settle (or anything else to do) queues it, and so do the
+//! ioctls, the notifier and the sweep (`sweep.rs`); it walks the pages due
+//! for a walk through the VMM's memory, follows write tracking (`tracking.rs`),
 //! emits the page events (for `KVM_PFI_TARGET_READ` targets with the
 //! page's bytes), then protects (`protect.rs`) and scans (`scan.rs`) what
 //! became resident.
@@ -31,6 +32,7 @@ use crate::targets::page::{
     walk_target,
     TargetWalk, //
 };
+use crate::targets::probe::DueWalk;
 use crate::targets::Settled;
 use crate::tracking;
 use crate::tracking_changes;
@@ -59,7 +61,7 @@ fn run(vm: &AttachedVm) {
     let _mm = unsafe { crate::guest_mem::BorrowedMm::new(vm.kvm) };
     // Emulated writes gathered since the last run (`protect.rs`).
     crate::protect::flush_gathered(vm);
-    walk_new_pages(vm);
+    walk_due_pages(vm);
     tracking::sync_page_tables(vm);
     settled_pages(vm);
     let wants_protection = {
@@ -137,26 +139,29 @@ fn left_its_frame(vm: &AttachedVm, mem: &mut GuestMemory, s: &Settled) -> Option
     }
 }
 
-/// Walks pages no probe has walked yet, so a target added to an idle VM is
-/// classified (and a resident page reported) at once rather than at the
-/// VM's next exit. Needs the guest's paging mode, which the probes record;
-/// before any vCPU ran, the probes' first walks do it.
+/// Walks the pages due for a walk (never walked, a table write, a memslot
+/// change, a timed-out fault its vCPU could not walk, a walk that could not
+/// read), so that a target added to an idle VM is classified (and a
+/// resident page reported) at once. One pass over the pages. Needs the
+/// guest's paging mode, which the probes record; before any vCPU ran in
+/// long mode, the next run after they have does it.
 #[inline(never)]
-fn walk_new_pages(vm: &AttachedVm) {
+fn walk_due_pages(vm: &AttachedVm) {
     let Some(paging) = vm.paging() else { return };
     // SAFETY: the VM is referenced (we hold its attachment); a kworker.
     let mut mem = unsafe { GuestMemory::new(vm.kvm, Context::Kworker) };
+    let mut from = (0, 0);
     loop {
-        let mut todo = [(0u32, 0usize, 0u64, 0u64); 16];
-        let n = vm.targets.lock().unwalked(&mut todo);
-        for &(target_id, index, root, gva) in &todo[..n] {
+        let mut todo = [DueWalk::NONE; 16];
+        let n = vm.targets.lock().due_walks(&mut from, &mut todo);
+        for d in &todo[..n] {
             if vm.detached.load(Relaxed) {
                 return;
             }
-            let w = walk_target(&mut mem, &paging, root, gva);
+            let w = walk_target(&mut mem, &paging, d.root, d.gva);
             // SAFETY: reads the clock.
             let now = unsafe { glue::kvm_pfi_now_ns() };
-            vm.targets.lock().apply_remote_walk(target_id, index, &w, now);
+            vm.targets.lock().apply_remote_walk(d, &w, now);
         }
         if n < todo.len() {
             return;

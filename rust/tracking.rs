@@ -40,7 +40,8 @@ unsafe extern "C" fn on_track_write(owner: *mut c_void, gpa: u64, new: *const u8
         (targets.on_page_table_write(gpa), targets.protected_pages(gpa >> 12, &mut protected))
     };
     if table_write {
-        vm.busy.store(true, Relaxed);
+        // The pages whose walk went through it walk again (`report.rs`).
+        vm.kick_report();
     }
     if n > 0 {
         let new = if new.is_null() {
@@ -62,7 +63,7 @@ unsafe extern "C" fn on_region_gone(owner: *mut c_void, gfn: u64, nr_pages: usiz
     // SAFETY: as in `on_track_write`.
     let vm = unsafe { &*owner.cast::<AttachedVm>() };
     vm.targets.lock().on_region_gone(gfn, nr_pages as u64);
-    vm.busy.store(true, Relaxed);
+    vm.kick_report();
 }
 
 /// The VM's notifier, registered on first use (process context).

@@ -32,8 +32,11 @@ use kernel::sync::{
 };
 use kernel::workqueue::{
     self,
+    impl_has_delayed_work,
     impl_has_work,
+    new_delayed_work,
     new_work,
+    DelayedWork,
     Work, //
 };
 
@@ -123,8 +126,6 @@ pub(crate) struct AttachedVm {
     /// What probes read of `targets` without its lock (`probe_gate.rs`);
     /// `targets` holds the same gate and writes it.
     pub(crate) gate: Arc<ProbeGate>,
-    /// Some target page needs probe work: lets probes skip the lock.
-    pub(crate) busy: Atomic<bool>,
     pub(crate) next_target_id: Atomic<u32>,
     /// Set once the VM left the table: reports stop.
     pub(crate) detached: Atomic<bool>,
@@ -153,10 +154,22 @@ pub(crate) struct AttachedVm {
     /// `WorkItem` implementation is `report.rs`.
     #[pin]
     work: Work<AttachedVm>,
+    /// The sweep: the periodic work on the targets that no probe does
+    /// (timeouts of faults whose vCPU does not exit, re-walks of waiting
+    /// and resident pages). Its `WorkItem` implementation is `sweep.rs`.
+    #[pin]
+    sweep: DelayedWork<AttachedVm, SWEEP>,
 }
+
+/// The work item id of the sweep (the report work's is 0).
+pub(crate) const SWEEP: u64 = 1;
 
 impl_has_work! {
     impl HasWork<Self> for AttachedVm { self.work }
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self, SWEEP> for AttachedVm { self.sweep }
 }
 
 // SAFETY: `kvm` is only passed to KVM functions that may be called from any
@@ -258,7 +271,17 @@ impl AttachedVm {
         // SAFETY: `system_dfl_wq` is set up at boot and never freed.
         let queue = unsafe { workqueue::Queue::from_raw(bindings::system_dfl_wq) };
         // Already queued: the queued run will see this page too.
-        let _ = queue.enqueue(this);
+        let _ = queue.enqueue::<_, 0>(this);
+    }
+
+    /// Ends the sweep for good, as `end_report` does the report work (the
+    /// sweep kicks the report work: end it first).
+    pub(crate) fn end_sweep(&self) {
+        let dwork = core::ptr::from_ref(&self.sweep).cast_mut().cast::<bindings::delayed_work>();
+        // SAFETY: `DelayedWork` is a transparent wrapper of `delayed_work`
+        // and lives in `self`, which lives in an `Arc` whose queued runs
+        // each hold a reference.
+        unsafe { end_work_for_good(self, QueuedWork::Delayed(dwork)) };
     }
 
     /// A new target id of this VM, never one given before (`EOVERFLOW`
@@ -485,7 +508,6 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
             nr_vcpus: Atomic::new(0),
             targets <- kernel::new_spinlock!(targets, "kvm_pfi::targets"),
             gate,
-            busy: Atomic::new(false),
             next_target_id: Atomic::new(1),
             detached: Atomic::new(false),
             writes_unreported: Atomic::new(0),
@@ -495,6 +517,7 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
             gather <- kernel::new_mutex!(None, "kvm_pfi::gather"),
             gather_open: AtomicFlag::new(false),
             work <- new_work!("kvm_pfi::report"),
+            sweep <- new_delayed_work!("kvm_pfi::sweep"),
         }),
         GFP_KERNEL,
     );

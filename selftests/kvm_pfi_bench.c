@@ -2,10 +2,11 @@
 /*
  * Probe overhead and injection latency, for `make bench`.
  *
- *   kvm_pfi_bench none|attached|pending|inject [exits]
+ *   kvm_pfi_bench none|attached|pending|pending_other_cr3|pending_10000|inject [exits]
  *
  * Runs a guest that makes `exits` port-I/O exits (default 10000) and prints
- * "time <mode> <ns>" for the loop, measured in the test VM. Under QEMU
+ * "time <mode> <ns>" for the loop, measured in the test VM; "ready" once
+ * the loop starts (for a run in the background, see bench-in-vm.sh). Under QEMU
  * -icount shift=0 the VM's clock counts guest instructions, so the figures
  * are instruction-based and repeatable (Documentation/performance.rst).
  *   none      kvm_pfi is not loaded (the runner makes sure), or not attached
@@ -17,6 +18,9 @@
  *             the same 1000 pages in an address space the guest never loads
  *             (a copy of its top-level table, so walks through it see the
  *             same swap entries)
+ *   pending_10000
+ *             10,000 pending pages in 20 targets of 500: 10 in the
+ *             address space the guest runs in, 10 in one it never loads
  *   inject    one kernel-mode target page (in the kernel half: this guest
  *             has no SMAP, so a user-half page would never get a
  *             kernel-mode fault): prints
@@ -35,6 +39,8 @@
 #include "kvm_pfi_util.h"
 
 #define PENDING_PAGES	1000
+#define MANY_PAGES	10000
+#define TARGET_PAGES	500	/* KVM_PFI_MAX_TARGET_PAGES is 512 */
 #define LINUX_SWAP_PTE	0x07ffffffffdb9600ull	/* __swp_entry(0, 0x1234) */
 
 static uint64_t guest_exits;
@@ -91,25 +97,30 @@ int main(int argc, char **argv)
 		TEST_ASSERT(pfi >= 0, "open " KVM_PFI_DEV);
 		TEST_ASSERT(!pfi_attach(pfi, vm->fd, 0, &vm_id), "attach");
 	}
-	if (!strcmp(mode, "pending") || !strcmp(mode, "pending_other_cr3")) {
+	if (!strncmp(mode, "pending", 7)) {
 		/* A memslot of their own, mapped at the same guest address. */
-		uint64_t gva = 0x40000000, root = vm->mmu.pgd;
+		uint64_t gva = 0x40000000, own = vm->mmu.pgd, other;
+		int pages = strcmp(mode, "pending_10000") ? PENDING_PAGES : MANY_PAGES;
 
-		vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, gva, 1, PENDING_PAGES, 0);
-		virt_map(vm, gva, gva, PENDING_PAGES);
+		vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, gva, 1, pages, 0);
+		virt_map(vm, gva, gva, pages);
 
-		for (int i = 0; i < PENDING_PAGES; i++)
+		for (int i = 0; i < pages; i++)
 			*vm_get_pte(vm, gva + i * 4096ull) = LINUX_SWAP_PTE;
-		if (strcmp(mode, "pending")) {
-			/* Shares every lower table; the vCPU never loads it. */
-			root = vm_phy_page_alloc(vm, KVM_GUEST_PAGE_TABLE_MIN_PADDR,
-						 vm->memslots[MEM_REGION_PT]);
-			memcpy(addr_gpa2hva(vm, root), addr_gpa2hva(vm, vm->mmu.pgd), 4096);
+		/* Shares every lower table; the vCPU never loads it. */
+		other = vm_phy_page_alloc(vm, KVM_GUEST_PAGE_TABLE_MIN_PADDR,
+					  vm->memslots[MEM_REGION_PT]);
+		memcpy(addr_gpa2hva(vm, other), addr_gpa2hva(vm, vm->mmu.pgd), 4096);
+		for (int i = 0; i < pages / TARGET_PAGES; i++) {
+			/* pending: all in the guest's own space; _other_cr3: all in
+			 * the other; _10000: the first half in each. */
+			bool in_other = !strcmp(mode, "pending_other_cr3") ||
+					(pages == MANY_PAGES && i >= pages / TARGET_PAGES / 2);
+
+			TEST_ASSERT(!add_target(pfi, vm_id, in_other ? other : own,
+						gva + i * TARGET_PAGES * 4096ull,
+						TARGET_PAGES * 4096ull, 0, &tid), "target %d", i);
 		}
-		/* Two targets: KVM_PFI_MAX_TARGET_PAGES is 512. */
-		TEST_ASSERT(!add_target(pfi, vm_id, root, gva, 500 * 4096ull, 0, &tid), "target");
-		TEST_ASSERT(!add_target(pfi, vm_id, root, gva + 500 * 4096ull,
-					500 * 4096ull, 0, &tid), "target");
 	}
 	if (!strcmp(mode, "inject")) {
 		pf_gva = vm_alloc(vm, 4096, PFI_KERNEL_HALF_GVA);
@@ -120,6 +131,8 @@ int main(int argc, char **argv)
 					KVM_PFI_TARGET_KERNEL, &tid), "target");
 	}
 
+	printf("ready\n");
+	fflush(stdout);
 	t0 = now_ns();
 	for (;;) {
 		vcpu_run(vcpu);

@@ -698,6 +698,69 @@ TEST_F_TIMEOUT(pfi, guest_brings_page_in_itself, 120)
 	mini_free(&m);
 }
 
+/* A page reported resident that the guest swaps out again is noticed by the
+ * module's periodic re-walk of resident pages (every 2 s) and brought back
+ * again by a second fault. The "swap-out" is what a guest kernel does:
+ * the content stays in its swap slot, the PTE becomes the swap entry again,
+ * the frame is reused (poisoned here). Ground truth: the guest's handler
+ * takes a second fault for the page and maps it at a new frame, which holds
+ * the page's content; the module's report follows. */
+#define RESIDENT_REWALK_WAIT_MS	(2000 + WAIT_MS)
+TEST_F_TIMEOUT(pfi, page_swapped_out_again_is_brought_back_again, 120)
+{
+	struct kvm_pfi_page_info pi;
+	struct tgt t = { .pfi = self->pfi };
+	struct gpage *p;
+	struct mini m;
+	uint64_t swap_pte, first_gpa, t0;
+	gva_t gva;
+
+	REQUIRE_TARGETS();
+	mini_init(&m, 1);
+	gva = mini_alloc(&m, 1);
+	mini_add_page(&m, gva, PK_SWAPPED, 0, 0);
+	mini_finish(&m);
+	p = &m.ctl->page[0];
+	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));
+	mini_run_until_phase(&m, 0, PH_SWAPPED);
+	swap_pte = *vm_get_pte(m.vm, gva);
+	ASSERT_EQ(SWP_ENTRY_0_1234, swap_pte);
+	ASSERT_EQ(0, pfi_target_add(self->pfi, t.vm_id, 0, m.cr3, gva, PAGE, &t.id));
+	ASSERT_LE(0, run_until_state(&m, 0, &t, 0, KVM_PFI_PAGE_RESIDENT, WAIT_MS, &pi));
+	check_injected(_metadata, &m, 0, 0, &pi, PF_ERR_U);
+	first_gpa = p->mapped_gpa;
+
+	/* The guest swaps it out again. */
+	memset(addr_gpa2hva(m.vm, first_gpa), 0x5a, PAGE);
+	*vm_get_pte(m.vm, gva) = swap_pte;
+
+	t0 = now_ms();
+	while (p->faults < 2 || !tgt_page(&t, 0, &pi) || pi.state != KVM_PFI_PAGE_RESIDENT ||
+	       pi.injections < 2) {
+		if (now_ms() - t0 > RESIDENT_REWALK_WAIT_MS)
+			break;
+		mini_run(m.vcpu[0]);
+	}
+	log_page(_metadata, "swapped out again", &pi);
+	TH_LOG("brought back again after %lu ms, guest faults %lu", now_ms() - t0, p->faults);
+	EXPECT_EQ(2, p->faults);
+	EXPECT_EQ(KVM_PFI_PAGE_RESIDENT, pi.state);
+	EXPECT_EQ(KVM_PFI_HOW_INJECTED, pi.how);
+	EXPECT_EQ(2, pi.injections);
+	ASSERT_NE(0, p->mapped_gpa);
+	EXPECT_NE(first_gpa, p->mapped_gpa);
+	EXPECT_EQ(p->mapped_gpa, pi.gpa);
+	EXPECT_TRUE(content_ok(&m, pi.gpa, 0));
+	/* And it stays: nothing more while it is resident. */
+	for (t0 = now_ms(); now_ms() - t0 < 2500;)
+		mini_run(m.vcpu[0]);
+	ASSERT_TRUE(tgt_page(&t, 0, &pi));
+	EXPECT_EQ(KVM_PFI_PAGE_RESIDENT, pi.state);
+	EXPECT_EQ(2, pi.injections);
+	EXPECT_EQ(2, p->faults);
+	mini_free(&m);
+}
+
 /* track_page_tables=1: the module write-tracks the page-table pages of the
  * target's walk. Under NPT the CPU walks guest page tables with write
  * access as far as NPT is concerned (see kvm_mmu_write_protect_fault()), so

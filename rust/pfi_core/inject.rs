@@ -21,8 +21,8 @@
 //! on_tick: timeout, no tries left         ---> Failed(Timeout)
 //! on_walk: unmapped / not swap / bad tables --> Failed(...)
 //! address_space_gone()                    ---> Failed(AddressSpaceGone)
-//! resident_lost(): Resident, its frame left before it was read
-//!                                         ---> WaitingForContext (disarmed)
+//! resident_lost(): Resident or Done, a later walk found it gone from its
+//!                  frame                  ---> WaitingForContext (disarmed)
 //! cancel(reason)                          ---> Cancelled(reason)
 //! ```
 //!
@@ -741,7 +741,12 @@ impl Injection {
                     self.settle(State::Failed(FailReason::NotSwapEntry(kind)))
                 }
             },
-            WalkOutcome::Invalid(Invalid::RetryLater { .. }) => Action::RewalkLater,
+            WalkOutcome::Invalid(Invalid::RetryLater { .. }) => {
+                // Not read: what the entry is now is unknown, so no fault
+                // goes on the strength of an older walk.
+                self.armed = false;
+                Action::RewalkLater
+            }
             WalkOutcome::Invalid(invalid) => {
                 self.settle(State::Failed(FailReason::GuestMemoryInvalid(invalid)))
             }
@@ -790,14 +795,14 @@ impl Injection {
         self.settle(State::Failed(FailReason::AddressSpaceGone))
     }
 
-    /// The caller found a Resident target gone from the frame the walk
-    /// showed before it could read its bytes (the guest swapped it out
-    /// again or unmapped it; its process exited): it is live again, disarmed
-    /// until the caller feeds it a fresh walk ([`Injection::on_walk`]),
-    /// which settles it anew or makes it wait for context. Its counters
-    /// stay. Any other state is kept.
+    /// The caller found a Resident or Done target gone from the frame a
+    /// walk showed: before it could read its bytes, or at a later re-walk
+    /// (the guest swapped it out again or unmapped it; its process exited).
+    /// It is live again, disarmed until the caller feeds it a fresh walk
+    /// ([`Injection::on_walk`]), which settles it anew or makes it wait for
+    /// context. Its counters stay. Any other state is kept.
     pub fn resident_lost(&mut self) -> Action {
-        if !matches!(self.state, State::Resident { .. }) {
+        if !matches!(self.state, State::Resident { .. } | State::Done) {
             return Action::None;
         }
         self.state = State::WaitingForContext;
@@ -1624,8 +1629,10 @@ mod tests {
             assert_eq!(m.on_walk(&WalkOutcome::Invalid(invalid)), Action::Settled);
             assert_eq!(m.state(), State::Failed(FailReason::GuestMemoryInvalid(invalid)));
         }
+        // A walk that could not read: disarmed, so no fault goes on the
+        // strength of the walk before it.
         let mut m = armed(false, false);
-        m.on_page_table_write();
+        assert!(m.is_armed());
         let retry = WalkOutcome::Invalid(Invalid::RetryLater {
             level: Level::Pt,
             gpa: 0,
@@ -1694,10 +1701,10 @@ mod tests {
     }
 
     #[test]
-    fn resident_lost_only_from_resident() {
+    fn resident_lost_only_from_resident_or_done() {
         for mut m in in_each_state() {
             let before = m.state();
-            let was_resident = matches!(before, State::Resident { .. });
+            let was_resident = matches!(before, State::Resident { .. } | State::Done);
             let action = m.resident_lost();
             if was_resident {
                 assert_eq!(action, Action::Rewalk);

@@ -92,3 +92,7 @@ pub mod frame_refs;
 // The address spaces with pages to inject, as a lock-free set the entry
 // probe looks a CR3 up in.
 pub mod ready_spaces;
+
+// The pages of a target that may get a #PF now, in an intrusive FIFO: the
+// entry probe finds the next one in O(1), and rotates for fairness.
+pub mod ready_queue;

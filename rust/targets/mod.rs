@@ -21,6 +21,7 @@ use kernel::sync::Arc;
 
 use crate::bindings::uapi;
 use crate::pfi_core::budget::RateBudget;
+use crate::pfi_core::ready_queue::ReadyQueue;
 use crate::pfi_core::inject::{
     CancelReason,
     InjectConfig,
@@ -37,6 +38,10 @@ use crate::pfi_core::walk::{
 };
 use crate::probe_gate::ProbeGate;
 
+use self::owned::{
+    Owned,
+    PageRef, //
+};
 use self::page::{
     Gfns,
     Page,
@@ -44,10 +49,12 @@ use self::page::{
 };
 
 pub(crate) mod frames;
+pub(crate) mod owned;
 pub(crate) mod page;
 pub(crate) mod probe;
 pub(crate) mod protection;
 pub(crate) mod scans;
+pub(crate) mod sweep;
 pub(crate) mod tables;
 
 pub(crate) const MAX_TARGETS: usize = uapi::KVM_PFI_MAX_TARGETS as usize;
@@ -64,11 +71,18 @@ pub(crate) struct Target {
     pub(crate) len: u64,
     pub(crate) pages: KVVec<Page>,
     pub(super) space: AddressSpace,
-    /// Where the next exit's walks start (round robin).
-    pub(super) cursor: usize,
+    /// Its pages that may get a #PF now, in turn (`page::ready`).
+    pub(super) ready: ReadyQueue,
 }
 
 impl Target {
+    /// Puts page `i` in the ready queue or takes it out, after anything
+    /// that may have changed its state or its arming.
+    fn sync_ready(&mut self, i: usize) {
+        let want = self.pages.get(i).is_some_and(page::ready);
+        self.ready.set(&mut self.pages, i, want);
+    }
+
     /// How the probe gate knows the target: its address space, and whether
     /// it takes faults at CPL 0 (`KVM_PFI_TARGET_KERNEL`).
     pub(crate) fn gate_key(&self) -> (AddressSpace, bool) {
@@ -155,6 +169,8 @@ impl TargetSpec {
                     walk_due: true,
                     next_walk_ns: 0,
                     walked: false,
+                    walks: 0,
+                    ready: Default::default(),
                     seen_swapped: false,
                     injected: false,
                     reported: false,
@@ -176,7 +192,7 @@ impl TargetSpec {
             )?;
         }
         Ok(KBox::new(
-            Target { id, flags: self.flags, cr3: self.cr3, gva: self.gva, len: self.len, pages, space, cursor: 0 },
+            Target { id, flags: self.flags, cr3: self.cr3, gva: self.gva, len: self.len, pages, space, ready: ReadyQueue::new() },
             GFP_KERNEL,
         )?)
     }
@@ -197,6 +213,11 @@ pub(crate) struct Settled {
 pub(crate) struct Targets {
     pub(super) targets: [Option<KBox<Target>>; MAX_TARGETS],
     pub(super) slots: KVVec<VcpuSlot>,
+    /// Per vCPU, the pages its exits follow (`owned.rs`).
+    pub(super) owned: KVVec<Owned>,
+    /// The target slot the next entry looks at first (round robin, so that
+    /// targets of one address space take turns).
+    pub(super) next_target: usize,
     /// Some page's tracked tables differ from its last walk's.
     pub(crate) tracking_stale: bool,
     /// What the probes read of these targets without the lock: the
@@ -218,12 +239,16 @@ impl Targets {
     /// `write_reports_per_sec`: the VM's write-attempt report budget.
     pub(crate) fn new(write_reports_per_sec: u32, gate: Arc<ProbeGate>) -> Result<Self> {
         let mut slots = KVVec::with_capacity(MAX_VCPUS, GFP_KERNEL)?;
+        let mut owned = KVVec::with_capacity(MAX_VCPUS, GFP_KERNEL)?;
         for _ in 0..MAX_VCPUS {
             slots.push(VcpuSlot::new(), GFP_KERNEL)?;
+            owned.push(Owned::default(), GFP_KERNEL)?;
         }
         Ok(Targets {
             targets: [const { None }; MAX_TARGETS],
             slots,
+            owned,
+            next_target: 0,
             tracking_stale: false,
             gate,
             scan_seq: 0,
@@ -239,7 +264,7 @@ impl Targets {
         match self.targets.iter_mut().find(|t| t.is_none()) {
             Some(slot) => {
                 self.gate.add_space(t.gate_key());
-                self.gate.set_exit_due(0);
+                self.gate.set_busy(true);
                 *slot = Some(t);
                 Ok(())
             }
@@ -263,9 +288,12 @@ impl Targets {
     /// refreshes the set may name spaces whose pages all settled since (the
     /// probes then take the locked path for nothing), never miss one: a
     /// settled page becomes live again only through a table write or a
-    /// memslot change (which add their space), or in the report work,
-    /// which refreshes at the end of each run. O(pages): process context.
+    /// memslot change (which add their space), or in the report work or
+    /// the sweep, which refresh at the end of each run. Also whether the
+    /// probes have anything to do at all (`ProbeGate::busy`). O(pages):
+    /// process context only.
     pub(crate) fn refresh_ready_spaces(&mut self) {
+        self.gate.set_busy(self.has_work());
         let live = |t: &&KBox<Target>| t.pages.iter().any(|p| p.walk_due || p.inj.state().is_live());
         self.gate.set_spaces(
             self.targets
@@ -276,12 +304,29 @@ impl Targets {
         );
     }
 
-    /// Whether any page needs probe work (a walk, an injection, a timeout).
-    pub(crate) fn has_work(&self) -> bool {
-        self.targets
-            .iter()
-            .flatten()
-            .any(|t| t.pages.iter().any(|p| p.walk_due || p.inj.state().is_live()))
+    /// Whether any page needs probe work (a walk, an injection, a timeout),
+    /// or a vCPU has a fault in flight (its exit must free its slot, also
+    /// after the page's target went).
+    fn has_work(&self) -> bool {
+        self.slots.iter().any(|s| s.in_flight().is_some())
+            || self
+                .targets
+                .iter()
+                .flatten()
+                .any(|t| t.pages.iter().any(|p| p.walk_due || p.inj.state().is_live()))
+    }
+
+    /// The page `r` names in `targets`, if its target is still there (a
+    /// function of the array alone, so that the other fields stay free to
+    /// borrow).
+    fn page_at(targets: &mut [Option<KBox<Target>>; MAX_TARGETS], r: PageRef) -> Option<(&mut Target, usize)> {
+        let t = targets.get_mut(r.slot)?.as_mut().filter(|t| t.id == r.id)?;
+        (r.index < t.pages.len()).then_some((&mut **t, r.index))
+    }
+
+    /// Whether any target is left (the sweep runs while there is one).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.targets.iter().all(Option::is_none)
     }
 
     pub(crate) fn get(&self, id: u32) -> Option<&Target> {

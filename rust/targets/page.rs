@@ -17,6 +17,10 @@ use crate::pfi_core::inject::{
     Injection,
     State, //
 };
+use crate::pfi_core::ready_queue::{
+    Links,
+    Queued, //
+};
 use crate::pfi_core::walk::{
     self,
     GuestPaging,
@@ -24,9 +28,12 @@ use crate::pfi_core::walk::{
 };
 
 pub(crate) const PAGE_SIZE: u64 = 4096;
-/// A page waiting for context is walked again this often, to notice the
-/// guest bringing it back by itself.
+/// A page waiting for context is walked again this often (by the sweep,
+/// `sweep.rs`), to notice the guest bringing it back by itself.
 const REWALK_WAITING_NS: u64 = 1_000_000_000;
+/// A reported resident page is walked again this often (by the sweep), to
+/// notice the guest swapping it out again.
+pub(crate) const REWALK_RESIDENT_NS: u64 = 2_000_000_000;
 
 /// Guest frames (page-table pages) write-tracked for one page: at most one
 /// per paging level.
@@ -75,12 +82,21 @@ pub(crate) struct Page {
     pub(super) gpa: u64,
     pub(super) page_size: u32,
     pub(super) fail_reason: u32,
-    /// Walk at the next exit that has budget left.
+    /// Walk soon (the report work and the sweep walk such pages): never
+    /// walked, a table write, a memslot change, a timed-out fault, a walk
+    /// that could not read.
     pub(super) walk_due: bool,
-    /// Do not walk before this (periodic re-walks of waiting pages).
+    /// The sweep's next periodic walk (waiting and reported resident
+    /// pages).
     pub(super) next_walk_ns: u64,
     /// Walked at least once.
     pub(super) walked: bool,
+    /// Walks applied so far: a walk made outside the lock is applied only
+    /// if none came in between (a fresher one).
+    pub(super) walks: u32,
+    /// Its place in its target's ready queue (`pfi_core::ready_queue`):
+    /// queued exactly while [`ready`] holds.
+    pub(super) ready: Links,
     /// A walk found the page not present (swapped out).
     pub(super) seen_swapped: bool,
     /// We injected a #PF for it.
@@ -122,6 +138,60 @@ pub(crate) struct Page {
     /// it is neither scanned nor protected again (the report work untracks
     /// `data_tracked`).
     pub(super) moved: bool,
+}
+
+impl Queued for Page {
+    fn links(&self) -> &Links {
+        &self.ready
+    }
+    fn links_mut(&mut self) -> &mut Links {
+        &mut self.ready
+    }
+}
+
+/// Whether the page may get a #PF now: waiting for context, armed by a walk
+/// that saw a swap entry.
+pub(super) fn ready(p: &Page) -> bool {
+    p.inj.state() == State::WaitingForContext && p.inj.is_armed()
+}
+
+/// Whether the sweep walks the page at `now`: a walk is due; a delivered
+/// fault waits for the guest (its vCPU's exits walk it too, but that vCPU
+/// may be halted); a waiting page's or a reported resident page's period
+/// has come. Protected pages are followed by their write tracking instead.
+pub(super) fn sweep_due(p: &Page, now: u64) -> bool {
+    match p.inj.state() {
+        _ if p.walk_due => true,
+        State::AwaitingUpdate { .. } => true,
+        State::WaitingForContext => now >= p.next_walk_ns,
+        State::Resident { .. } if !p.reported => false,
+        State::Resident { .. } | State::Done => {
+            now >= p.next_walk_ns && p.data_tracked.is_none() && !p.moved
+        }
+        _ => false,
+    }
+}
+
+/// Whether a walk shows a reported resident page still at its frame.
+pub(super) fn still_resident(p: &Page, tw: &TargetWalk) -> bool {
+    match tw.walk.outcome {
+        WalkOutcome::Resident { gpa, .. } => !tw.space_gone && gpa & !(PAGE_SIZE - 1) == p.gpa,
+        _ => false,
+    }
+}
+
+/// A resident page was found gone from its frame: it is live again, to be
+/// reported anew (a fault again once swapped out, failed once unmapped) and
+/// scanned again once back. Returns whether it was resident.
+pub(super) fn reopen(p: &mut Page) -> bool {
+    if p.inj.resident_lost() == Action::None {
+        return false;
+    }
+    p.reported = false;
+    p.injected = false;
+    p.seen_swapped = false;
+    p.scan_gen = 0;
+    true
 }
 
 impl Page {
@@ -206,8 +276,8 @@ pub(crate) fn walk_target(mem: &mut GuestMemory, paging: &GuestPaging, root: u64
 pub(super) fn apply_walk(p: &mut Page, tw: &TargetWalk, now: u64) {
     let w = &tw.walk;
     p.walk_due = false;
-    p.next_walk_ns = now + REWALK_WAITING_NS;
     p.walked = true;
+    p.walks = p.walks.wrapping_add(1);
     match w.outcome {
         WalkOutcome::Resident { gpa, page_size, .. } => {
             // The GVA is 4 KiB aligned: `gpa` is its own 4 KiB page, also
@@ -229,6 +299,12 @@ pub(super) fn apply_walk(p: &mut Page, tw: &TargetWalk, now: u64) {
     // go to whatever reuses the address space's frames.
     let a = if tw.space_gone { p.inj.address_space_gone() } else { p.inj.on_walk(&w.outcome) };
     apply(p, a);
+    p.next_walk_ns = now
+        + if p.inj.state().is_live() {
+            REWALK_WAITING_NS
+        } else {
+            REWALK_RESIDENT_NS
+        };
     p.tables_wanted = if p.inj.state().is_live() { Gfns::from_tables(&w.tables) } else { Gfns::default() };
 }
 
@@ -237,18 +313,6 @@ pub(super) fn apply(p: &mut Page, a: Action) {
     match a {
         Action::Rewalk | Action::RewalkLater => p.walk_due = true,
         Action::None | Action::Settled => {}
-    }
-}
-
-/// When the page next needs an exit's attention: now while a walk is due or
-/// a fault is in flight (its delivery, re-walks and timeout), at its next
-/// periodic walk while it waits for context, never once settled.
-pub(super) fn page_needs_exit_at(p: &Page, now: u64) -> u64 {
-    match p.inj.state() {
-        _ if p.walk_due => now,
-        State::Injected { .. } | State::AwaitingUpdate { .. } => now,
-        State::WaitingForContext => p.next_walk_ns,
-        _ => u64::MAX,
     }
 }
 

@@ -1,10 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The probes' work on a VM's targets: at an entry, whether to inject a #PF
-//! for a page of the address space the vCPU runs in; at an exit, the
-//! delivery of an injected fault, timeouts, and the walks that are due. All
-//! of it bounded: at most [`WALKS_PER_EXIT`] walks of at most five 8-byte
-//! reads each per exit, one walk per entry.
+//! The probes' work on a VM's targets, bounded by a constant whatever the
+//! number of targets and pages (Documentation/design.rst, "The hot path"):
+//!
+//! * at an entry in a target's address space: the front page of each
+//!   matching target's ready queue, at most one walk (made right before
+//!   injecting) and one #PF;
+//! * at an exit of a vCPU that follows pages it injected (`owned.rs`):
+//!   their delivery and timeouts, and at most one walk.
+//!
+//! Everything else that is due (first walks, periodic re-walks, timeouts
+//! of pages whose vCPU does not exit) is the sweep's and the report
+//! work's, in process context.
 
 use crate::bindings::{
     glue,
@@ -15,7 +22,6 @@ use crate::guest_mem::{
     GuestMemory, //
 };
 use crate::pfi_core::inject::{
-    Action,
     EntryContext,
     EntryDecision,
     ExitDelivery,
@@ -31,20 +37,19 @@ use crate::pfi_core::vendor::CpuView;
 use crate::pfi_core::walk::GuestPaging;
 use crate::vendor::GuestState;
 
+use super::owned::PageRef;
 use super::page::{
     apply,
     apply_walk,
-    page_needs_exit_at,
+    reopen,
     settle,
     walk_page,
     TargetWalk, //
 };
-use super::Targets;
-
-/// Walks one exit may do, over all targets of the VM.
-const WALKS_PER_EXIT: usize = 8;
-/// Of those, periodic re-walks of pages waiting for context.
-const PERIODIC_WALKS_PER_EXIT: usize = 2;
+use super::{
+    Targets,
+    MAX_TARGETS, //
+};
 
 const CR4_LA57: u64 = 1 << 12;
 const EFER_NXE: u64 = 1 << 11;
@@ -92,54 +97,70 @@ impl Targets {
         let mut mem = unsafe { GuestMemory::new(kvm, Context::Probe) };
         // At most one refusal counted per entry.
         let mut refusal_counted = false;
-        'targets: for t in self.targets.iter_mut().flatten() {
+        if self.owned.get(vcpu_idx).is_none_or(|o| o.is_full()) {
+            return (None, false);
+        }
+        let first = self.next_target;
+        for k in 0..MAX_TARGETS {
+            let ti = (first + k) % MAX_TARGETS;
+            let Some(t) = self.targets[ti].as_deref_mut() else { continue };
             // All pages of a target share its address space and mode.
             if !t.space.matches_cr3(v.cr3)
                 || (ctx.cpl == 0 && t.flags & uapi::KVM_PFI_TARGET_KERNEL == 0)
             {
                 continue;
             }
-            for p in t.pages.iter_mut() {
-                if p.inj.state() != State::WaitingForContext || !p.inj.is_armed() {
-                    continue;
+            let Some(i) = t.ready.front() else { continue };
+            let p = &mut t.pages[i];
+            // The privilege rules (kernel mode: FRED, guest debugging, IF,
+            // SMAP and AC) before the walk: a guest without SMAP would
+            // otherwise cost a walk at every kernel-mode entry and never
+            // inject. A target's pages are all in one half, so they all
+            // fail alike: on to the next target.
+            if let Err(reason) = p.inj.mode_check(&ctx) {
+                if !refusal_counted {
+                    refusal_counted = self.kernel_refusals.count(reason);
                 }
-                // The privilege rules (kernel mode: FRED, guest debugging,
-                // IF, SMAP and AC) before the walk: a guest without SMAP
-                // would otherwise cost a walk at every kernel-mode entry
-                // and never inject. A target's pages are all in one half,
-                // so they all fail alike: on to the next target.
-                if let Err(reason) = p.inj.mode_check(&ctx) {
-                    if !refusal_counted {
-                        refusal_counted = self.kernel_refusals.count(reason);
-                    }
-                    continue 'targets;
-                }
-                // The last walk may be a second old: the guest may have
-                // brought the page in since. Walk again right before
-                // injecting, so a present page never gets a fault.
-                walk_page(p, &mut mem, &paging, ctx.now_ns);
-                if !p.inj.is_armed() {
-                    self.gate.set_exit_due(0);
-                    return (None, settle(p));
-                }
-                let decision = p.inj.on_entry(slot, &ctx);
-                if let EntryDecision::Inject(pf) = decision {
-                    p.injected = true;
-                    self.gate.set_in_flight(vcpu_idx, true);
-                    self.gate.set_exit_due(0);
-                    return (Some((pf.cr2, pf.error_code)), false);
-                }
-                // One walk per entry at most: the other pages wait.
-                return (None, false);
+                continue;
             }
+            // This target had its turn; the next entry starts after it.
+            self.next_target = (ti + 1) % MAX_TARGETS;
+            // The last walk may be a second old: the guest may have brought
+            // the page in since. Walk again right before injecting, so a
+            // present page never gets a fault; a walk that cannot read
+            // disarms the page, and nothing is injected.
+            walk_page(p, &mut mem, &paging, ctx.now_ns);
+            if !p.inj.is_armed() {
+                let settled = settle(p);
+                t.sync_ready(i);
+                return (None, settled);
+            }
+            let decision = p.inj.on_entry(slot, &ctx);
+            if let EntryDecision::Inject(pf) = decision {
+                p.injected = true;
+                t.sync_ready(i);
+                let r = PageRef { slot: ti, id: t.id, index: i };
+                if let Some(o) = self.owned.get_mut(vcpu_idx) {
+                    o.add(r);
+                }
+                self.gate.set_in_flight(vcpu_idx, true);
+                self.gate.set_owns(vcpu_idx, true);
+                return (Some((pf.cr2, pf.error_code)), false);
+            }
+            // Not now (an event, a shadow, ...): the page goes to the back
+            // of its queue, and one walk per entry at most.
+            t.ready.rotate(&mut t.pages);
+            return (None, false);
         }
         (None, false)
     }
 
-    /// At a VM exit: settle the vCPU's delivery, time out, walk what is due.
-    /// Returns whether the report work has something to do (a page settled,
-    /// or write tracking must follow a walk).
-    /// `now` is the exit's time, as the gate was asked with.
+    /// At a VM exit of a vCPU the gate says has work: the delivery of its
+    /// fault in flight, the timeouts of the pages it follows, and at most
+    /// one walk of one of them (the page the guest is bringing in, or one
+    /// whose fault just timed out, to re-arm it). Returns whether the report
+    /// work has something to do (a page settled, write tracking must follow
+    /// a walk, a page waits for a walk). `now` is the exit's time.
     pub(crate) fn on_exit(
         &mut self,
         kvm: *mut glue::kvm,
@@ -149,110 +170,140 @@ impl Targets {
         now: u64,
     ) -> bool {
         let st = &gs.view;
-        if let Some(slot) = self.slots.get_mut(vcpu_idx) {
-            let delivery = slot.on_exit(&ExitDelivery { now_ns: now, exit_int_info: st.exit_int_info });
-            self.gate.set_in_flight(vcpu_idx, slot.in_flight().is_some());
-            if let Some(d) = delivery {
-                for t in self.targets.iter_mut().flatten().filter(|t| t.id == d.target.0) {
-                    for p in t.pages.iter_mut() {
-                        if matches!(p.inj.state(), State::Injected { vcpu, .. } if vcpu == d.vcpu) {
-                            let a = p.inj.on_delivery(&d);
-                            apply(p, a);
-                        }
-                    }
-                }
-                self.gate.set_exit_due(0);
-            }
-        }
-        if now < self.gate.exit_due() {
-            return false;
-        }
-        // SAFETY: `vcpu` is the running vCPU.
-        let paging = unsafe { guest_paging(vcpu, st) };
-        let long_mode = st.long_mode();
-        // SAFETY: `kvm` is referenced by the attachment; a probe.
-        let mut mem = unsafe { GuestMemory::new(kvm, Context::Probe) };
-        let mut budget = WALKS_PER_EXIT;
-        let mut periodic_budget = PERIODIC_WALKS_PER_EXIT;
+        let Some(slot) = self.slots.get_mut(vcpu_idx) else { return false };
+        let delivery = slot.on_exit(&ExitDelivery { now_ns: now, exit_int_info: st.exit_int_info });
+        self.gate.set_in_flight(vcpu_idx, slot.in_flight().is_some());
+        let Some(mut owned) = self.owned.get(vcpu_idx).copied() else { return false };
+        let me = vcpu_idx as u32;
         let mut settled = false;
         let mut stale = false;
-        // The earliest time a page will need an exit again.
-        let mut next_scan = u64::MAX;
-        for t in self.targets.iter_mut().flatten() {
-            let n = t.pages.len();
-            let start = t.cursor;
-            let mut last_walked = None;
-            for k in 0..n {
-                let i = (start + k) % n;
-                let p = &mut t.pages[i];
-                if let State::Injected { .. } | State::AwaitingUpdate { .. } = p.inj.state() {
-                    let a = p.inj.on_tick(now);
+        let mut kick = false;
+        let mut walk = None;
+        for r in owned.take_turn().into_iter().flatten() {
+            let Some((t, i)) = Self::page_at(&mut self.targets, r) else {
+                owned.release(r);
+                continue;
+            };
+            let p = &mut t.pages[i];
+            let mine = |s: State| matches!(s, State::Injected { vcpu, .. } | State::AwaitingUpdate { vcpu, .. } if vcpu == me);
+            if mine(p.inj.state()) {
+                if let Some(d) = delivery {
+                    let a = p.inj.on_delivery(&d);
                     apply(p, a);
                 }
-                // After a delivered fault the guest is swapping the page in:
-                // re-walk at every exit until it shows up. Pages waiting for
-                // context are re-walked now and then, to notice the guest
-                // bringing them back by itself.
-                let periodic = !p.walk_due
-                    && p.inj.state() == State::WaitingForContext
-                    && now >= p.next_walk_ns;
-                let due = p.walk_due || matches!(p.inj.state(), State::AwaitingUpdate { .. }) || periodic;
-                if !due || budget == 0 || (periodic && periodic_budget == 0) || !long_mode {
-                    settled |= settle(p);
-                    stale |= p.tables_wanted != p.tables_tracked;
-                    next_scan = next_scan.min(page_needs_exit_at(p, now));
-                    continue;
-                }
-                budget -= 1;
-                if periodic {
-                    periodic_budget -= 1;
-                }
+                let a = p.inj.on_tick(now);
+                apply(p, a);
+            }
+            let state = p.inj.state();
+            // The walk: a delivered fault's page (is it back?), or a page
+            // whose fault timed out (armed again for the next try).
+            let wants_walk = matches!(state, State::AwaitingUpdate { vcpu, .. } if vcpu == me)
+                || (state == State::WaitingForContext && p.walk_due);
+            if wants_walk && walk.is_none() {
+                walk = Some(r);
+            } else if p.walk_due {
+                kick = true;
+            }
+            settled |= settle(p);
+            t.sync_ready(i);
+            if !mine(state) && walk != Some(r) {
+                owned.release(r);
+            }
+        }
+        if let Some(r) = walk.filter(|_| st.long_mode()) {
+            // SAFETY: `vcpu` is the running vCPU.
+            let paging = unsafe { guest_paging(vcpu, st) };
+            // SAFETY: `kvm` is referenced by the attachment; a probe.
+            let mut mem = unsafe { GuestMemory::new(kvm, Context::Probe) };
+            if let Some((t, i)) = Self::page_at(&mut self.targets, r) {
+                let p = &mut t.pages[i];
                 walk_page(p, &mut mem, &paging, now);
                 settled |= settle(p);
                 stale |= p.tables_wanted != p.tables_tracked;
-                next_scan = next_scan.min(page_needs_exit_at(p, now));
-                last_walked = Some(i);
+                let still_mine = matches!(p.inj.state(), State::Injected { vcpu, .. } | State::AwaitingUpdate { vcpu, .. } if vcpu == me);
+                t.sync_ready(i);
+                if !still_mine {
+                    owned.release(r);
+                }
             }
-            // The next exit's walks start after the last page walked.
-            if let Some(i) = last_walked {
-                t.cursor = (i + 1) % n;
+        } else if let Some(r) = walk {
+            // Not in long mode: the page's tables do not translate now.
+            if Self::page_at(&mut self.targets, r).is_some_and(|(t, i)| t.pages[i].walk_due) {
+                owned.release(r);
+                kick = true;
             }
         }
-        self.gate.set_exit_due(next_scan);
+        self.gate.set_owns(vcpu_idx, !owned.is_empty());
+        if let Some(o) = self.owned.get_mut(vcpu_idx) {
+            *o = owned;
+        }
         self.tracking_stale |= stale;
-        settled || stale
+        settled || stale || kick
     }
 
-    /// Pages not walked yet, for the walk at once after `KVM_PFI_TARGET_ADD`:
-    /// fills `out` with (target id, page index, root GPA, GVA); returns how
-    /// many.
-    pub(crate) fn unwalked(&self, out: &mut [(u32, usize, u64, u64)]) -> usize {
+    /// Pages due for a walk (never walked, a table write, a memslot change,
+    /// a walk that could not read), for the report work to walk outside the
+    /// lock: fills `out` from `*from` (target slot, page index) on, moving
+    /// it past the last page looked at; returns how many. One pass over the
+    /// pages per report run, so a walk that keeps failing cannot keep the
+    /// work running.
+    pub(crate) fn due_walks(&self, from: &mut (usize, usize), out: &mut [DueWalk]) -> usize {
         let mut n = 0;
-        for t in self.targets.iter().flatten() {
-            for (i, p) in t.pages.iter().enumerate().filter(|(_, p)| !p.walked) {
-                if n == out.len() {
-                    return n;
+        while from.0 < MAX_TARGETS {
+            if let Some(t) = self.targets[from.0].as_deref() {
+                while from.1 < t.pages.len() {
+                    if n == out.len() {
+                        return n;
+                    }
+                    let p = &t.pages[from.1];
+                    if p.walk_due {
+                        out[n] = DueWalk::of(from.0, t.id, from.1, p);
+                        n += 1;
+                    }
+                    from.1 += 1;
                 }
-                out[n] = (t.id, i, p.inj.target().space.root_gpa(), p.inj.target().gva);
-                n += 1;
             }
+            *from = (from.0 + 1, 0);
         }
         n
     }
 
-    /// Applies a walk made outside the lock, unless a probe walked the page
-    /// meanwhile (its walk is as fresh).
-    pub(crate) fn apply_remote_walk(&mut self, target_id: u32, index: usize, w: &TargetWalk, now: u64) {
-        let Some(t) = self.targets.iter_mut().flatten().find(|t| t.id == target_id) else { return };
-        let Some(p) = t.pages.get_mut(index) else { return };
-        if !p.walked {
-            apply_walk(p, w, now);
-            settle(p);
-            if p.tables_wanted != p.tables_tracked {
-                self.tracking_stale = true;
-            }
-            self.gate.set_exit_due(0);
+    /// Applies a walk made outside the lock, unless the page was walked
+    /// since it was picked (that walk is as fresh) or is gone. A reported
+    /// resident page the walk shows gone from its frame is reopened: it
+    /// settles anew, a fault brings it back if it was swapped out again.
+    /// Returns whether the report work has something to do.
+    pub(crate) fn apply_remote_walk(&mut self, d: &DueWalk, w: &TargetWalk, now: u64) -> bool {
+        let Some((t, i)) = Self::page_at(&mut self.targets, d.page) else { return false };
+        let p = &mut t.pages[i];
+        if p.walks != d.walks {
+            return false;
         }
+        if matches!(p.inj.state(), State::Resident { .. } | State::Done) && p.reported {
+            if super::page::still_resident(p, w) {
+                p.walks = p.walks.wrapping_add(1);
+                p.next_walk_ns = now + super::page::REWALK_RESIDENT_NS;
+                return false;
+            }
+            if !reopen(p) {
+                return false;
+            }
+            self.gate.add_space(t.gate_key());
+            self.gate.set_busy(true);
+        }
+        let p = &mut t.pages[i];
+        apply_walk(p, w, now);
+        let settled = settle(p);
+        let stale = p.tables_wanted != p.tables_tracked;
+        t.sync_ready(i);
+        if ready_now(t, i) {
+            // Armed again (a settled page swapped out, or a first walk):
+            // its address space may inject.
+            self.gate.add_space(t.gate_key());
+            self.gate.set_busy(true);
+        }
+        self.tracking_stale |= stale;
+        settled || stale
     }
 
     /// A page a walk found resident has left that frame since (`report.rs`
@@ -261,17 +312,47 @@ impl Targets {
     /// (failed once unmapped, a fault again once swapped out again).
     pub(crate) fn resident_lost(&mut self, target_id: u32, gva: u64, w: &TargetWalk, now: u64) {
         let Some(t) = self.targets.iter_mut().flatten().find(|t| t.id == target_id) else { return };
-        let Some(p) = t.pages.iter_mut().find(|p| p.inj.target().gva == gva) else { return };
-        if p.inj.resident_lost() == Action::None {
+        let Some(i) = t.pages.iter().position(|p| p.inj.target().gva == gva) else { return };
+        let p = &mut t.pages[i];
+        if !reopen(p) {
             return;
         }
-        p.reported = false;
         apply_walk(p, w, now);
         settle(p);
         if p.tables_wanted != p.tables_tracked {
             self.tracking_stale = true;
         }
-        self.gate.set_exit_due(0);
+        t.sync_ready(i);
+        self.gate.add_space(t.gate_key());
+        self.gate.set_busy(true);
+    }
+}
+
+fn ready_now(t: &super::Target, i: usize) -> bool {
+    t.pages.get(i).is_some_and(super::page::ready)
+}
+
+/// A page picked for a walk outside the lock, and what the walk needs.
+#[derive(Clone, Copy)]
+pub(crate) struct DueWalk {
+    page: PageRef,
+    /// `Page::walks` when it was picked.
+    walks: u32,
+    pub(crate) root: u64,
+    pub(crate) gva: u64,
+}
+
+impl DueWalk {
+    pub(crate) const NONE: DueWalk =
+        DueWalk { page: PageRef { slot: 0, id: 0, index: 0 }, walks: 0, root: 0, gva: 0 };
+
+    pub(super) fn of(slot: usize, id: u32, index: usize, p: &super::page::Page) -> Self {
+        DueWalk {
+            page: PageRef { slot, id, index },
+            walks: p.walks,
+            root: p.inj.target().space.root_gpa(),
+            gva: p.inj.target().gva,
+        }
     }
 }
 

@@ -14,13 +14,17 @@ impl Targets {
     pub(crate) fn on_page_table_write(&mut self, gpa: u64) -> bool {
         let gfn = gpa >> 12;
         let mut hit = false;
-        self.gate.set_exit_due(0);
         for t in self.targets.iter_mut().flatten() {
             let mut target_hit = false;
-            for p in t.pages.iter_mut().filter(|p| p.tables_tracked.contains(gfn)) {
+            for i in 0..t.pages.len() {
+                let p = &mut t.pages[i];
+                if !p.tables_tracked.contains(gfn) {
+                    continue;
+                }
                 let a = p.inj.on_page_table_write();
                 apply(p, a);
                 p.walk_due = true;
+                t.sync_ready(i);
                 target_hit = true;
             }
             if target_hit {
@@ -29,13 +33,16 @@ impl Targets {
                 hit = true;
             }
         }
+        if hit {
+            self.gate.set_busy(true);
+        }
         hit
     }
 
     /// A memslot went away, and KVM's tracking of its frames with it.
     pub(crate) fn on_region_gone(&mut self, gfn: u64, n: u64) {
         self.frames_gone.push(gfn, n);
-        self.gate.set_exit_due(0);
+        self.gate.set_busy(true);
         for t in self.targets.iter_mut().flatten() {
             // Every page walks again, and may need a fault after.
             self.gate.add_space(t.gate_key());
