@@ -8,6 +8,7 @@
 use kernel::bindings;
 
 use crate::bindings::glue;
+use crate::pfi_core::table_cache::PageSource;
 use crate::pfi_core::walk::{
     GuestPhysRead,
     ReadError, //
@@ -61,14 +62,29 @@ impl GuestMemory {
     }
 }
 
-impl GuestPhysRead for GuestMemory {
-    fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, ReadError> {
-        let mut v = [0u8; 8];
-        match self.read(gpa, &mut v) {
-            0 => Ok(u64::from_le_bytes(v)),
+impl GuestMemory {
+    /// [`GuestMemory::read`] as the walks see its failures.
+    fn read_for_walk(&mut self, gpa: u64, buf: &mut [u8]) -> core::result::Result<(), ReadError> {
+        match self.read(gpa, buf) {
+            0 => Ok(()),
             r if r == -(bindings::ENOENT as i32) => Err(ReadError::OutsideGuestMemory),
             _ => Err(ReadError::Retry),
         }
+    }
+}
+
+impl GuestPhysRead for GuestMemory {
+    fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, ReadError> {
+        let mut v = [0u8; 8];
+        self.read_for_walk(gpa, &mut v)?;
+        Ok(u64::from_le_bytes(v))
+    }
+}
+
+/// Whole table pages for the background walks' cache.
+impl PageSource for &mut GuestMemory {
+    fn read_page(&mut self, gpa: u64, out: &mut [u8]) -> core::result::Result<(), ReadError> {
+        self.read_for_walk(gpa, out)
     }
 }
 

@@ -72,23 +72,30 @@ unsafe fn handle(vcpu: *mut glue::kvm_vcpu, exit: bool) {
 /// As for [`handle`].
 #[inline(never)]
 unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize, exit: bool) {
+    // The lock is taken only for work: an exit of a vCPU that follows no
+    // fault it injected costs a few loads, without even reading the
+    // vCPU's state; an entry that cannot inject or whose address space has
+    // nothing to inject, a state read and a few loads
+    // (`probe_gate.rs`, Documentation/design.rst).
+    let exit_work = exit && vm.gate.busy() && vm.gate.exit_has_work(idx);
+    if exit && !exit_work && vm.paging_known() {
+        return;
+    }
+    if !exit && (!vm.gate.busy() || vm.gate.in_flight(idx)) {
+        return;
+    }
     // SAFETY: a probe for the running `vcpu`.
     let Some(st) = (unsafe { vendor::read(vcpu) }) else {
         return;
     };
-    if exit && st.view.long_mode() {
+    // The paging mode, for the walks outside the probes: learnt at the
+    // first exit, kept current by every probe that reads the state.
+    if st.view.long_mode() {
         // SAFETY: a probe for the running `vcpu`.
-        vm.record_paging(&unsafe { crate::targets::probe::guest_paging(vcpu, &st.view) });
+        unsafe { vm.note_paging(vcpu, &st.view) };
     }
-    if !vm.gate.busy() {
-        return;
-    }
-    // The lock is taken only for work: an exit of a vCPU that follows no
-    // fault it injected, and an entry that cannot inject or whose
-    // address space has nothing to inject, cost a few loads
-    // (`probe_gate.rs`, Documentation/design.rst).
     if exit {
-        if !vm.gate.exit_has_work(idx) {
+        if !exit_work {
             return;
         }
         // SAFETY: reads the clock.
@@ -100,7 +107,6 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
         }
     } else {
         if crate::targets::probe::entry_blocked(&st)
-            || vm.gate.in_flight(idx)
             || !vm.gate.may_inject(st.view.cr3, st.view.cpl == 0)
         {
             return;

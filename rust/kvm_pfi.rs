@@ -28,6 +28,7 @@ pub mod pfi_core;
 mod probe_gate;
 mod protect;
 mod reaper;
+mod remote_walks;
 mod report;
 mod scan;
 mod sigs;

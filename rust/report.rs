@@ -148,22 +148,12 @@ fn left_its_frame(vm: &AttachedVm, mem: &mut GuestMemory, s: &Settled) -> Option
 #[inline(never)]
 fn walk_due_pages(vm: &AttachedVm) {
     let Some(paging) = vm.paging() else { return };
-    // SAFETY: the VM is referenced (we hold its attachment); a kworker.
-    let mut mem = unsafe { GuestMemory::new(vm.kvm, Context::Kworker) };
     let mut from = (0, 0);
     loop {
-        let mut todo = [DueWalk::NONE; 16];
+        let mut todo = [DueWalk::NONE; 32];
         let n = vm.targets.lock().due_walks(&mut from, &mut todo);
-        for d in &todo[..n] {
-            if vm.detached.load(Relaxed) {
-                return;
-            }
-            let w = walk_target(&mut mem, &paging, d.root, d.gva);
-            // SAFETY: reads the clock.
-            let now = unsafe { glue::kvm_pfi_now_ns() };
-            vm.targets.lock().apply_remote_walk(d, &w, now);
-        }
-        if n < todo.len() {
+        crate::remote_walks::walk_and_apply(vm, &paging, &todo[..n]);
+        if n < todo.len() || vm.detached.load(Relaxed) {
             return;
         }
     }

@@ -6,9 +6,9 @@
 //! path"):
 //!
 //! * timeouts of delivered faults whose vCPU does not exit (halted);
-//! * periodic walks of pages waiting for context (every second), to notice
+//! * periodic walks of pages waiting for context (every 5 s), to notice
 //!   the guest bringing a page in by itself;
-//! * periodic walks of reported resident pages (every two seconds), to
+//! * periodic walks of reported resident pages (every 5 s), to
 //!   notice the guest swapping one out again: the page is reported anew
 //!   once a fault has brought it back;
 //! * walks that are due and that the report work has not made yet.
@@ -32,21 +32,16 @@ use kernel::workqueue::{
 };
 
 use crate::bindings::glue;
-use crate::guest_mem::{
-    BorrowedMm,
-    Context,
-    GuestMemory, //
-};
-use crate::targets::page::walk_target;
+use crate::guest_mem::BorrowedMm;
 use crate::vm::{
     AttachedVm,
     SWEEP, //
 };
 
 /// How often the sweep runs.
-const PERIOD_MS: u32 = 100;
+const PERIOD_MS: u32 = 250;
 /// Walks one run makes at most (each of at most five 8-byte reads).
-const WALKS_PER_RUN: usize = 512;
+const WALKS_PER_RUN: usize = 1024;
 /// Pages one hold of the targets lock looks at.
 const PAGES_PER_LOCK: usize = 512;
 
@@ -103,17 +98,12 @@ fn run(vm: &AttachedVm) {
             break;
         }
     }
-    // SAFETY: the VM is referenced (we hold an `Arc` of its attachment); a
-    // kworker, which uses no mm of its own; dropped at the end of `run`.
-    let _mm = unsafe { BorrowedMm::new(vm.kvm) };
-    // SAFETY: as above.
-    let mut mem = unsafe { GuestMemory::new(vm.kvm, Context::Kworker) };
-    for d in due.iter() {
-        if vm.detached.load(Relaxed) {
-            return;
-        }
-        let w = walk_target(&mut mem, &paging, d.root, d.gva);
-        work |= vm.targets.lock().apply_remote_walk(d, &w, now());
+    if !due.is_empty() {
+        // SAFETY: the VM is referenced (we hold an `Arc` of its
+        // attachment); a kworker, which uses no mm of its own; dropped
+        // right after the walks.
+        let _mm = unsafe { BorrowedMm::new(vm.kvm) };
+        work |= crate::remote_walks::walk_and_apply(vm, &paging, &due);
     }
     if work {
         // Pages settled or came back: report them, follow their tables,

@@ -44,6 +44,7 @@ use crate::bindings::glue;
 use crate::bindings::uapi;
 use crate::events::VmIdentity;
 use crate::pfi_core::ids;
+use crate::pfi_core::vendor::CpuView;
 use crate::pfi_core::walk::GuestPaging;
 use crate::targets::frames::FrameTable;
 use crate::targets::protection::Gathered;
@@ -298,16 +299,40 @@ impl AttachedVm {
         }
     }
 
-    /// Records the guest's paging mode (a probe, long mode only).
-    pub(crate) fn record_paging(&self, p: &GuestPaging) {
+    /// Notes the paging mode of the running vCPU (a probe that has read
+    /// its state, in long mode). Cheap when nothing changed: the CPUID
+    /// parts (MAXPHYADDR, 1 GiB pages) are asked only when CR4.LA57 or
+    /// EFER.NXE differ from what was recorded.
+    ///
+    /// # Safety
+    ///
+    /// `vcpu` is the vCPU being run (a probe).
+    pub(crate) unsafe fn note_paging(&self, vcpu: *mut glue::kvm_vcpu, v: &CpuView) {
+        let la57 = v.cr4 & targets::probe::CR4_LA57 != 0;
+        let nx = v.efer & targets::probe::EFER_NXE != 0;
+        let seen = self.paging_seen.load(Relaxed);
+        if seen != 0 && (seen & (1 << 8) != 0) == la57 && (seen & (1 << 9) != 0) == nx {
+            return;
+        }
+        // SAFETY: the caller's contract.
+        self.record_paging(&unsafe { targets::probe::guest_paging(vcpu, v) });
+    }
+
+    /// Records the guest's paging mode; the first time, the report work
+    /// walks what waited for it.
+    fn record_paging(&self, p: &GuestPaging) {
         let f = &p.features;
         let v = 1 << 16
             | u32::from(f.gbpages) << 10
             | u32::from(f.nx) << 9
             | u32::from(p.la57) << 8
             | u32::from(f.maxphyaddr);
-        if self.paging_seen.load(Relaxed) != v {
+        let was = self.paging_seen.load(Relaxed);
+        if was != v {
             self.paging_seen.store(v, Relaxed);
+            if was == 0 {
+                self.kick_report();
+            }
         }
     }
 

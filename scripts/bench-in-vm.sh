@@ -13,46 +13,26 @@ median3() { sort -n | sed -n 2p; }
 run() { # mode -> median ns
 	for _ in 1 2 3; do "$BENCH" "$1" "$EXITS" | awk '$1 == "time" {print $3}'; done | median3
 }
-# A VM running on the test VM's second CPU, the measured one on the first:
-# mode of the one beside -> median ns of an unattached VM (`none`) beside it.
-# Under single-threaded TCG with -icount the clock counts the instructions
-# of both CPUs; the one beside is busy throughout, so its share is the same
-# in every run and the ratio is the measured VM's own cost.
-beside() {
-	local out; out=$(mktemp)
-	taskset -c 1 "$BENCH" "$1" 1000000000 >"$out" 2>&1 &
-	local pid=$!
-	for _ in $(seq 600); do grep -q '^ready' "$out" && break; sleep 0.1; done
-	grep -q '^ready' "$out" || { cat "$out" >&2; echo "bench: $1 beside did not start" >&2; exit 1; }
-	for _ in 1 2 3; do taskset -c 0 "$BENCH" none "$EXITS" | awk '$1 == "time" {print $3}'; done | median3
-	kill "$pid"; wait "$pid" 2>/dev/null || true
-	rm -f "$out"
-}
-
 rmmod kvm_pfi 2>/dev/null || true
 t_none=$(run none)
-# The neighbour case needs a second CPU (Bochs emulates one).
-cpus=$(nproc)
-[ "$cpus" -ge 2 ] && t_beside_none=$(beside none)
+t_beside_none=$(run neighbour_none)
 insmod "$KVM_PFI_KO"
 t_loaded=$(run none)
 t_attached=$(run attached)
 t_pending=$(run pending)
 t_other=$(run pending_other_cr3)
 t_many=$(run pending_10000)
-[ "$cpus" -ge 2 ] && t_beside_many=$(beside pending_10000)
+t_beside_many=$(run neighbour)
 inject=$("$BENCH" inject 1000 | awk '$1 == "count"')
 rmmod kvm_pfi
 
 echo "# $vendor: guest loop of $EXITS port-I/O exits; instruction-based time (QEMU -icount shift=0, or Bochs's clock: sync=none, ips)"
 echo "# ns: not loaded $t_none, loaded $t_loaded, attached $t_attached, 1000 pending pages $t_pending, in another address space $t_other, 10000 pending pages $t_many"
-[ "$cpus" -ge 2 ] && echo "# ns beside a busy VM: not loaded $t_beside_none, beside an attached VM with 10000 pending pages $t_beside_many"
-[ "$cpus" -ge 2 ] || echo "# one CPU: no neighbour_vm_beside_10000_pending"
+echo "# ns of an unattached VM run in turn with another: not loaded $t_beside_none, the other attached with 10000 pending pages $t_beside_many"
 awk -v a="$t_loaded" -v b="$t_none" 'BEGIN { printf "ratio loaded_not_attached %.4f\n", a / b }'
 awk -v a="$t_attached" -v b="$t_none" 'BEGIN { printf "ratio attached_no_targets %.4f\n", a / b }'
 awk -v a="$t_pending" -v b="$t_none" 'BEGIN { printf "ratio attached_1000_pending_pages %.4f\n", a / b }'
 awk -v a="$t_other" -v b="$t_none" 'BEGIN { printf "ratio attached_1000_pending_pages_other_cr3 %.4f\n", a / b }'
 awk -v a="$t_many" -v b="$t_none" 'BEGIN { printf "ratio attached_10000_pending_pages %.4f\n", a / b }'
-[ "$cpus" -lt 2 ] ||
-	awk -v a="$t_beside_many" -v b="$t_beside_none" 'BEGIN { printf "ratio neighbour_vm_beside_10000_pending %.4f\n", a / b }'
+awk -v a="$t_beside_many" -v b="$t_beside_none" 'BEGIN { printf "ratio neighbour_vm_beside_10000_pending %.4f\n", a / b }'
 echo "$inject"

@@ -662,10 +662,10 @@ TEST_F_TIMEOUT(pfi, large_page_and_swapped_neighbour, 120)
 
 /* The guest brings the page in by itself (a real fault, in another address
  * space so the module cannot inject first) and runs on there past the
- * module's periodic re-walk of waiting pages (once a second, design.rst);
+ * module's periodic re-walk of waiting pages (every 5 s, design.rst);
  * back in the target's address space the module must know the page is
  * present rather than inject: HOW_GUEST. */
-#define REWALK_WAIT_MS	2500
+#define REWALK_WAIT_MS	5500
 TEST_F_TIMEOUT(pfi, guest_brings_page_in_itself, 120)
 {
 	struct kvm_pfi_page_info pi;
@@ -699,13 +699,13 @@ TEST_F_TIMEOUT(pfi, guest_brings_page_in_itself, 120)
 }
 
 /* A page reported resident that the guest swaps out again is noticed by the
- * module's periodic re-walk of resident pages (every 2 s) and brought back
+ * module's periodic re-walk of resident pages (every 5 s) and brought back
  * again by a second fault. The "swap-out" is what a guest kernel does:
  * the content stays in its swap slot, the PTE becomes the swap entry again,
  * the frame is reused (poisoned here). Ground truth: the guest's handler
  * takes a second fault for the page and maps it at a new frame, which holds
  * the page's content; the module's report follows. */
-#define RESIDENT_REWALK_WAIT_MS	(2000 + WAIT_MS)
+#define RESIDENT_REWALK_WAIT_MS	(5000 + WAIT_MS)
 TEST_F_TIMEOUT(pfi, page_swapped_out_again_is_brought_back_again, 120)
 {
 	struct kvm_pfi_page_info pi;
@@ -752,7 +752,7 @@ TEST_F_TIMEOUT(pfi, page_swapped_out_again_is_brought_back_again, 120)
 	EXPECT_EQ(p->mapped_gpa, pi.gpa);
 	EXPECT_TRUE(content_ok(&m, pi.gpa, 0));
 	/* And it stays: nothing more while it is resident. */
-	for (t0 = now_ms(); now_ms() - t0 < 2500;)
+	for (t0 = now_ms(); now_ms() - t0 < REWALK_WAIT_MS;)
 		mini_run(m.vcpu[0]);
 	ASSERT_TRUE(tgt_page(&t, 0, &pi));
 	EXPECT_EQ(KVM_PFI_PAGE_RESIDENT, pi.state);

@@ -755,9 +755,14 @@ static bool run_blind(struct kvm_vcpu *vcpu, uint8_t answer)
  * The guest maps a swapped-out target page itself, then at once loads a
  * PKRU that denies every key (so the VMM's mapping of guest memory, key
  * 0, too, while the guest is in charge of the CPU) and waits in port reads.
- * The probes' walks of the page at those exits must see it resident.
+ * The module's walks of the page meanwhile must see it resident. Since the
+ * periodic re-walks left the exit probe (issue 11) they are the sweep's, in
+ * a kworker with the host's PKRU; the probes' own walks (at an entry that
+ * may inject, at the exits of a vCPU with a fault of its own) copy with
+ * PKRU 0 (kvm_glue.c), which this test no longer reaches: the guest here
+ * stays in ring 0 with a user target, so no probe walks.
  */
-TEST_F_TIMEOUT(pfi, probes_not_blinded_by_guest_pkru, 120)
+TEST_F_TIMEOUT(pfi, walks_not_blinded_by_guest_pkru, 120)
 {
 	struct kvm_pfi_page_info pi;
 	struct vcpu_ctl *c;
@@ -787,8 +792,8 @@ TEST_F_TIMEOUT(pfi, probes_not_blinded_by_guest_pkru, 120)
 
 	c->blind_pkru = 0xffffffff;	/* AD and WD for all 16 keys */
 	c->blind_page = 1;
-	/* Periodic re-walks of a waiting page come once a second. */
-	for (t0 = now_ms(); now_ms() - t0 < 5000 && !resident; exits++) {
+	/* Periodic re-walks of a waiting page come every 5 s (the sweep). */
+	for (t0 = now_ms(); now_ms() - t0 < 5000 + WAIT_MS && !resident; exits++) {
 		bool at_port = run_blind(m.vcpu[0], 0);
 
 		if (!at_port) {

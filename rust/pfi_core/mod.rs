@@ -96,3 +96,6 @@ pub mod ready_spaces;
 // The pages of a target that may get a #PF now, in an intrusive FIFO: the
 // entry probe finds the next one in O(1), and rotates for fairness.
 pub mod ready_queue;
+
+// A reader for many background walks in a row: each table page copied once.
+pub mod table_cache;

@@ -191,10 +191,15 @@ impl TargetSpec {
                 GFP_KERNEL,
             )?;
         }
-        Ok(KBox::new(
+        let mut t = KBox::new(
             Target { id, flags: self.flags, cr3: self.cr3, gva: self.gva, len: self.len, pages, space, ready: ReadyQueue::new() },
             GFP_KERNEL,
-        )?)
+        )?;
+        // Never walked: each may take its first walk at an entry.
+        for i in 0..n {
+            t.sync_ready(i);
+        }
+        Ok(t)
     }
 }
 

@@ -24,16 +24,17 @@ use crate::pfi_core::ready_queue::{
 use crate::pfi_core::walk::{
     self,
     GuestPaging,
+    GuestPhysRead,
     WalkOutcome, //
 };
 
 pub(crate) const PAGE_SIZE: u64 = 4096;
 /// A page waiting for context is walked again this often (by the sweep,
 /// `sweep.rs`), to notice the guest bringing it back by itself.
-const REWALK_WAITING_NS: u64 = 1_000_000_000;
+const REWALK_WAITING_NS: u64 = 5_000_000_000;
 /// A reported resident page is walked again this often (by the sweep), to
 /// notice the guest swapping it out again.
-pub(crate) const REWALK_RESIDENT_NS: u64 = 2_000_000_000;
+pub(crate) const REWALK_RESIDENT_NS: u64 = 5_000_000_000;
 
 /// Guest frames (page-table pages) write-tracked for one page: at most one
 /// per paging level.
@@ -150,9 +151,12 @@ impl Queued for Page {
 }
 
 /// Whether the page may get a #PF now: waiting for context, armed by a walk
-/// that saw a swap entry.
+/// that saw a swap entry, or never walked yet (the entry's walk right
+/// before injecting is then its first: a target added before the guest
+/// ran gets its fault on the first entry in its context, not after the
+/// report work's walk).
 pub(super) fn ready(p: &Page) -> bool {
-    p.inj.state() == State::WaitingForContext && p.inj.is_armed()
+    p.inj.state() == State::WaitingForContext && (p.inj.is_armed() || !p.walked)
 }
 
 /// Whether the sweep walks the page at `now`: a walk is due; a delivered
@@ -265,8 +269,10 @@ pub(crate) struct TargetWalk {
     pub(crate) space_gone: bool,
 }
 
-/// Walks `gva` from `root` (every walk of a target page goes through here).
-pub(crate) fn walk_target(mem: &mut GuestMemory, paging: &GuestPaging, root: u64, gva: u64) -> TargetWalk {
+/// Walks `gva` from `root` (every walk of a target page goes through here):
+/// through `GuestMemory` in the probes, through a `TableCache` over it in
+/// the background walks.
+pub(crate) fn walk_target<M: GuestPhysRead>(mem: &mut M, paging: &GuestPaging, root: u64, gva: u64) -> TargetWalk {
     let w = walk::walk(mem, paging, root, gva);
     let space_gone = walk::shows_address_space_gone(mem, paging, root, &w);
     TargetWalk { walk: w, space_gone }

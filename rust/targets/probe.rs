@@ -51,8 +51,8 @@ use super::{
     MAX_TARGETS, //
 };
 
-const CR4_LA57: u64 = 1 << 12;
-const EFER_NXE: u64 = 1 << 11;
+pub(crate) const CR4_LA57: u64 = 1 << 12;
+pub(crate) const EFER_NXE: u64 = 1 << 11;
 
 impl Targets {
     /// At a VM entry: the #PF to inject now (`(cr2, error code)`), if a
