@@ -79,8 +79,13 @@ impl Target {
     /// Puts page `i` in the ready queue or takes it out, after anything
     /// that may have changed its state or its arming.
     fn sync_ready(&mut self, i: usize) {
-        let want = self.pages.get(i).is_some_and(page::ready);
+        let want = self.is_ready(i);
         self.ready.set(&mut self.pages, i, want);
+    }
+
+    /// Whether page `i` may get a #PF now (`page::ready`).
+    fn is_ready(&self, i: usize) -> bool {
+        self.pages.get(i).is_some_and(page::ready)
     }
 
     /// How the probe gate knows the target: its address space, and whether

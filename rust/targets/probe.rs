@@ -185,8 +185,7 @@ impl Targets {
                 continue;
             };
             let p = &mut t.pages[i];
-            let mine = |s: State| matches!(s, State::Injected { vcpu, .. } | State::AwaitingUpdate { vcpu, .. } if vcpu == me);
-            if mine(p.inj.state()) {
+            if followed_by(p.inj.state(), me) {
                 if let Some(d) = delivery {
                     let a = p.inj.on_delivery(&d);
                     apply(p, a);
@@ -206,7 +205,7 @@ impl Targets {
             }
             settled |= settle(p);
             t.sync_ready(i);
-            if !mine(state) && walk != Some(r) {
+            if !followed_by(state, me) && walk != Some(r) {
                 owned.release(r);
             }
         }
@@ -220,9 +219,9 @@ impl Targets {
                 walk_page(p, &mut mem, &paging, now);
                 settled |= settle(p);
                 stale |= p.tables_wanted != p.tables_tracked;
-                let still_mine = matches!(p.inj.state(), State::Injected { vcpu, .. } | State::AwaitingUpdate { vcpu, .. } if vcpu == me);
+                let still_followed = followed_by(p.inj.state(), me);
                 t.sync_ready(i);
-                if !still_mine {
+                if !still_followed {
                     owned.release(r);
                 }
             }
@@ -296,7 +295,7 @@ impl Targets {
         let settled = settle(p);
         let stale = p.tables_wanted != p.tables_tracked;
         t.sync_ready(i);
-        if ready_now(t, i) {
+        if t.is_ready(i) {
             // Armed again (a settled page swapped out, or a first walk):
             // its address space may inject.
             self.gate.add_space(t.gate_key());
@@ -328,8 +327,10 @@ impl Targets {
     }
 }
 
-fn ready_now(t: &super::Target, i: usize) -> bool {
-    t.pages.get(i).is_some_and(super::page::ready)
+/// Whether a page in `state` is one vCPU `vcpu` follows (`owned.rs`): its
+/// fault, in flight or delivered, from that vCPU.
+fn followed_by(state: State, vcpu: u32) -> bool {
+    matches!(state, State::Injected { vcpu: v, .. } | State::AwaitingUpdate { vcpu: v, .. } if v == vcpu)
 }
 
 /// A page picked for a walk outside the lock, and what the walk needs.
