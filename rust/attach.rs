@@ -48,6 +48,7 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner) -> Result<u32> {
 pub(crate) fn detach_where(select: impl Fn(&AttachedVm) -> bool, reason: DetachReason) -> usize {
     let mut n = 0;
     for vm in vm::take_where(select).into_iter() {
+        vm.end_linux();
         vm.end_sweep();
         vm.end_report();
         report::teardown(&vm);

@@ -45,6 +45,11 @@ pub(crate) mod uapi {
         kvm_pfi_target_list,
         kvm_pfi_sigs_load,
         kvm_pfi_sigs_info,
+        kvm_pfi_linux_profile,
+        kvm_pfi_process,
+        kvm_pfi_process_list,
+        kvm_pfi_vma,
+        kvm_pfi_process_vmas,
     );
 }
 

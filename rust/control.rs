@@ -375,6 +375,85 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
+    fn linux_profile(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_linux_profile = read_arg(arg)?;
+        let given = req.flags & uapi::KVM_PFI_LINUX_SLIDE != 0;
+        if req.flags & !uapi::KVM_PFI_LINUX_FLAGS_ALL != 0
+            || req.nr_processes != 0
+            || req.init_task != 0
+            || (!given && req.slide != 0)
+            || req.slide % 4096 != 0
+            || req.len == 0
+            || req.len > uapi::KVM_PFI_LINUX_PROFILE_MAX
+        {
+            return Err(EINVAL);
+        }
+        let Ok(text_addr) = usize::try_from(req.text) else { return Err(EFAULT) };
+        let mut text = KVec::new();
+        UserSlice::new(UserPtr::from_addr(text_addr), req.len as usize).read_all(&mut text, GFP_KERNEL)?;
+        let profile = crate::pfi_core::linux_profile::Profile::parse(&text).map_err(|_| EINVAL)?;
+        drop(text);
+        check_writable(arg, &req)?;
+        let vm = vm::with_id(req.vm_id, |vm| -> Result<_> {
+            self.ctl.check(vm)?;
+            Ok(vm.arc())
+        })??;
+        let loaded = crate::linux_guest::load_profile(vm, profile, given.then_some(req.slide))?;
+        (req.slide, req.init_task, req.nr_processes) = (loaded.slide, loaded.init_task, loaded.nr_processes);
+        // The profile is taken: an answer that cannot be written is the
+        // caller's loss (it was writable just before).
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
+    fn process_list(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_process_list = read_arg(arg)?;
+        if req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let cap = (req.nr_processes as usize).min(uapi::KVM_PFI_MAX_PROCESSES as usize);
+        let mut out = KVVec::with_capacity(cap, GFP_KERNEL)?;
+        let (total, counts) = vm::with_id(req.vm_id, |vm| {
+            crate::linux_guest::with_processes(vm, |list, counts| {
+                // Capacity reserved above: no allocation.
+                for p in list.iter().take(cap) {
+                    let _ = out.push(*p, GFP_KERNEL);
+                }
+                (list.len(), counts)
+            })
+        })??;
+        if !out.is_empty() {
+            write_array(req.processes, &out)?;
+        }
+        req.nr_processes = u32::try_from(total).unwrap_or(u32::MAX);
+        (req.walks, req.walk_errors, req.walked_ns, req.last_error) =
+            (counts.walks, counts.walk_errors, counts.walked_ns, counts.last_error);
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
+    fn process_vmas(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_process_vmas = read_arg(arg)?;
+        if req.reserved != 0 || req.nr_vmas > uapi::KVM_PFI_MAX_VMAS {
+            return Err(EINVAL);
+        }
+        check_writable(arg, &req)?;
+        let vm = vm::with_id(req.vm_id, |vm| vm.arc())?;
+        let (answer, vmas) = crate::linux_guest::vmas_of(vm, req.pid, req.nr_vmas as usize)?;
+        if !vmas.is_empty() {
+            write_array(req.vmas, &vmas)?;
+        }
+        req = uapi::kvm_pfi_process_vmas { vmas: req.vmas, ..answer };
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
     fn sigs_clear(&self) -> Result<isize> {
         crate::sigs::clear()?;
         sigs_changed();
@@ -424,6 +503,9 @@ impl MiscDevice for PfiFile {
             uapi::KVM_PFI_IOCTL_SIGS_INFO => write_arg(arg, &crate::sigs::info()).map(|()| 0),
             uapi::KVM_PFI_IOCTL_SIGS_CLEAR if arg == 0 => me.sigs_clear(),
             uapi::KVM_PFI_IOCTL_SIGS_CLEAR => Err(EINVAL),
+            uapi::KVM_PFI_IOCTL_LINUX_PROFILE => me.linux_profile(arg),
+            uapi::KVM_PFI_IOCTL_PROCESS_LIST => me.process_list(arg),
+            uapi::KVM_PFI_IOCTL_PROCESS_VMAS => me.process_vmas(arg),
             _ => Err(ENOTTY),
         }
     }

@@ -32,7 +32,7 @@ pub(crate) const STATS_ID_LEN: usize = uapi::KVM_PFI_STATS_ID_LEN as usize;
 
 // One constructor per event of the netlink spec: a new event in the spec
 // (a new KVM_PFI_CMD_MAX) must come with its record.
-const _: () = assert!(uapi::KVM_PFI_CMD_MAX == uapi::KVM_PFI_CMD_SIGS_LOADED);
+const _: () = assert!(uapi::KVM_PFI_CMD_MAX == uapi::KVM_PFI_CMD_PROCESS_EXIT);
 
 /// One event.
 pub(crate) struct Record {
@@ -43,7 +43,8 @@ pub(crate) struct Record {
     /// vm-attached, vm-detached: KVM's name of the VM, NUL-padded.
     pub(crate) stats_id: [u8; STATS_ID_LEN],
     /// page-resident (targets with `KVM_PFI_TARGET_READ`): the page;
-    /// write-attempt: the bytes written.
+    /// write-attempt: the bytes written; process-start: the executable's
+    /// path.
     pub(crate) data: Option<KVec<u8>>,
 }
 
@@ -153,6 +154,26 @@ impl Record {
         let mut r = Record::new(uapi::KVM_PFI_CMD_SIGS_LOADED);
         (r.ev.generation, r.ev.nr_rules) = (generation, nr_rules);
         r
+    }
+
+    fn process(kind: u32, vm_id: u32, p: &uapi::kvm_pfi_process) -> Self {
+        let mut r = Record::new(kind);
+        (r.ev.vm_id, r.ev.pid, r.ev.cr3, r.ev.task) = (vm_id, p.pid, p.cr3, p.task);
+        r.ev.task_flags = p.flags;
+        r.ev.comm = p.comm;
+        r
+    }
+
+    /// `exe`: the path of its executable (may be empty).
+    pub(crate) fn process_start(vm_id: u32, p: &uapi::kvm_pfi_process, exe: Option<KVec<u8>>) -> Self {
+        let mut r = Record::process(uapi::KVM_PFI_CMD_PROCESS_START, vm_id, p);
+        r.ev.ppid = p.ppid;
+        r.data = exe;
+        r
+    }
+
+    pub(crate) fn process_exit(vm_id: u32, p: &uapi::kvm_pfi_process) -> Self {
+        Record::process(uapi::KVM_PFI_CMD_PROCESS_EXIT, vm_id, p)
     }
 }
 

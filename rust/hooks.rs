@@ -57,8 +57,9 @@ unsafe fn handle(vcpu: *mut glue::kvm_vcpu, exit: bool) {
                 crate::protect::seal_gathered(vm);
             }
             // Also once after attach, to learn the guest's paging mode for
-            // walks made outside the probes.
-            if vm.gate.busy() || (exit && !vm.paging_known()) {
+            // walks made outside the probes, and when the Linux work asks
+            // for a kernel-mode root (`linux_guest.rs`).
+            if vm.gate.busy() || (exit && (!vm.paging_known() || vm.wants_kernel_root())) {
                 introspect(vm, vcpu, idx, exit);
             }
         })
@@ -78,7 +79,7 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
     // nothing to inject, a state read and a few loads
     // (`probe_gate.rs`, Documentation/design.rst).
     let exit_work = exit && vm.gate.busy() && vm.gate.exit_has_work(idx);
-    if exit && !exit_work && vm.paging_known() {
+    if exit && !exit_work && vm.paging_known() && !vm.wants_kernel_root() {
         return;
     }
     if !exit && (!vm.gate.busy() || vm.gate.in_flight(idx)) {
@@ -93,6 +94,9 @@ unsafe fn introspect(vm: &vm::AttachedVm, vcpu: *mut glue::kvm_vcpu, idx: usize,
     if st.view.long_mode() {
         // SAFETY: a probe for the running `vcpu`.
         unsafe { vm.note_paging(vcpu, &st.view) };
+        if st.view.cpl == 0 {
+            vm.note_kernel_root(st.view.cr3);
+        }
     }
     if exit {
         if !exit_work {

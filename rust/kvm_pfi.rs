@@ -21,6 +21,7 @@ mod control;
 mod events;
 mod guest_mem;
 mod hooks;
+mod linux_guest;
 mod netlink;
 /// Kernel-independent logic, shared with the host crate `pfi_core`.
 #[path = "pfi_core/mod.rs"]

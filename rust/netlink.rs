@@ -98,6 +98,15 @@ fn has_listeners() -> bool {
     }
 }
 
+/// Bytes of the longest string attribute, its NUL included: process-start's
+/// `exe` (rule-name, stats-id and comm are shorter).
+const STRING_MAX: usize = uapi::KVM_PFI_EXE_LEN as usize;
+const _: () = assert!(
+    STRING_MAX > uapi::KVM_PFI_SIG_NAME_MAX as usize
+        && STRING_MAX >= uapi::KVM_PFI_STATS_ID_LEN as usize
+        && STRING_MAX >= uapi::KVM_PFI_COMM_LEN as usize
+);
+
 /// One event message under construction.
 ///
 /// # Invariants
@@ -151,10 +160,11 @@ impl Event {
         Ok(self)
     }
 
-    /// A NUL-terminated string attribute from a NUL-padded buffer.
+    /// A NUL-terminated string attribute from a NUL-padded buffer, or from
+    /// bytes without a NUL (up to `STRING_MAX - 1` of them are sent).
     fn string(&mut self, attr: u32, buf: &[u8]) -> Result<&mut Self> {
         let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        let mut tmp = [0u8; 64];
+        let mut tmp = [0u8; STRING_MAX];
         let len = len.min(tmp.len() - 1);
         tmp[..len].copy_from_slice(&buf[..len]);
         self.put_raw(attr, &tmp[..=len])
@@ -240,6 +250,22 @@ fn encode<'a>(m: &'a mut Event, rec: &Record) -> Result<&'a mut Event> {
         uapi::KVM_PFI_CMD_SIGS_LOADED => m
             .u32(uapi::KVM_PFI_A_EVENT_GENERATION, e.generation)?
             .u32(uapi::KVM_PFI_A_EVENT_NR_RULES, e.nr_rules)?,
+        uapi::KVM_PFI_CMD_PROCESS_START => m
+            .u32(uapi::KVM_PFI_A_EVENT_VM_ID, e.vm_id)?
+            .u32(uapi::KVM_PFI_A_EVENT_PID, e.pid as u32)?
+            .u32(uapi::KVM_PFI_A_EVENT_PPID, e.ppid as u32)?
+            .string(uapi::KVM_PFI_A_EVENT_COMM, &e.comm[..])?
+            .u64(uapi::KVM_PFI_A_EVENT_CR3, e.cr3)?
+            .u64(uapi::KVM_PFI_A_EVENT_TASK, e.task)?
+            .u32(uapi::KVM_PFI_A_EVENT_TASK_FLAGS, e.task_flags)?
+            // The path follows the record without a NUL; "" for none.
+            .string(uapi::KVM_PFI_A_EVENT_EXE, rec.data())?,
+        uapi::KVM_PFI_CMD_PROCESS_EXIT => m
+            .u32(uapi::KVM_PFI_A_EVENT_VM_ID, e.vm_id)?
+            .u32(uapi::KVM_PFI_A_EVENT_PID, e.pid as u32)?
+            .string(uapi::KVM_PFI_A_EVENT_COMM, &e.comm[..])?
+            .u64(uapi::KVM_PFI_A_EVENT_CR3, e.cr3)?
+            .u64(uapi::KVM_PFI_A_EVENT_TASK, e.task)?,
         _ => return Err(EINVAL),
     };
     if e.lost != 0 {

@@ -11,7 +11,6 @@ use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::workqueue::{
-    self,
     impl_has_delayed_work,
     new_delayed_work,
     DelayedWork,
@@ -21,6 +20,7 @@ use kernel::workqueue::{
 use crate::attach;
 use crate::work_end::{
     end_work_for_good,
+    module_queue,
     QueuedWork, //
 };
 
@@ -50,10 +50,7 @@ impl WorkItem for Reaper {
 
 impl Reaper {
     fn schedule(this: Arc<Reaper>) {
-        // `system()` and `system_unbound()` warn as deprecated in 7.3;
-        // the reaper has no CPU affinity, so the default unbound queue.
-        // SAFETY: `system_dfl_wq` is set up at boot and never freed.
-        let queue = unsafe { workqueue::Queue::from_raw(bindings::system_dfl_wq) };
+        let queue = module_queue();
         // Only `run` and `start` queue it, so it is never queued already;
         // once the handle has disabled it, the refused `this` drops here.
         let _ = queue.enqueue_delayed(this, period());

@@ -11,7 +11,6 @@ use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::workqueue::{
-    self,
     impl_has_work,
     new_work,
     Work,
@@ -27,6 +26,7 @@ use crate::netlink;
 use crate::stream;
 use crate::work_end::{
     end_work_for_good,
+    module_queue,
     QueuedWork, //
 };
 
@@ -62,18 +62,13 @@ fn drain() {
     }
 }
 
-fn queue() -> &'static workqueue::Queue {
-    // SAFETY: `system_dfl_wq` is set up at boot and never freed.
-    unsafe { workqueue::Queue::from_raw(bindings::system_dfl_wq) }
-}
-
 /// `Consumer::wake`: queue the stage unless it is queued already (a queued
 /// run takes every record there is when it runs).
 fn wake() {
     let stage = STAGE.lock().clone();
     if let Some(s) = stage {
         // Already queued: that run will see the record.
-        let _ = queue().enqueue(s);
+        let _ = module_queue().enqueue(s);
     }
 }
 
@@ -81,7 +76,7 @@ fn wake() {
 fn flush() {
     let stage = STAGE.lock().clone();
     if let Some(s) = stage {
-        let _ = queue().enqueue(s.clone());
+        let _ = module_queue().enqueue(s.clone());
         flush_stage(&s);
     }
 }

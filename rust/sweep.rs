@@ -18,18 +18,11 @@
 //! memory, outside the lock. With more due than that, the periods stretch:
 //! a page waits at most `pages / (WALKS_PER_RUN * runs per second)` seconds.
 
-use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::atomic::Relaxed;
-use kernel::sync::{
-    Arc,
-    ArcBorrow, //
-};
+use kernel::sync::Arc;
 use kernel::time::Jiffies;
-use kernel::workqueue::{
-    self,
-    WorkItem, //
-};
+use kernel::workqueue::WorkItem;
 
 use crate::bindings::glue;
 use crate::guest_mem::BorrowedMm;
@@ -51,16 +44,7 @@ fn period() -> Jiffies {
 
 /// Queues the sweep's next run on `vm`, unless one is queued.
 pub(crate) fn start(vm: &AttachedVm) {
-    if vm.detached.load(Relaxed) {
-        return;
-    }
-    // SAFETY: every `AttachedVm` lives in an `Arc` (see `vm::attach`), and
-    // `vm` is borrowed from it for the duration of this call.
-    let this: Arc<AttachedVm> = unsafe { ArcBorrow::from_raw(core::ptr::from_ref(vm)) }.into();
-    // SAFETY: `system_dfl_wq` is set up at boot and never freed.
-    let queue = unsafe { workqueue::Queue::from_raw(bindings::system_dfl_wq) };
-    // Queued already: that run comes soon enough.
-    let _ = queue.enqueue_delayed::<_, SWEEP>(this, period());
+    vm.queue_delayed::<SWEEP>(period());
 }
 
 // `vm.rs` declares the work item; this is what it does.

@@ -27,9 +27,11 @@ use kernel::sync::{
     rcu,
     Arc,
     ArcBorrow,
+    CondVar,
     Mutex,
     SpinLock, //
 };
+use kernel::time::Jiffies;
 use kernel::workqueue::{
     self,
     impl_has_delayed_work,
@@ -43,6 +45,7 @@ use kernel::workqueue::{
 use crate::bindings::glue;
 use crate::bindings::uapi;
 use crate::events::VmIdentity;
+use crate::linux_guest::state::LinuxGuest;
 use crate::pfi_core::ids;
 use crate::pfi_core::vendor::CpuView;
 use crate::pfi_core::walk::GuestPaging;
@@ -55,6 +58,7 @@ use crate::targets::{
 };
 use crate::work_end::{
     end_work_for_good,
+    module_queue,
     QueuedWork, //
 };
 
@@ -160,10 +164,31 @@ pub(crate) struct AttachedVm {
     /// and resident pages). Its `WorkItem` implementation is `sweep.rs`.
     #[pin]
     sweep: DelayedWork<AttachedVm, SWEEP>,
+    /// The guest kernel's profile, the processes its last walk found, and
+    /// a profile being checked (`linux_guest.rs`): the Linux work's and
+    /// the ioctls', which may sleep.
+    #[pin]
+    pub(crate) linux: Mutex<LinuxGuest>,
+    /// Signalled when the Linux work has checked a profile (or the VM
+    /// went).
+    #[pin]
+    pub(crate) linux_answered: CondVar,
+    /// The Linux work: profile checks and the periodic task-list walks.
+    /// Its `WorkItem` implementation is `linux_guest.rs`.
+    #[pin]
+    linux_work: DelayedWork<AttachedVm, LINUX>,
+    /// Set: the next probe that reads the state of a vCPU in 64-bit kernel
+    /// mode records its address-space root in `kernel_root`.
+    wants_kernel_root: Atomic<bool>,
+    /// The root (CR3 without PCID and flag bits) of a vCPU last seen in
+    /// kernel mode after `wants_kernel_root` was set; 0 until then.
+    kernel_root: Atomic<u64>,
 }
 
 /// The work item id of the sweep (the report work's is 0).
 pub(crate) const SWEEP: u64 = 1;
+/// The work item id of the Linux work.
+pub(crate) const LINUX: u64 = 2;
 
 impl_has_work! {
     impl HasWork<Self> for AttachedVm { self.work }
@@ -171,6 +196,10 @@ impl_has_work! {
 
 impl_has_delayed_work! {
     impl HasDelayedWork<Self, SWEEP> for AttachedVm { self.sweep }
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self, LINUX> for AttachedVm { self.linux_work }
 }
 
 // SAFETY: `kvm` is only passed to KVM functions that may be called from any
@@ -266,13 +295,29 @@ impl AttachedVm {
         if self.detached.load(Relaxed) {
             return;
         }
+        // Already queued: the queued run will see this page too.
+        let _ = module_queue().enqueue::<_, 0>(self.arc());
+    }
+
+    /// Another reference of this attachment (a reference count: no
+    /// allocation, callable from a probe).
+    pub(crate) fn arc(&self) -> Arc<AttachedVm> {
         // SAFETY: every `AttachedVm` lives in an `Arc` (see `attach`), and
         // `self` is borrowed from it for the duration of this call.
-        let this: Arc<AttachedVm> = unsafe { ArcBorrow::from_raw(core::ptr::from_ref(self)) }.into();
-        // SAFETY: `system_dfl_wq` is set up at boot and never freed.
-        let queue = unsafe { workqueue::Queue::from_raw(bindings::system_dfl_wq) };
-        // Already queued: the queued run will see this page too.
-        let _ = queue.enqueue::<_, 0>(this);
+        unsafe { ArcBorrow::from_raw(core::ptr::from_ref(self)) }.into()
+    }
+
+    /// Queues delayed work `ID` of this VM (the sweep, the Linux work) to
+    /// run after `delay`, unless the VM is detached or it is queued already
+    /// (that run comes soon enough).
+    pub(crate) fn queue_delayed<const ID: u64>(&self, delay: Jiffies)
+    where
+        Arc<AttachedVm>: workqueue::RawDelayedWorkItem<ID>,
+    {
+        if self.detached.load(Relaxed) {
+            return;
+        }
+        let _ = module_queue().enqueue_delayed::<_, ID>(self.arc(), delay);
     }
 
     /// Ends the sweep for good, as `end_report` does the report work (the
@@ -283,6 +328,43 @@ impl AttachedVm {
         // and lives in `self`, which lives in an `Arc` whose queued runs
         // each hold a reference.
         unsafe { end_work_for_good(self, QueuedWork::Delayed(dwork)) };
+    }
+
+    /// Ends the Linux work for good, then wakes a profile load waiting
+    /// for it (it sees `detached`).
+    pub(crate) fn end_linux(&self) {
+        let dwork = core::ptr::from_ref(&self.linux_work).cast_mut().cast::<bindings::delayed_work>();
+        // SAFETY: as in `end_sweep`.
+        unsafe { end_work_for_good(self, QueuedWork::Delayed(dwork)) };
+        let _guard = self.linux.lock();
+        self.linux_answered.notify_all();
+    }
+
+    /// Asks the probes for a fresh kernel-mode root: forgets the last one
+    /// (its process may have exited, its tables freed).
+    pub(crate) fn request_kernel_root(&self) {
+        self.kernel_root.store(0, Relaxed);
+        self.wants_kernel_root.store(true, Release);
+    }
+
+    /// Whether a probe should record a kernel-mode root. Hot path: one load.
+    #[inline]
+    pub(crate) fn wants_kernel_root(&self) -> bool {
+        self.wants_kernel_root.load(Relaxed)
+    }
+
+    /// Records the root of a vCPU in 64-bit kernel mode, if asked to.
+    #[inline]
+    pub(crate) fn note_kernel_root(&self, cr3: u64) {
+        if self.wants_kernel_root.load(Acquire) {
+            self.kernel_root.store(crate::pfi_core::walk::cr3_root_gpa(cr3), Relaxed);
+            self.wants_kernel_root.store(false, Release);
+        }
+    }
+
+    /// The last kernel-mode root a probe recorded since the last request.
+    pub(crate) fn kernel_root(&self) -> Option<u64> {
+        Some(self.kernel_root.load(Relaxed)).filter(|&r| r != 0)
     }
 
     /// A new target id of this VM, never one given before (`EOVERFLOW`
@@ -543,6 +625,11 @@ pub(crate) fn attach(vm_fd: i32, flags: u32, owner: Owner, announce: impl FnOnce
             gather_open: AtomicFlag::new(false),
             work <- new_work!("kvm_pfi::report"),
             sweep <- new_delayed_work!("kvm_pfi::sweep"),
+            linux <- kernel::new_mutex!(LinuxGuest::new(), "kvm_pfi::linux"),
+            linux_answered <- kernel::new_condvar!("kvm_pfi::linux_answered"),
+            linux_work <- new_delayed_work!("kvm_pfi::linux"),
+            wants_kernel_root: Atomic::new(false),
+            kernel_root: Atomic::new(0),
         }),
         GFP_KERNEL,
     );

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Ending a self-queueing work item for good.
+//! Ending a self-queueing work item for good; the queue the module's work
+//! items run on.
 //!
 //! The module's work items (the report work of each VM, the sink stage,
 //! the reaper) live in an `Arc`, and each queued instance holds one
@@ -13,6 +14,15 @@
 
 use kernel::bindings;
 use kernel::sync::Arc;
+use kernel::workqueue;
+
+/// The workqueue every work item of the module runs on: the default
+/// unbound one (`system()` and `system_unbound()` warn as deprecated in
+/// 7.3, and no work of the module has CPU affinity).
+pub(crate) fn module_queue() -> &'static workqueue::Queue {
+    // SAFETY: `system_dfl_wq` is set up at boot and never freed.
+    unsafe { workqueue::Queue::from_raw(bindings::system_dfl_wq) }
+}
 
 /// The work item to end, as the kernel's workqueue API sees it.
 pub(crate) enum QueuedWork {

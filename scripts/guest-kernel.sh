@@ -4,7 +4,9 @@
 # scripts/guest-kernel.config, from the test kernel's source tree (run
 # scripts/kernel.sh first), built in the cache folder in
 # guest-build-<series>-<hash of the fragment>; an unchanged fragment reuses
-# the previous build. bzImage only, no modules.
+# the previous build. bzImage only, no modules; and the kernel's BTF
+# (vmlinux.btf, by pahole from its DWARF) beside System.map, for its Linux
+# profile.
 source "$(dirname "$0")/common.sh"
 
 SRC="$(kernel_src_dir)"
@@ -36,4 +38,5 @@ if [ ! -f "$OUT/.kvm-pfi-built" ] || ! cmp -s "$FRAG" "$OUT/.kvm-pfi-fragment"; 
 	cp "$FRAG" "$OUT/.kvm-pfi-fragment"
 	touch "$OUT/.kvm-pfi-built"
 fi
+make_kernel_btf "$OUT"
 log "guest kernel ready: $OUT/arch/x86/boot/bzImage"

@@ -67,6 +67,7 @@ INIT
 # The test VM's own suite runner: loads the modules, runs real_guest.py,
 # checks the module unloads and the test VM's log is clean.
 export KVM_PFI_GUEST_KERNEL="$GUEST/arch/x86/boot/bzImage" KVM_PFI_GUEST_INITRD="$INITRD"
+export KVM_PFI_GUEST_BTF="$(kernel_btf "$GUEST")" KVM_PFI_GUEST_SYSTEM_MAP="$GUEST/System.map"
 export KVM_PFI_REAL_GUEST_ARGS="${*:-swapped_pages memset prot_none two_processes exit_pending}"
 # Each boot or case is one nested boot (1.5 to 4 minutes, more under load;
 # a hung boot is given up after 600 s): time limits to match.

@@ -18,7 +18,9 @@ if [ "${KVM_PFI_REAL_GUEST:-1}" = 1 ] && [ -z "${KVM_PFI_GUEST_KERNEL:-}" ] &&
 	KVM_PFI_GUEST_KERNEL="$(guest_kernel_dir)/arch/x86/boot/bzImage" KVM_PFI_GUEST_INITRD="$(guest_initramfs)"
 	[ -f "$(guest_kernel_dir)/.kvm-pfi-built" ] && [ -f "$KVM_PFI_GUEST_INITRD" ] ||
 		die "no real-guest guest for this checkout: run 'make guest' (or KVM_PFI_REAL_GUEST=0)"
-	export KVM_PFI_GUEST_KERNEL KVM_PFI_GUEST_INITRD
+	# Its BTF and System.map: the real guest's Linux profile.
+	KVM_PFI_GUEST_BTF="$(kernel_btf "$(guest_kernel_dir)")" KVM_PFI_GUEST_SYSTEM_MAP="$(guest_kernel_dir)/System.map"
+	export KVM_PFI_GUEST_KERNEL KVM_PFI_GUEST_INITRD KVM_PFI_GUEST_BTF KVM_PFI_GUEST_SYSTEM_MAP
 	# One nested boot more: 2.5 minutes here, up to 10 on a loaded machine.
 	export KVM_PFI_VM_TIMEOUT="${KVM_PFI_VM_TIMEOUT:-2700}"
 fi
@@ -37,5 +39,6 @@ run_vng "$KDIR" "KVM_PFI_ONLY='${KVM_PFI_ONLY:-}' KVM_PFI_REPEAT='${KVM_PFI_REPE
 KVM_PFI_TOOL='$KVM_PFI_TOOL' KVM_PFI_ROOT='$KVM_PFI_ROOT' KVM_PFI_SRC='$(kernel_src_dir)' \
 KVM_PFI_BTF='${KVM_PFI_BTF:-}' KVM_PFI_SYSTEM_MAP='$KVM_PFI_SYSTEM_MAP' \
 KVM_PFI_GUEST_KERNEL='${KVM_PFI_GUEST_KERNEL:-}' KVM_PFI_GUEST_INITRD='${KVM_PFI_GUEST_INITRD:-}' \
+KVM_PFI_GUEST_BTF='${KVM_PFI_GUEST_BTF:-}' KVM_PFI_GUEST_SYSTEM_MAP='${KVM_PFI_GUEST_SYSTEM_MAP:-}' \
 KVM_PFI_REAL_GUEST_ARGS='${KVM_PFI_REAL_GUEST_ARGS:-}' KVM_PFI_STRESS_FAULTS='${KVM_PFI_STRESS_FAULTS:-10000}' KVM_PFI_STRESS_TRACE='${KVM_PFI_STRESS_TRACE:-}' KVM_PFI_REAL_GUEST_TIMEOUT='${KVM_PFI_REAL_GUEST_TIMEOUT:-}' \
 $KVM_PFI_ROOT/selftests/run_in_vm.sh" | tee "${KVM_PFI_RESULTS:-/dev/null}"

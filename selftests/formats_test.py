@@ -39,7 +39,8 @@ SCHEMA = os.environ["KVM_PFI_OCSF_SCHEMA"]
 # The documented severities (Documentation/operations.rst).
 SEVERITY = {"detection": 2, "overrun": 3, "write-attempt": 4, "page-failed": 4,
             "vm-attached": 5, "vm-detached": 5, "sigs-loaded": 5, "cmd_99": 5,
-            "page-resident": 6, "target-added": 6, "target-removed": 6}
+            "page-resident": 6, "target-added": 6, "target-removed": 6,
+            "process-start": 6, "process-exit": 6}
 T0 = 1_764_600_000_000_000_000
 # A rule name with every character RFC 5424 escapes in a PARAM-VALUE.
 RULE = 'evil "rule" [x] \\ end'
@@ -64,9 +65,19 @@ RECORDS = [
      "gva": 0x7f0000002000, "fail_reason": "timeout", "injections": 3, "time_ns": T0 + 6},
     {"event": "overrun"},
     {"event": "cmd_99", "vm_id": 1, "attr_200": "deadbeef", "time_ns": T0 + 7},
-    {"event": "target-removed", "vm_id": 1, "target_id": 7, "time_ns": T0 + 8},
+    # A Linux guest's processes: a user process, a kernel thread (cr3 0, no
+    # path), and the user process's exit.
+    {"event": "process-start", "vm_id": 1, "pid": 412, "ppid": 1, "comm": "bash",
+     "cr3": 0x1234000, "task": 0xffff888004120000, "task_flags": 0x400100,
+     "exe": "/usr/bin/bash", "time_ns": T0 + 8},
+    {"event": "process-start", "vm_id": 1, "pid": 2, "ppid": 0, "comm": "kthreadd",
+     "cr3": 0, "task": 0xffff888001b48000, "task_flags": 0x208040, "exe": "",
+     "time_ns": T0 + 9},
+    {"event": "process-exit", "vm_id": 1, "pid": 412, "comm": "bash", "cr3": 0x1234000,
+     "task": 0xffff888004120000, "time_ns": T0 + 10},
+    {"event": "target-removed", "vm_id": 1, "target_id": 7, "time_ns": T0 + 11},
     {"event": "vm-detached", "vm_id": 1, "detach_reason": "requested", "entries": 2 ** 63,
-     "exits": 5, "time_ns": T0 + 9},
+     "exits": 5, "time_ns": T0 + 12},
 ]
 
 
@@ -431,7 +442,8 @@ def ocsf_test(d, events):
     if not check("ocsf_lines", len(lines) == len(RECORDS), len(lines)):
         return
     want_class = {"detection": "detection_finding", "write-attempt": "detection_finding",
-                  "page-resident": "memory_activity", "page-failed": "memory_activity"}
+                  "page-resident": "memory_activity", "page-failed": "memory_activity",
+                  "process-start": "process_activity", "process-exit": "process_activity"}
     ok_valid, ok_class, ok_unmapped = True, True, True
     for rec, ev in zip(RECORDS, lines):
         name, errors = schema.validate(ev)
@@ -453,6 +465,15 @@ def ocsf_test(d, events):
     det = lines[[r["event"] for r in RECORDS].index("detection")]
     check("ocsf_detection_2004", det.get("class_uid") == 2004 and det.get("severity_id") == 4
           and det.get("finding_info", {}).get("analytic", {}).get("name") == RULE, det)
+    starts = [ev for rec, ev in zip(RECORDS, lines) if rec["event"] == "process-start"]
+    exit_ = lines[[r["event"] for r in RECORDS].index("process-exit")]
+    check("ocsf_process_1007", [e.get("activity_id") for e in starts] == [1, 1]
+          and exit_.get("activity_id") == 2
+          and starts[0].get("process", {}).get("pid") == 412
+          and starts[0].get("process", {}).get("file", {}).get("path") == "/usr/bin/bash"
+          and starts[0].get("process", {}).get("parent_process", {}).get("pid") == 1
+          and "file" not in starts[1].get("process", {})
+          and exit_.get("process", {}).get("name") == "bash", (starts, exit_))
     # The validator itself must reject what the schema forbids.
     bad = dict(det)
     del bad["finding_info"]

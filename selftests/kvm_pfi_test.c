@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <linux/capability.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,17 @@
 #include "kvm_pfi_util.h"
 
 #define GUEST_EXITS	1000
+
+/*
+ * The stream record is version 3: version 2's fields where they were (up to
+ * rule_name), the process events' fields after them.
+ */
+_Static_assert(KVM_PFI_EVENT_VERSION == 3, "stream record version");
+_Static_assert(offsetof(struct kvm_pfi_event, rule_name) + KVM_PFI_SIG_NAME_MAX + 1 == 200 &&
+	       offsetof(struct kvm_pfi_event, pid) == 200 &&
+	       offsetof(struct kvm_pfi_event, task) == 216 &&
+	       offsetof(struct kvm_pfi_event, comm) == 224 &&
+	       sizeof(struct kvm_pfi_event) == 240, "stream record layout");
 
 /* Exactly GUEST_EXITS port-I/O exits to userspace (one per ucall), then done. */
 static void guest_sync_loop(void)
@@ -554,6 +566,13 @@ TEST(injects_pf_for_swapped_page_kernel_mode)
 			ASSERT_LE(sizeof(ev), ev.size);
 			EXPECT_EQ(id, ev.vm_id);
 			EXPECT_EQ(0, ev.lost);
+			/* Not process events: their fields stay zero. */
+			EXPECT_EQ(0, ev.pid);
+			EXPECT_EQ(0, ev.task);
+			EXPECT_EQ(0, ev.comm[0]);
+			if (ev.type != KVM_PFI_CMD_PAGE_RESIDENT) {
+				EXPECT_EQ(sizeof(ev), ev.size);
+			}
 			types[nev++] = ev.type;
 			if (ev.type == KVM_PFI_CMD_PAGE_RESIDENT) {
 				const unsigned char *d = (const unsigned char *)buf + off + sizeof(ev);
@@ -1121,6 +1140,282 @@ TEST(unwritable_answer_changes_nothing)
 	EXPECT_EQ(0, drain_events(events, 0, &added));
 	munmap(ro, page);
 	close(events);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
+/*
+ * Linux guest support (KVM_PFI_LINUX_PROFILE, KVM_PFI_PROCESS_LIST). These
+ * guests are not Linux: the library's guest code runs at CPL 0 in 64-bit
+ * mode from its first instruction, and nothing is mapped in the half of the
+ * address space where a Linux kernel image lives (0xffffffff80000000 and
+ * up). So a well-formed profile (of the fixture kernel,
+ * rust/pfi_core/tests/fixtures, as `kvm-pfi profile build --btf
+ * linux-7.3-btf-cut.bin --system-map linux-7.3-System.map` writes it) can
+ * only be refused: with ENOEXEC once a vCPU ran (init_task reads nowhere,
+ * whatever the slide), with EAGAIN while none did. Every refusal must leave
+ * the VM without a profile (PROCESS_LIST: ENODATA) and make no event.
+ */
+static const char linux_profile[] =
+	"kvm-pfi-linux-profile 1\n"
+	"field list_head.next 0 8\n"
+	"field list_head.prev 8 8\n"
+	"field task_struct.tasks 1328 16\n"
+	"field task_struct.pid 1536 4\n"
+	"field task_struct.tgid 1540 4\n"
+	"field task_struct.comm 2184 16\n"
+	"field task_struct.mm 1408 8\n"
+	"field task_struct.real_parent 1552 8\n"
+	"field task_struct.flags 44 4\n"
+	"field mm_struct.pgd 184 8\n"
+	"field mm_struct.mm_mt 64 80\n"
+	"field mm_struct.start_code 1360 8\n"
+	"field mm_struct.end_code 1368 8\n"
+	"field mm_struct.start_brk 1392 8\n"
+	"field mm_struct.brk 1400 8\n"
+	"field mm_struct.start_stack 1408 8\n"
+	"field mm_struct.arg_start 1416 8\n"
+	"field mm_struct.exe_file 2728 8\n"
+	"field vm_area_struct.vm_start 0 8\n"
+	"field vm_area_struct.vm_end 8 8\n"
+	"field vm_area_struct.vm_flags 32 8\n"
+	"field vm_area_struct.vm_file 88 8\n"
+	"field vm_area_struct.vm_pgoff 80 8\n"
+	"field vm_area_struct.vm_mm 16 8\n"
+	"field file.f_path 128 16\n"
+	"field path.dentry 8 8\n"
+	"field dentry.d_name 88 16\n"
+	"field dentry.d_parent 80 8\n"
+	"field qstr.name 8 8\n"
+	"field qstr.len 4 4\n"
+	"field maple_tree.ma_root 72 8\n"
+	"field maple_tree.ma_flags 64 4\n"
+	"field maple_range_64.parent 0 8\n"
+	"field maple_range_64.pivot 8 120\n"
+	"field maple_range_64.slot 128 128\n"
+	"field maple_range_64.meta 248 2\n"
+	"field maple_arange_64.pivot 8 72\n"
+	"field maple_arange_64.slot 80 80\n"
+	"field maple_arange_64.meta 240 2\n"
+	"field maple_metadata.end 0 1\n"
+	"symbol init_task 0xffffffff82812ac0\n"
+	"symbol _text 0xffffffff81000000\n"
+	"symbol init_mm 0xffffffff829a78c0\n"
+	"symbol current_task 0xffffffff83217018\n"
+	"symbol __per_cpu_offset 0xffffffff82581d80\n"
+	"symbol entry_SYSCALL_64 0xffffffff81000080\n"
+	"symbol page_offset_base 0xffffffff82579320\n";
+
+/* A guest that runs, in a thread, until told to stop: while it does the
+ * module sees a vCPU in 64-bit kernel mode at every exit. */
+struct spin_run {
+	struct kvm_vcpu *vcpu;
+	volatile bool stop;
+	volatile int runs;
+};
+
+static void *spin_run_fn(void *arg)
+{
+	struct spin_run *s = arg;
+	struct ucall uc;
+
+	while (!s->stop) {
+		vcpu_run(s->vcpu);
+		TEST_ASSERT_KVM_EXIT_REASON(s->vcpu, KVM_EXIT_IO);
+		TEST_ASSERT(get_ucall(s->vcpu, &uc) == UCALL_SYNC, "ucall %lu", uc.cmd);
+		s->runs++;
+	}
+	return NULL;
+}
+
+static int64_t elapsed_ms(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* Nothing taken: no profile, so no process list; nothing queued on @events. */
+#define EXPECT_NO_PROFILE(pfi, id, events) do {					\
+	int of_type_;								\
+										\
+	EXPECT_EQ(-ENODATA, pfi_process_list(pfi, id, NULL, 0, NULL));		\
+	EXPECT_EQ(0, drain_events(events, 0, &of_type_));			\
+} while (0)
+
+TEST(linux_profile_refusals)
+{
+	const uint32_t len = sizeof(linux_profile) - 1;
+	struct spin_run run = { 0 };
+	struct kvm_pfi_linux_profile p;
+	struct kvm_vm *vm = vm_create_with_one_vcpu(&run.vcpu, smoke_guest);
+	int pfi = pfi_open(), events;
+	char *big = malloc(KVM_PFI_LINUX_PROFILE_MAX + 1);
+	struct timespec t0;
+	pthread_t th;
+	uint32_t id;
+	struct ucall uc;
+
+	ASSERT_LE(0, pfi);
+	ASSERT_NE(NULL, big);
+	ASSERT_GT(KVM_PFI_LINUX_PROFILE_MAX, len);
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	events = ioctl(pfi, KVM_PFI_EVENTS, 0);
+	ASSERT_LE(0, events);
+	/* Once in the main thread (the module sees CPL 0, long mode), then on. */
+	vcpu_run(run.vcpu);
+	ASSERT_EQ(UCALL_SYNC, get_ucall(run.vcpu, &uc));
+	ASSERT_EQ(0, pthread_create(&th, NULL, spin_run_fn, &run));
+	EXPECT_NO_PROFILE(pfi, id, events);
+
+	/* The argument: unknown flags, a slide without its flag or unaligned,
+	 * out fields set on input, a pointer to nowhere. */
+	EXPECT_EQ(-EINVAL, pfi_linux_profile(pfi, id, 1u << 31, linux_profile, len, 0, NULL));
+	EXPECT_EQ(-EINVAL, pfi_linux_profile(pfi, id, ~KVM_PFI_LINUX_FLAGS_ALL, linux_profile,
+					     len, 0, NULL));
+	EXPECT_EQ(-EINVAL, pfi_linux_profile(pfi, id, 0, linux_profile, len, 0x200000, NULL));
+	EXPECT_EQ(-EINVAL, pfi_linux_profile(pfi, id, KVM_PFI_LINUX_SLIDE, linux_profile, len,
+					     0x200001, NULL));
+	p = (struct kvm_pfi_linux_profile){
+		.vm_id = id, .text = (uintptr_t)linux_profile, .len = len, .nr_processes = 1,
+	};
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_LINUX_PROFILE, &p));
+	p = (struct kvm_pfi_linux_profile){
+		.vm_id = id, .text = (uintptr_t)linux_profile, .len = len, .init_task = 1,
+	};
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_LINUX_PROFILE, &p));
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_LINUX_PROFILE, (void *)8));
+	EXPECT_NO_PROFILE(pfi, id, events);
+
+	/* The text: none, too long (even if it is a profile padded with blank
+	 * lines), not a profile, a profile cut short, unreadable. */
+	EXPECT_EQ(-EINVAL, pfi_linux_profile(pfi, id, 0, linux_profile, 0, 0, NULL));
+	memset(big, '\n', KVM_PFI_LINUX_PROFILE_MAX + 1);
+	memcpy(big, linux_profile, len);
+	EXPECT_EQ(-EINVAL, pfi_linux_profile(pfi, id, 0, big, KVM_PFI_LINUX_PROFILE_MAX + 1, 0,
+					     NULL));
+	EXPECT_EQ(-EINVAL, pfi_linux_profile(pfi, id, 0, "hello\n", 6, 0, NULL));
+	EXPECT_EQ(-EINVAL, pfi_linux_profile(pfi, id, 0, linux_profile, len / 2, 0, NULL));
+	EXPECT_EQ(-EFAULT, pfi_linux_profile(pfi, id, 0, (void *)8, len, 0, NULL));
+	EXPECT_NO_PROFILE(pfi, id, events);
+
+	/* Another VM id: ENOENT, also with a good profile. */
+	EXPECT_EQ(-ENOENT, pfi_linux_profile(pfi, id + 1000, 0, linux_profile, len, 0, NULL));
+	EXPECT_EQ(-ENOENT, pfi_process_list(pfi, id + 1000, NULL, 0, NULL));
+
+	/*
+	 * A good profile, the guest running: no slide passes the check, nor a
+	 * given one. KVM_PFI_LINUX_PROFILE_MAX bytes are not too many (the
+	 * same profile and blank lines).
+	 */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	EXPECT_EQ(-ENOEXEC, pfi_linux_profile(pfi, id, 0, linux_profile, len, 0, NULL));
+	TH_LOG("ENOEXEC after %lld ms, every slide tried; guest runs %d",
+	       (long long)elapsed_ms(&t0), run.runs);
+	EXPECT_EQ(-ENOEXEC, pfi_linux_profile(pfi, id, KVM_PFI_LINUX_SLIDE, linux_profile, len,
+					      0x1e00000, NULL));
+	EXPECT_EQ(-ENOEXEC, pfi_linux_profile(pfi, id, KVM_PFI_LINUX_SLIDE, linux_profile, len,
+					      0, NULL));
+	EXPECT_EQ(-ENOEXEC, pfi_linux_profile(pfi, id, 0, big, KVM_PFI_LINUX_PROFILE_MAX, 0,
+					      NULL));
+	EXPECT_NO_PROFILE(pfi, id, events);
+
+	run.stop = true;
+	pthread_join(th, NULL);
+	EXPECT_LT(0, run.runs);
+	free(big);
+	close(events);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
+/* A VM whose vCPU never ran (and one without a vCPU) is not up: EAGAIN,
+ * after the module's bounded wait for one. */
+TEST(linux_profile_waits_for_the_guest)
+{
+	const uint32_t len = sizeof(linux_profile) - 1;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *idle = vm_create_with_one_vcpu(&vcpu, smoke_guest);
+	struct kvm_vm *bare = vm_create_barebones();
+	int pfi = pfi_open(), events;
+	uint32_t id_idle, id_bare;
+	struct timespec t0;
+	int64_t ms;
+
+	ASSERT_LE(0, pfi);
+	ASSERT_EQ(0, pfi_attach(pfi, idle->fd, 0, &id_idle));
+	ASSERT_EQ(0, pfi_attach(pfi, bare->fd, 0, &id_bare));
+	events = ioctl(pfi, KVM_PFI_EVENTS, 0);
+	ASSERT_LE(0, events);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	EXPECT_EQ(-EAGAIN, pfi_linux_profile(pfi, id_idle, 0, linux_profile, len, 0, NULL));
+	ms = elapsed_ms(&t0);
+	TH_LOG("EAGAIN after %lld ms", (long long)ms);
+	/* "Up to a second": bounded, with room for a loaded host. */
+	EXPECT_GT(5000, ms);
+	EXPECT_EQ(-EAGAIN, pfi_linux_profile(pfi, id_bare, KVM_PFI_LINUX_SLIDE, linux_profile,
+					     len, 0, NULL));
+	EXPECT_NO_PROFILE(pfi, id_idle, events);
+	EXPECT_NO_PROFILE(pfi, id_bare, events);
+	close(events);
+	close(pfi);
+	kvm_vm_free(bare);
+	kvm_vm_free(idle);
+}
+
+TEST(process_list_refusals)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_pfi_process procs[2];
+	struct kvm_pfi_process_list l;
+	int pfi = pfi_open();
+	uint32_t id;
+
+	ASSERT_LE(0, pfi);
+	EXPECT_EQ(-ENOENT, pfi_process_list(pfi, 12345, NULL, 0, NULL));
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	/* No profile: no list, with or without a buffer. */
+	EXPECT_EQ(-ENODATA, pfi_process_list(pfi, id, NULL, 0, NULL));
+	EXPECT_EQ(-ENODATA, pfi_process_list(pfi, id, procs, 2, NULL));
+	l = (struct kvm_pfi_process_list){ .vm_id = id, .reserved = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_PROCESS_LIST, &l));
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_PROCESS_LIST, (void *)8));
+	/* Still attached, still no profile. */
+	EXPECT_EQ(1, pfi_nr_attached(pfi));
+	EXPECT_EQ(-ENODATA, pfi_process_list(pfi, id, NULL, 0, NULL));
+	ASSERT_EQ(0, pfi_detach(pfi, id));
+	EXPECT_EQ(-ENOENT, pfi_process_list(pfi, id, NULL, 0, NULL));
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
+/* KVM_PFI_PROCESS_VMAS: the same order of refusals as the process list. */
+TEST(process_vmas_refusals)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_pfi_process_vmas q;
+	int pfi = pfi_open();
+	uint32_t id;
+
+	ASSERT_LE(0, pfi);
+	q = (struct kvm_pfi_process_vmas){ .vm_id = 12345, .pid = 1 };
+	EXPECT_EQ(-ENOENT, pfi_ioctl(pfi, KVM_PFI_PROCESS_VMAS, &q));
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	/* Bad values before anything else; then no profile. */
+	q = (struct kvm_pfi_process_vmas){ .vm_id = id, .pid = 1, .reserved = 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_PROCESS_VMAS, &q));
+	q = (struct kvm_pfi_process_vmas){ .vm_id = id, .pid = 1, .nr_vmas = KVM_PFI_MAX_VMAS + 1 };
+	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_PROCESS_VMAS, &q));
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_PROCESS_VMAS, (void *)8));
+	q = (struct kvm_pfi_process_vmas){ .vm_id = id, .pid = 1 };
+	EXPECT_EQ(-ENODATA, pfi_ioctl(pfi, KVM_PFI_PROCESS_VMAS, &q));
+	/* Nothing written back on a refusal. */
+	EXPECT_EQ(0, q.nr_vmas);
+	EXPECT_EQ(0, q.cr3);
+	EXPECT_EQ(1, pfi_nr_attached(pfi));
+	ASSERT_EQ(0, pfi_detach(pfi, id));
+	EXPECT_EQ(-ENOENT, pfi_ioctl(pfi, KVM_PFI_PROCESS_VMAS, &q));
 	close(pfi);
 	kvm_vm_free(vm);
 }

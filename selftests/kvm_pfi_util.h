@@ -139,6 +139,39 @@ static inline int pfi_target_pages(int pfi, uint32_t vm_id, uint32_t target_id,
 	return r;
 }
 
+/* Linux guests (KVM_PFI_LINUX_PROFILE, KVM_PFI_PROCESS_LIST): 0 or -errno. */
+
+/* Gives @vm_id the profile @text of @len bytes; with KVM_PFI_LINUX_SLIDE in
+ * @flags, @slide is the KASLR slide. *out (may be NULL) gets the answer. */
+static inline int pfi_linux_profile(int pfi, uint32_t vm_id, uint32_t flags, const void *text,
+				    uint32_t len, uint64_t slide,
+				    struct kvm_pfi_linux_profile *out)
+{
+	struct kvm_pfi_linux_profile p = {
+		.vm_id = vm_id, .flags = flags, .text = (uintptr_t)text, .len = len,
+		.slide = slide,
+	};
+	int r = pfi_ioctl(pfi, KVM_PFI_LINUX_PROFILE, &p);
+
+	if (!r && out)
+		*out = p;
+	return r;
+}
+
+/* Fills up to nr processes; *total (may be NULL) gets the VM's count. */
+static inline int pfi_process_list(int pfi, uint32_t vm_id, struct kvm_pfi_process *procs,
+				   uint32_t nr, uint32_t *total)
+{
+	struct kvm_pfi_process_list l = {
+		.vm_id = vm_id, .nr_processes = nr, .processes = (uintptr_t)procs,
+	};
+	int r = pfi_ioctl(pfi, KVM_PFI_PROCESS_LIST, &l);
+
+	if (!r && total)
+		*total = l.nr_processes;
+	return r;
+}
+
 static inline int sys_pidfd_open(pid_t pid)
 {
 	return syscall(__NR_pidfd_open, pid, 0);

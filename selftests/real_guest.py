@@ -483,6 +483,8 @@ def case_swapped_pages():
     want = sorted([(sig, w["sig_page"]), (sig + 28, w["sig_page"])])
     check("signature_detected", sorted((d["gva"], (d["gva"] - gva) // PAGE) for d in dets) == want
           and all(d.get("how") == "injected" for d in dets), dets)
+    check_linux_processes(g, vm, w, cr3, watch)
+    check_linux_vmas(g, vm, w)
     watch.stop()
     rep = finish_guest(g, vm, workers)[0] or {}
     check("guest_verified_pages", rep.get("verify") == "ok", rep)
@@ -492,6 +494,191 @@ def case_swapped_pages():
     check("guest_pswpin_rose", dpswpin >= good, f"pswpin +{dpswpin}, injected {good}")
     print(f"# injections per page: {[res.get(gva + i * PAGE, {}).get('injections') for i in range(n)]}")
     print(f"coverage injected {max(0, min(good, mapped, injected))}/{n} read-only {ro}/{n}")
+
+
+def as_int(v):
+    """An address or count from the tool's JSON: a number or a hex string."""
+    return int(v, 0) if isinstance(v, str) else int(v)
+
+
+def guest_ps(g):
+    """The guest's processes as its procfs says: pid -> (ppid, comm, exe)."""
+    n0 = len(g.reports())
+    g.send("ps 0")
+    done = g.wait_for(lambda r: "ps_done" in r and g.reports().index(r) >= n0, 60)
+    reps = g.reports()[n0:]
+    ps = {r["ps_pid"]: (r["ppid"], r["comm"], r["exe"]) for r in reps if "ps_pid" in r}
+    return ps if done and len(ps) == done["ps_done"] else None
+
+
+def comm_matches(walked, procfs):
+    """The kernel's comm is 15 bytes and a NUL; procfs shows a kernel
+    thread's full name and a workqueue worker's work after +/-
+    (Documentation/guest-linux.rst)."""
+    return walked == procfs[:15] or (procfs.startswith(walked) and procfs[len(walked):][:1] in ("+", "-"))
+
+
+def module_ps(vm):
+    out = tool_json("ps", "--vm", str(vm))
+    procs = out["processes"] if isinstance(out, dict) else out
+    return {p["pid"]: p for p in procs}, out
+
+
+def check_linux_processes(g, vm, w, cr3, watch):
+    """The module's own walk of the guest kernel's task list (a profile from
+    the guest kernel's BTF and System.map, as a user makes one) against
+    the guest's procfs, the worker's CR3 the test found, and a process the
+    guest starts and ends: process-start and process-exit."""
+    btf = os.environ.get("KVM_PFI_GUEST_BTF", "")
+    smap = os.environ.get("KVM_PFI_GUEST_SYSTEM_MAP", "")
+    if not check("linux_profile_inputs", os.path.exists(btf) and os.path.exists(smap), f"{btf!r} {smap!r}"):
+        return
+    prof = os.path.join(g.dir, "guest.profile")
+    r = run_tool("profile", "build", "--btf", btf, "--system-map", smap, "-o", prof)
+    if not check("linux_profile_built", r.returncode == 0, r.stderr):
+        return
+    text = open(prof).read()
+    # Refused: comm 8 bytes off, and a slide that is not the guest's.
+    m = re.search(r"^field task_struct\.comm (\d+) 16", text, re.M)
+    bad = os.path.join(g.dir, "bad.profile")
+    with open(bad, "w") as f:
+        f.write(text.replace(m.group(0), f"field task_struct.comm {int(m.group(1)) + 8} 16"))
+    r1 = run_tool("profile", "load", "--vm", str(vm), bad)
+    r2 = run_tool("profile", "load", "--vm", str(vm), "--slide", "0x200000", prof)
+    r3 = run_tool("ps", "--vm", str(vm))
+    check("linux_bad_profiles_refused", r1.returncode != 0 and "does not fit" in r1.stderr
+          and r2.returncode != 0 and "does not fit" in r2.stderr and r3.returncode != 0,
+          [r1.returncode, r1.stderr, r2.returncode, r2.stderr, r3.returncode, r3.stderr])
+    t0 = time.time()
+    loaded = tool_json("profile", "load", "--vm", str(vm), prof)
+    print(f"# profile loaded in {time.time() - t0:.1f} s: {loaded}")
+    # The guest boots with nokaslr: the slide the module finds is 0.
+    check("linux_profile_loaded", as_int(loaded["slide"]) == 0 and as_int(loaded["nr_processes"]) > 1, loaded)
+    # procfs between two module listings: a process in both listings and in
+    # procfs is compared; one that came or went in between is left out.
+    before, _ = module_ps(vm)
+    ps = guest_ps(g)
+    time.sleep(2.5)
+    after, counts = module_ps(vm)
+    if not check("linux_guest_ps", ps is not None):
+        return
+    stable = {pid for pid in ps if pid in before and pid in after}
+    found = 0
+    for pid in sorted(stable):
+        m, (ppid, comm, exe) = after[pid], ps[pid]
+        if m["ppid"] == ppid and comm_matches(m["comm"], comm) and m["exe"] == exe:
+            found += 1
+        else:
+            print(f"# pid {pid}: procfs ppid {ppid} comm {comm!r} exe {exe!r}, walked {m}")
+    # init_task (pid 0, the idle task) is first on the task list and not in
+    # /proc; any other walked both times but not in procfs is made up.
+    check("linux_init_task_first", next(iter(after), None) == 0 and after[0]["comm"] == "swapper/0",
+          list(after.items())[:1])
+    extra = sorted(set(before) & set(after) - set(ps) - {0})
+    walks = counts.get("walks") if isinstance(counts, dict) else None
+    print(f"processes found {found}/{len(stable)} ({len(ps) - len(stable)} came or went during the "
+          f"comparison; module walks {walks})")
+    check("linux_processes_match_procfs", found == len(stable) and len(stable) >= len(ps) - 2 and not extra,
+          f"found {found}/{len(stable)} of {len(ps)}, not in procfs {extra}")
+    wp = after.get(w["pid"], {})
+    check("linux_worker_cr3", as_int(wp.get("cr3", 0)) == cr3, f"walked {wp}, found {cr3:#x}")
+    # A process started now: process-start with its pid, parent, comm and
+    # executable; its end: process-exit.
+    n0 = len(g.reports())
+    g.send("spawn 0")
+    sp = g.wait_for(lambda r: "spawned" in r and g.reports().index(r) >= n0, 60)
+    if not check("linux_guest_spawned", sp is not None):
+        return
+    pid = sp["spawned"]
+    parent = ps.get(w["pid"], (None,))[0]
+    end = time.time() + 30
+    start = []
+    while time.time() < end and not start:
+        start = [e for e in watch.of("process-start") if e.get("pid") == pid]
+        time.sleep(0.5)
+    check("linux_process_start_event", start and start[0].get("comm") == "sleep"
+          and start[0].get("exe") == "/bin/busybox" and start[0].get("ppid") == parent
+          and start[0].get("vm_id") == vm and as_int(start[0].get("cr3", 0)) != 0,
+          f"{start} (parent {parent})")
+    if start:
+        print(f"# process-start {time.time() - (end - 30):.1f} s after the spawn: {start[0]}")
+    g.send("reap 0")
+    end = time.time() + 30
+    gone = []
+    while time.time() < end and not gone:
+        gone = [e for e in watch.of("process-exit") if e.get("pid") == pid]
+        time.sleep(0.5)
+    check("linux_process_exit_event", gone and gone[0].get("comm") == "sleep", gone)
+
+
+def guest_maps(g):
+    """Worker 0's /proc/PID/maps as the guest shows it: a list of
+    {start, end, perms, offset, name}, or None."""
+    n0 = len(g.reports())
+    g.send("maps 0")
+    end = time.time() + 60
+    while time.time() < end and g.qemu.poll() is None:
+        reps = g.reports()[n0:]
+        done = next((r for r in reps if "maps_done" in r), None)
+        if done:
+            maps = [r for r in reps[:reps.index(done)] if "maps_pid" in r]
+            return maps if len(maps) == done["maps_done"] else None
+        time.sleep(0.2)
+    return None
+
+
+def vma_matches_maps(line, v):
+    """Does the module's VMA `v` (kvm-pfi vmas --json) say what the maps
+    line says? procfs shows a file's offset, 0 for anything else; the
+    module gives a file's path within its file system, and no name for a
+    special mapping ([vvar], [vdso]: vm_file is NULL) or a named anonymous
+    one ([anon:NAME])."""
+    offset = v["pgoff"] << 12 if v["file"] else 0
+    if (line["start"], line["end"], line["perms"], line["offset"]) != (v["start"], v["end"], v["perms"], offset):
+        return False
+    name = line["name"]
+    if v["file"]:
+        return name.endswith(v["file"]) and v["name"] == v["file"]
+    if name in ("[heap]", "[stack]"):
+        return v["name"] == name
+    if name.startswith("[") and name.endswith("]"):
+        return v["name"] == ""
+    return name == "" and v["name"] == ""
+
+
+def check_linux_vmas(g, vm, w):
+    """The module's walk of the worker's VMA tree (`kvm-pfi vmas`, with the
+    profile check_linux_processes loaded) against the worker's
+    /proc/PID/maps read in the guest: every line a VMA with the same
+    start, end, perms, offset and name, no VMA more; a pid with no
+    process is refused."""
+    maps = guest_maps(g)
+    if not check("linux_guest_maps", maps, "no maps lines from the guest"):
+        return
+    r = run_tool("vmas", "--vm", str(vm), "--pid", str(w["pid"]), "--json")
+    if not check("linux_vmas_listed", r.returncode == 0, r.stderr):
+        return
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    vmas = {v["start"]: v for v in out["vmas"]}
+    # [vsyscall] is the gate area, not a VMA of the process.
+    lines = [l for l in maps if l["name"] != "[vsyscall]"]
+    found = 0
+    for line in lines:
+        v = vmas.get(line["start"])
+        if v and vma_matches_maps(line, v):
+            found += 1
+        else:
+            print(f"# maps {line}, module {v}")
+    extra = sorted(set(vmas) - {l["start"] for l in lines})
+    for start in extra:
+        print(f"# module VMA not in maps: {vmas[start]}")
+    print(f"vmas found {found}/{len(lines)}")
+    check("linux_vmas_match_procfs", lines and found == len(lines) and not extra
+          and out["pid"] == w["pid"] and out["nr_vmas"] == len(out["vmas"]),
+          f"found {found}/{len(lines)}, not in maps {[hex(s) for s in extra]}")
+    r = run_tool("vmas", "--vm", str(vm), "--pid", "999999")
+    check("linux_vmas_refused", r.returncode != 0 and "no process" in r.stderr,
+          [r.returncode, r.stderr])
 
 
 def case_memset():

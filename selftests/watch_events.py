@@ -11,7 +11,9 @@ events of an injection; the tool's target commands; and the operator's
 detection story end to end: `sigs load` of scripts/demo.yar, a swapped-out
 page holding the EICAR test string brought back and detected where the VMM
 put it, the guest's write into the protected page, `snapshot` and its
-yara-x rescan, and the same events decoded by YNL from the YAML spec.
+yara-x rescan, and the same events decoded by YNL from the YAML spec. And
+the Linux guest commands (`profile load`, `ps`) against a guest that is
+not Linux.
 Prints KTAP.
 """
 import json
@@ -308,6 +310,55 @@ def detection_story():
           and ysl[0].get("generation") == loaded.get("generation"), ysl)
 
 
+def linux_guest_story():
+    """`kvm-pfi profile load` and `ps` against a guest that is not Linux:
+    before its vCPU ever ran the load is retried, then fails as "not up"
+    (EAGAIN, status 1); once the guest runs, the fixture kernel's profile
+    does not fit (ENOEXEC, status 65); the VM never gets a profile."""
+    d = tempfile.mkdtemp()
+    fixtures = os.path.join(os.environ["KVM_PFI_ROOT"], "rust/pfi_core/tests/fixtures")
+    prof = os.path.join(d, "guest.profile")
+    b = run_tool("profile", "build", "--btf", os.path.join(fixtures, "linux-7.3-btf-cut.bin"),
+                 "--system-map", os.path.join(fixtures, "linux-7.3-System.map"), "-o", prof)
+    check("linux_profile_build", b.returncode == 0, b.stderr.strip())
+    # 3000 exits 2 ms apart: the guest runs for about 6 s once let go.
+    vmm, hello = start_vmm(3000, 2000)
+    att, vm = attach_persistent(hello)
+    if not check("linux_attach", vm is not None, att.stderr.strip()):
+        vmm.stdin.close()
+        vmm.wait(timeout=120)
+        return
+    vm = str(vm)
+    ps = run_tool("ps", "--vm", vm)
+    check("linux_ps_no_profile", ps.returncode == 1 and ps.stderr.strip()
+          == f"kvm-pfi: VM {vm} has no Linux profile (kvm-pfi profile load)",
+          f"exit {ps.returncode}: {ps.stderr.strip()}")
+    t0 = time.monotonic()
+    up = run_tool("profile", "load", "--vm", vm, prof)
+    took = time.monotonic() - t0
+    check("linux_load_guest_not_up", up.returncode == 1 and up.stderr.strip()
+          == f"kvm-pfi: no vCPU of VM {vm} seen in 64-bit kernel mode yet (is the guest up?)"
+          and 9 <= took < 20, f"exit {up.returncode} after {took:.1f} s: {up.stderr.strip()}")
+    vmm.stdin.close()
+    time.sleep(0.5)
+    fit = run_tool("profile", "load", "--vm", vm, prof, "--json")
+    check("linux_load_does_not_fit", fit.returncode == 65 and fit.stdout == ""
+          and fit.stderr.startswith(f"kvm-pfi: vm {vm}: profile does not fit the running guest"),
+          f"exit {fit.returncode}: {fit.stderr.strip()}")
+    fit = run_tool("profile", "load", "--vm", vm, prof, "--slide", "0x1e00000")
+    check("linux_load_slide_does_not_fit", fit.returncode == 65
+          and "not with slide 0x1e00000" in fit.stderr,
+          f"exit {fit.returncode}: {fit.stderr.strip()}")
+    ps = run_tool("ps", "--vm", vm, "--json")
+    check("linux_ps_still_no_profile", ps.returncode == 1 and ps.stdout == ""
+          and "has no Linux profile" in ps.stderr, f"exit {ps.returncode}: {ps.stderr.strip()}")
+    check("linux_vmm_finished", vmm.wait(timeout=120) == 0, "VMM guest did not finish")
+    run_tool("detach", "--vm", vm)
+    ps = run_tool("ps", "--vm", vm)
+    check("linux_ps_detached", ps.returncode == 1 and f"vm {vm} is not attached" in ps.stderr,
+          f"exit {ps.returncode}: {ps.stderr.strip()}")
+
+
 def tool_sigs_errors():
     """The tool's exit statuses and messages for bad rules and refused sets;
     the active set is kept."""
@@ -413,6 +464,7 @@ def main():
     page_events()
     ynl_events()
     tool_targets()
+    linux_guest_story()
     detection_story()
     vmm_gone_story()
     tool_sigs_errors()

@@ -204,10 +204,47 @@ pub fn read_task<M: GuestMemory + ?Sized>(mem: &mut M, p: &Profile, addr: u64) -
     })
 }
 
+/// The `tgid` of the task at `addr` (a parent's, which may be a thread
+/// that is not on the task list).
+pub fn read_tgid<M: GuestMemory + ?Sized>(mem: &mut M, p: &Profile, addr: u64) -> Result<i32, WalkError> {
+    check_ptr(addr, 8)?;
+    Ok(read_uint(mem, addr, p.field(F::TaskTgid))? as u32 as i32)
+}
+
 /// The run-time address of `init_task`: the profile's plus `slide` (the
 /// KASLR slide for a profile from a System.map, 0 from kallsyms).
 pub fn init_task_addr(p: &Profile, slide: u64) -> u64 {
     p.symbol(S::InitTask).unwrap_or_default().wrapping_add(slide)
+}
+
+/// The task at `init_task` plus `slide`, if it is `init_task`: pid 0
+/// named `swapper/0`, its own `real_parent`, without an mm.
+pub fn check_init_task<M: GuestMemory + ?Sized>(mem: &mut M, p: &Profile, slide: u64) -> Result<Task, WalkError> {
+    let init = init_task_addr(p, slide);
+    let t = read_task(mem, p, init).map_err(|_| WalkError::NotInitTask)?;
+    if t.pid != 0 || t.comm() != b"swapper/0" || t.mm != 0 || t.real_parent != init {
+        return Err(WalkError::NotInitTask);
+    }
+    Ok(t)
+}
+
+/// Alignment of the x86-64 kernel's KASLR slide (`CONFIG_PHYSICAL_ALIGN`,
+/// 2 MiB by default; the virtual slide is a multiple of it).
+pub const SLIDE_ALIGN: u64 = 0x20_0000;
+/// The slide is below this (`KERNEL_IMAGE_SIZE` with KASLR: the image lives
+/// in the 1 GiB from `__START_KERNEL_map`).
+pub const SLIDE_LIMIT: u64 = 0x4000_0000;
+
+/// The KASLR slide of a guest kernel without asking it: the first multiple
+/// of [`SLIDE_ALIGN`] below [`SLIDE_LIMIT`], 0 first, at which
+/// [`check_init_task`] passes. At most 512 tries, each a failed translation
+/// or a few reads. `None`: the profile does not fit this kernel at any
+/// slide.
+pub fn find_slide<M: GuestMemory + ?Sized>(mem: &mut M, p: &Profile) -> Option<u64> {
+    let tries = SLIDE_LIMIT.checked_div(SLIDE_ALIGN).unwrap_or(0);
+    (0..tries)
+        .map(|k| k.wrapping_mul(SLIDE_ALIGN))
+        .find(|&slide| check_init_task(mem, p, slide).is_ok())
 }
 
 /// Calls `f` for every task on the task list (thread-group leaders),
@@ -219,11 +256,8 @@ where
     M: GuestMemory + ?Sized,
     C: FnMut(&Task) -> ControlFlow<()>,
 {
-    let init = init_task_addr(p, slide);
-    let first = read_task(mem, p, init).map_err(|_| WalkError::NotInitTask)?;
-    if first.pid != 0 || first.comm() != b"swapper/0" || first.mm != 0 || first.real_parent != init {
-        return Err(WalkError::NotInitTask);
-    }
+    let first = check_init_task(mem, p, slide)?;
+    let init = first.addr;
     let tasks_off = u64::from(p.field(F::TaskTasks).offset);
     let (next_f, prev_f) = (p.field(F::ListNext), p.field(F::ListPrev));
     let head = init.checked_add(tasks_off).ok_or(WalkError::NotInitTask)?;
@@ -306,7 +340,9 @@ struct Frame {
 }
 
 /// The path of a maple walk, provided by the caller (about 4.6 KiB: a
-/// kernel caller allocates it once, not on its stack).
+/// kernel caller allocates it once, not on its stack). It holds integers
+/// only: all-zero bytes are a valid `MapleScratch`, so a kernel caller may
+/// allocate it zeroed instead of building it on its stack.
 pub struct MapleScratch {
     frames: [Frame; MAPLE_MAX_DEPTH],
 }
@@ -779,6 +815,39 @@ mod tests {
         let other = Profile::parse(text.as_bytes()).unwrap();
         m.p32(at(&p, INIT_TASK, F::TaskTgid), 9);
         assert_eq!(walk(&mut m, &other, 0, &Limits::default()).0, Err(WalkError::NotInitTask));
+    }
+
+    /// `Mem` seen with the kernel image moved up by `slide`: reads of the
+    /// image range (where `init_task` is) below the slide fail.
+    struct Slid<'a>(&'a mut Mem, u64);
+
+    impl GuestMemory for Slid<'_> {
+        fn read(&mut self, va: u64, buf: &mut [u8]) -> bool {
+            if va >= 0xffff_ffff_8000_0000 {
+                return va.checked_sub(self.1).is_some_and(|v| v >= 0xffff_ffff_8000_0000 && self.0.read(v, buf));
+            }
+            self.0.read(va, buf)
+        }
+    }
+
+    #[test]
+    fn the_slide_is_found_by_init_task() {
+        let p = profile();
+        let mut m = Mem::new();
+        three_tasks(&mut m, &p);
+        assert_eq!(find_slide(&mut m, &p), Some(0));
+        // The image at another 2 MiB multiple: init_task's real_parent is
+        // where that kernel has it.
+        let slide = 0x1de0_0000;
+        let init = INIT_TASK + slide;
+        m.p64(at(&p, INIT_TASK, F::TaskRealParent), init);
+        let mut slid = Slid(&mut m, slide);
+        assert_eq!(find_slide(&mut slid, &p), Some(slide));
+        assert_eq!(check_init_task(&mut slid, &p, slide).map(|t| t.addr), Ok(init));
+        assert_eq!(check_init_task(&mut slid, &p, 0), Err(WalkError::NotInitTask));
+        // Nothing that looks like init_task anywhere: no slide.
+        m.put(at(&p, INIT_TASK, F::TaskComm), b"swapper/1\0");
+        assert_eq!(find_slide(&mut Slid(&mut m, slide), &p), None);
     }
 
     #[test]

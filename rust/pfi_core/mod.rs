@@ -76,6 +76,13 @@ pub mod linux_profile;
 // the task list, an mm, its VMA maple tree, dentry names.
 pub mod linux_walk;
 
+// Reads of a guest kernel's virtual memory through its page tables, for
+// those walks: translations kept, reads across pages.
+pub mod kernel_va;
+
+// An in-place heapsort without allocation or a panic objtool does not know.
+pub mod sort;
+
 // What guest writes to a protected page changed: runs of changed bytes
 // between two copies of a page, and the merging of emulated writes into one
 // span per burst.

@@ -61,11 +61,17 @@ impl<'a, S: PageSource> TableCache<'a, S> {
     }
 }
 
-impl<S: PageSource> GuestPhysRead for TableCache<'_, S> {
-    fn read_u64(&mut self, gpa: u64) -> Result<u64, ReadError> {
+impl<S: PageSource> TableCache<'_, S> {
+    /// Fills `buf` from `gpa` through the cache; the range must lie within
+    /// one page. Also for data (the kernel-memory reads of
+    /// `kernel_va`), not only table entries.
+    pub fn read_bytes(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         const PAGE_MASK: u64 = PAGE as u64 - 1;
         let base = gpa & !PAGE_MASK;
         let off = (gpa & PAGE_MASK) as usize;
+        if off.saturating_add(buf.len()) > PAGE {
+            return Err(ReadError::OutsideGuestMemory);
+        }
         let n = self.slots();
         let hit = self.tags.iter().take(n).position(|&t| t == base);
         let slot = match hit {
@@ -76,7 +82,7 @@ impl<S: PageSource> GuestPhysRead for TableCache<'_, S> {
             None => {
                 let s = self.next.checked_rem(n).unwrap_or(0);
                 let start = s.saturating_mul(PAGE);
-                let buf = self
+                let page = self
                     .pages
                     .get_mut(start..start.saturating_add(PAGE))
                     .ok_or(ReadError::Retry)?;
@@ -84,7 +90,7 @@ impl<S: PageSource> GuestPhysRead for TableCache<'_, S> {
                 if let Some(t) = self.tags.get_mut(s) {
                     *t = u64::MAX;
                 }
-                self.src.read_page(base, buf)?;
+                self.src.read_page(base, page)?;
                 self.copies = self.copies.saturating_add(1);
                 if let Some(t) = self.tags.get_mut(s) {
                     *t = base;
@@ -96,10 +102,17 @@ impl<S: PageSource> GuestPhysRead for TableCache<'_, S> {
         let at = slot.saturating_mul(PAGE).saturating_add(off);
         let bytes = self
             .pages
-            .get(at..at.saturating_add(8))
+            .get(at..at.saturating_add(buf.len()))
             .ok_or(ReadError::OutsideGuestMemory)?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+impl<S: PageSource> GuestPhysRead for TableCache<'_, S> {
+    fn read_u64(&mut self, gpa: u64) -> Result<u64, ReadError> {
         let mut v = [0u8; 8];
-        v.copy_from_slice(bytes);
+        self.read_bytes(gpa, &mut v)?;
         Ok(u64::from_le_bytes(v))
     }
 }

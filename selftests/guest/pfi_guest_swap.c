@@ -30,6 +30,17 @@
  *			pages are present (pagemap), exits without touching them
  *	kill K		the parent kills worker K with SIGKILL: blocked in read(),
  *			it dies in the kernel without running in user mode again
+ * and, answered by the parent itself (K must name a worker, any):
+ *	ps K		one line per process as procfs shows it: pid, ppid,
+ *			comm (/proc/PID/stat), exe (/proc/PID/exe, "" for a
+ *			kernel thread), then a line with the count
+ *	maps K		worker K's /proc/PID/maps, one line per map line: the
+ *			worker's pid, start, end, offset (decimal), perms and
+ *			name (the rest of the line after the inode: a path,
+ *			[heap], [vdso], ..., "" if none), then a line with the
+ *			count
+ *	spawn K		starts "sleep 600" (busybox), prints its pid
+ *	reap K		kills and reaps what spawn started
  * Every result is a "PFI {json}" line on stdout. When all workers are gone
  * the parent prints "PFI {"done":...}" and exits (status 0 if every worker
  * did).
@@ -45,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -258,10 +270,107 @@ static int worker(int k, int cmd)
 	}
 }
 
+/* s, JSON-escaped into out (n bytes). */
+static void json_str(char *out, size_t n, const char *s)
+{
+	size_t o = 0;
+
+	for (; *s && o + 7 < n; s++) {
+		unsigned char c = *s;
+
+		if (c == '"' || c == '\\')
+			o += snprintf(out + o, n - o, "\\%c", c);
+		else if (c < 0x20 || c > 0x7e)
+			o += snprintf(out + o, n - o, "\\u%04x", c);
+		else
+			out[o++] = c;
+	}
+	out[o] = 0;
+}
+
+/* The guest's processes as procfs lists them: the ground truth of the
+ * module's walk of the task list. */
+static void list_processes(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	int count = 0;
+
+	while (d && (e = readdir(d))) {
+		char path[64], stat[512], exe[256] = "", comm[64], ecomm[160], eexe[600];
+		int pid = atoi(e->d_name), ppid = -1;
+		char *open_p, *close_p;
+		ssize_t n;
+		FILE *f;
+
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		n = fread(stat, 1, sizeof(stat) - 1, f);
+		fclose(f);
+		stat[n > 0 ? n : 0] = 0;
+		/* "pid (comm) state ppid ...": comm may hold spaces and ')'. */
+		open_p = strchr(stat, '(');
+		close_p = strrchr(stat, ')');
+		if (!open_p || !close_p || close_p < open_p)
+			continue;
+		*close_p = 0;
+		snprintf(comm, sizeof(comm), "%s", open_p + 1);
+		sscanf(close_p + 2, "%*c %d", &ppid);
+		snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+		n = readlink(path, exe, sizeof(exe) - 1);
+		exe[n > 0 ? n : 0] = 0;
+		json_str(ecomm, sizeof(ecomm), comm);
+		json_str(eexe, sizeof(eexe), exe);
+		report("PFI {\"ps_pid\":%d,\"ppid\":%d,\"comm\":\"%s\",\"exe\":\"%s\"}", pid, ppid, ecomm, eexe);
+		count++;
+	}
+	if (d)
+		closedir(d);
+	report("PFI {\"ps_done\":%d}", count);
+}
+
+/* Process pid's VMAs as procfs shows them: the ground truth of the
+ * module's walk of its VMA tree. */
+static void list_maps(pid_t pid)
+{
+	char path[64], line[4400], ename[360];
+	int count = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		/* "start-end perms offset dev inode   name": name may hold spaces. */
+		unsigned long start, end, offset, inode;
+		char perms[8], *name;
+		size_t len;
+		int at = -1;
+
+		if (sscanf(line, "%lx-%lx %7s %lx %*s %lu %n", &start, &end, perms, &offset,
+			   &inode, &at) != 5 || at < 0)
+			continue;
+		name = line + at;
+		len = strlen(name);
+		while (len && (name[len - 1] == '\n' || name[len - 1] == ' ' || name[len - 1] == '\t'))
+			name[--len] = 0;
+		json_str(ename, sizeof(ename), name);
+		report("PFI {\"maps_pid\":%d,\"start\":%lu,\"end\":%lu,\"perms\":\"%s\",\"offset\":%lu,"
+		       "\"name\":\"%s\"}", pid, start, end, perms, offset, ename);
+		count++;
+	}
+	if (f)
+		fclose(f);
+	report("PFI {\"maps_done\":%d}", count);
+}
+
 int main(int argc, char **argv)
 {
 	int nproc = argc > 1 ? atoi(argv[1]) : 1, pipes[MAX_PROC][2], alive, failed = 0;
-	pid_t pids[MAX_PROC];
+	pid_t pids[MAX_PROC], spawned = 0;
 	char line[128];
 	FILE *in = fdopen(0, "r");
 
@@ -293,6 +402,30 @@ int main(int argc, char **argv)
 		}
 		/* "verb K rest" goes to worker K as "verb rest". */
 		*sp = 0;
+		if (!strcmp(line, "ps")) {
+			list_processes();
+			continue;
+		}
+		if (!strcmp(line, "maps")) {
+			list_maps(pids[k]);
+			continue;
+		}
+		if (!strcmp(line, "spawn") && !spawned) {
+			spawned = fork();
+			if (spawned == 0) {
+				execl("/bin/sleep", "sleep", "600", (char *)NULL);
+				_exit(127);
+			}
+			report("PFI {\"spawned\":%d}", spawned);
+			continue;
+		}
+		if (!strcmp(line, "reap") && spawned > 0) {
+			kill(spawned, SIGKILL);
+			waitpid(spawned, &status, 0);
+			report("PFI {\"reaped\":%d}", spawned);
+			spawned = 0;
+			continue;
+		}
 		if (!strcmp(line, "kill"))
 			kill(pids[k], SIGKILL);
 		else

@@ -306,6 +306,134 @@ struct kvm_pfi_sigs_info {
 };
 
 /*
+ * Linux guests (Documentation/guest-linux.rst). KVM_PFI_LINUX_PROFILE gives
+ * an attached VM the profile of its guest kernel: the text form that
+ * `kvm-pfi profile build` writes (the offsets of the structure members the
+ * walks read, the addresses of a few symbols). The module checks it against
+ * the running guest before it takes it: from init_task (at its profile
+ * address plus the KASLR slide), pid 0 named "swapper/0", its own parent,
+ * without an mm, the task list must come back to init_task. Without
+ * KVM_PFI_LINUX_SLIDE the module finds the slide itself: the one multiple of
+ * 2 MiB below 1 GiB for which that check passes (0 first). A profile that
+ * passes replaces the VM's previous one (its process table starts again);
+ * one that fails leaves the previous one in place.
+ *
+ * The check reads guest memory through the guest's page tables, from the
+ * address-space root of a vCPU seen in kernel mode: the call waits up to
+ * KVM_PFI_LINUX_WALK_MS + 2 s for the check (an idle guest's timer interrupts
+ * give a root at once; a walk in progress may delay it).
+ *
+ * EINVAL: unknown flags, reserved or out fields set, slide without
+ * KVM_PFI_LINUX_SLIDE or not a multiple of 4096, len 0 or above
+ * KVM_PFI_LINUX_PROFILE_MAX, text that is not a profile. EFAULT: text.
+ * ENOENT: vm_id. EAGAIN: no vCPU of the VM was seen in 64-bit kernel mode
+ * within the wait (the guest is not up yet). ENOEXEC: the profile does not
+ * fit the running guest (no slide, or not the given one, passes the check).
+ * EINTR: a signal came during the wait. EBUSY: another load of this VM is
+ * waiting. ENOMEM.
+ */
+#define KVM_PFI_LINUX_PROFILE_MAX	65536	/* bytes of profile text */
+#define KVM_PFI_LINUX_SLIDE		(1U << 0)	/* slide is given; else the module finds it */
+#define KVM_PFI_LINUX_FLAGS_ALL		KVM_PFI_LINUX_SLIDE
+
+struct kvm_pfi_linux_profile {
+	__u32 vm_id;		/* in */
+	__u32 flags;		/* in: KVM_PFI_LINUX_* */
+	__u64 text;		/* in: user pointer to the profile text */
+	__u32 len;		/* in: its bytes */
+	__u32 nr_processes;	/* out (0 on input): processes on the task list at the check */
+	__u64 slide;		/* in with KVM_PFI_LINUX_SLIDE, else 0; out: the KASLR slide found or given */
+	__u64 init_task;	/* out (0 on input): run-time address of init_task */
+};
+
+/*
+ * The processes of a Linux guest as the module's last walk of its task list
+ * found them (thread-group leaders, as /proc lists them, init_task first),
+ * in task-list order. The walk runs every KVM_PFI_LINUX_WALK_MS in the
+ * module's work, never in a probe; process-start and process-exit events
+ * report what changed from one walk to the next.
+ */
+#define KVM_PFI_LINUX_WALK_MS		1000
+#define KVM_PFI_MAX_PROCESSES		32768	/* per VM: a longer task list ends the walk */
+#define KVM_PFI_COMM_LEN		16
+#define KVM_PFI_EXE_LEN			256	/* path bytes kept, NUL included */
+
+struct kvm_pfi_process {
+	__s32 pid;		/* tgid of the leader */
+	__s32 ppid;		/* tgid of real_parent */
+	__u64 cr3;		/* address-space root: guest physical address of mm->pgd; 0: kernel thread */
+	__u64 task;		/* guest kernel address of its task_struct */
+	__u64 mm;		/* guest kernel address of its mm_struct; 0: kernel thread */
+	__u32 flags;		/* task_struct.flags (PF_*) */
+	__u32 reserved;
+	char comm[KVM_PFI_COMM_LEN];	/* NUL-padded */
+	char exe[KVM_PFI_EXE_LEN];	/* mm->exe_file's path within its file system, NUL-terminated; "" if none */
+};
+
+/*
+ * ENOENT: vm_id. ENODATA: the VM has no profile (KVM_PFI_LINUX_PROFILE).
+ * A short buffer is filled; nr_processes returns the total.
+ */
+struct kvm_pfi_process_list {
+	__u32 vm_id;		/* in */
+	__u32 nr_processes;	/* in: capacity of processes[]; out: processes found */
+	__u64 processes;	/* in: user pointer to struct kvm_pfi_process[nr_processes] */
+	__u64 walks;		/* out: task-list walks since the profile was taken */
+	__u64 walk_errors;	/* out: walks that ended early (a list changing under the walk, garbage) */
+	__u64 walked_ns;	/* out: CLOCK_MONOTONIC of the walk the list is from */
+	__s32 last_error;	/* out: the last failed walk's reason, enum kvm_pfi_walk_error; 0 none */
+	__u32 reserved;		/* must be 0 */
+};
+
+/*
+ * The VMAs of one process of a Linux guest, in address order, read from its
+ * mm's VMA maple tree by the module's Linux work when asked (the call waits
+ * for it, up to KVM_PFI_LINUX_WALK_MS + 2 s). The process is the one with
+ * this pid in the last walk of the task list. A short buffer is filled;
+ * nr_vmas returns the total.
+ *
+ * ENOENT: vm_id. ENODATA: the VM has no profile. ESRCH: no process with
+ * this pid in the last walk, or a kernel thread (no mm). EAGAIN: the tree
+ * changed under the walk three times, or the process is going. EINVAL:
+ * reserved set, nr_vmas above KVM_PFI_MAX_VMAS. EBUSY: another such call for
+ * this VM is waiting. EINTR, ENOMEM.
+ */
+#define KVM_PFI_MAX_VMAS		65536	/* per process (vm.max_map_count is 65530) */
+
+struct kvm_pfi_vma {
+	__u64 start;
+	__u64 end;		/* exclusive */
+	__u64 flags;		/* the guest's vm_flags: VM_READ 0x1, VM_WRITE 0x2, VM_EXEC 0x4, VM_MAYSHARE 0x80, ... */
+	__u64 pgoff;		/* vm_pgoff: for a file, the offset in pages */
+	char file[KVM_PFI_EXE_LEN];	/* vm_file's path within its file system, NUL-terminated; "" anonymous */
+};
+
+struct kvm_pfi_process_vmas {
+	__u32 vm_id;		/* in */
+	__s32 pid;		/* in */
+	__u32 nr_vmas;		/* in: capacity of vmas[]; out: VMAs of the process */
+	__u32 reserved;		/* must be 0 */
+	__u64 vmas;		/* in: user pointer to struct kvm_pfi_vma[nr_vmas] */
+	__u64 cr3;		/* out: the process's address-space root */
+	__u64 start_code;	/* out: the mm's layout, as /proc/PID/stat has it */
+	__u64 end_code;
+	__u64 start_brk;	/* out: the heap is the VMA holding [start_brk, brk) */
+	__u64 brk;
+	__u64 start_stack;	/* out: the stack is the VMA holding start_stack */
+};
+
+/* Why a walk of a Linux guest's structures ended early. */
+enum kvm_pfi_walk_error {
+	KVM_PFI_WALK_OK = 0,
+	KVM_PFI_WALK_BAD_POINTER = 1,	/* a pointer outside the kernel half, or misaligned */
+	KVM_PFI_WALK_READ = 2,		/* guest memory could not be read there */
+	KVM_PFI_WALK_NOT_INIT_TASK = 3,	/* init_task no longer checks out */
+	KVM_PFI_WALK_LIST_CORRUPT = 4,	/* an entry's prev does not point back */
+	KVM_PFI_WALK_TOO_MANY = 5,	/* over KVM_PFI_MAX_PROCESSES */
+	KVM_PFI_WALK_OTHER = 6,		/* another walk error (a name, a tree) */
+};
+
+/*
  * The event stream: KVM_PFI_EVENTS returns a new read-only descriptor
  * (O_CLOEXEC) on which read() returns whole struct kvm_pfi_event records,
  * the same events the netlink group carries, and poll() reports POLLIN when
@@ -315,7 +443,7 @@ struct kvm_pfi_sigs_info {
  * and counted in the next record's "lost". At most KVM_PFI_MAX_EVENT_READERS
  * descriptors exist at once (ENOSPC).
  */
-#define KVM_PFI_EVENT_VERSION		2
+#define KVM_PFI_EVENT_VERSION		3
 #define KVM_PFI_EVENT_QUEUE		256
 #define KVM_PFI_MAX_EVENT_READERS	8
 #define KVM_PFI_EVENT_DATA_LEN		4096
@@ -342,7 +470,7 @@ struct kvm_pfi_event {
 	__u64 entries;		/* vm-detached */
 	__u64 exits;		/* vm-detached */
 	__u32 lost;		/* records this reader lost before this one */
-	__u32 data_len;		/* bytes that follow: page contents, or a write's new bytes */
+	__u32 data_len;		/* bytes that follow: page contents, a write's new bytes, or process-start's exe path */
 	__u32 rule_id;		/* detection: index of the rule in its set */
 	__u32 offset;		/* detection: of the match in its page; write-attempt: of the write */
 	__u32 length;		/* detection: bytes matched; write-attempt: bytes written */
@@ -350,6 +478,12 @@ struct kvm_pfi_event {
 	__u32 restored;		/* write-attempt: 1 if the old bytes were put back */
 	__u32 nr_rules;		/* sigs-loaded */
 	char rule_name[KVM_PFI_SIG_NAME_MAX + 1];	/* detection, NUL-terminated */
+	__s32 pid;		/* process events: the process (its tgid) */
+	__s32 ppid;		/* process-start: its parent's tgid */
+	__u32 task_flags;	/* process events: task_struct.flags (PF_*) */
+	__u32 reserved2;
+	__u64 task;		/* process events: guest kernel address of its task_struct */
+	char comm[KVM_PFI_COMM_LEN];	/* process events, NUL-padded */
 	/* followed by data_len bytes */
 };
 
@@ -366,5 +500,8 @@ struct kvm_pfi_event {
 #define KVM_PFI_SIGS_LOAD	_IOWR(KVM_PFI_IOC_MAGIC, 0x30, struct kvm_pfi_sigs_load)
 #define KVM_PFI_SIGS_INFO	_IOR(KVM_PFI_IOC_MAGIC, 0x31, struct kvm_pfi_sigs_info)
 #define KVM_PFI_SIGS_CLEAR	_IO(KVM_PFI_IOC_MAGIC, 0x32)
+#define KVM_PFI_LINUX_PROFILE	_IOWR(KVM_PFI_IOC_MAGIC, 0x40, struct kvm_pfi_linux_profile)
+#define KVM_PFI_PROCESS_LIST	_IOWR(KVM_PFI_IOC_MAGIC, 0x41, struct kvm_pfi_process_list)
+#define KVM_PFI_PROCESS_VMAS	_IOWR(KVM_PFI_IOC_MAGIC, 0x42, struct kvm_pfi_process_vmas)
 
 #endif /* _UAPI_LINUX_KVM_PFI_H */

@@ -74,6 +74,12 @@ pub fn attach_flags_text(flags: u32) -> String {
 /// `char stats_id[KVM_PFI_STATS_ID_LEN]` up to its NUL (or the whole array
 /// if the module forgot one), lossily decoded.
 pub fn stats_id(raw: &[std::os::raw::c_char]) -> String {
+    c_string(raw)
+}
+
+/// A NUL-terminated (or NUL-padded) `char` array of the ABI up to its NUL,
+/// or the whole array if it has none, lossily decoded: `comm`, `exe`, ...
+pub fn c_string(raw: &[std::os::raw::c_char]) -> String {
     let bytes: Vec<u8> = raw
         .iter()
         .map(|&c| c as u8)

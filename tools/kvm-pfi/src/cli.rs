@@ -45,7 +45,8 @@ event group needs CAP_SYS_ADMIN. `sigs compile`, `snapshot --from`,
         list and detach them, read their vCPU entry/exit counters, manage the \
         guest memory targets whose pages the module brings in (and protects), \
         load the signature sets it scans them with, follow the module's \
-        events, and save delivered pages to scan them with YARA rules.\n\n\
+        events, list the processes of Linux guests and their VMAs, and save \
+        delivered pages to scan them with YARA rules.\n\n\
         Control goes through the ioctls of /dev/kvm_pfi; events come from the \
         \"kvm_pfi\" generic netlink family.",
     after_help = AFTER_HELP
@@ -216,7 +217,7 @@ pub enum Command {
         follow: Follow,
     },
 
-    /// Build, show and check Linux guest profiles (offsets and symbols of a guest kernel)
+    /// Build, show, check and load Linux guest profiles (offsets and symbols of a guest kernel)
     #[command(
         subcommand_required = true,
         arg_required_else_help = true,
@@ -225,6 +226,38 @@ pub enum Command {
     Profile {
         #[command(subcommand)]
         cmd: ProfileCommand,
+    },
+
+    /// List the processes of a Linux guest, as the module's walks find them
+    #[command(long_about = PS_ABOUT)]
+    Ps {
+        /// vm id, as printed by attach or list
+        #[arg(long, value_name = "ID")]
+        vm: u32,
+
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
+    },
+
+    /// List the VMAs of a process of a Linux guest, like /proc/PID/maps
+    #[command(long_about = VMAS_ABOUT)]
+    Vmas {
+        /// vm id, as printed by attach or list
+        #[arg(long, value_name = "ID")]
+        vm: u32,
+
+        /// The process (its tgid, as `kvm-pfi ps` lists it)
+        #[arg(long, value_name = "PID", value_parser = clap::value_parser!(i32).range(0..))]
+        pid: i32,
+
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
     },
 
     /// Write man pages or shell completions generated from this CLI
@@ -325,8 +358,9 @@ messages (facility daemon, APP-NAME kvm-pfi, MSGID the event name, the \
 attributes as structured data [kvmpfi@32473 ...]) to --syslog-socket or \
 --syslog-tcp. --format ocsf prints OCSF 1.5.0 events: Detection Finding \
 (class 2004) for detection and write-attempt, Memory Activity (1004) for \
-page-resident and page-failed, Device Config State Change (5019) for the \
-others; see Documentation/operations.rst.\n\n\
+page-resident and page-failed, Process Activity (1007) for process-start \
+and process-exit, Device Config State Change (5019) for the others; see \
+Documentation/operations.rst.\n\n\
 If the module is not loaded, or is unloaded, watch waits for it to come \
 back. Needs CAP_SYS_ADMIN (not with --replay).";
 
@@ -370,9 +404,80 @@ addresses of a few symbols, from its System.map or /proc/kallsyms. See \
 Documentation/guest-linux.rst.\n\n\
 `profile build` makes one from a kernel's files (no module, no privileges), \
 `profile show` prints one, `profile walk` checks one against the kernel it \
-runs on (root: it reads /proc/kcore) and prints every process and its VMAs. \
+runs on (root: it reads /proc/kcore) and prints every process and its VMAs, \
+`profile load` gives one to the module for an attached VM whose guest runs \
+that kernel (then `kvm-pfi ps` lists the guest's processes, `kvm-pfi vmas` \
+the VMAs of one, and `watch` shows process-start and process-exit events). \
 A profile that does not fit (init_task, plus the KASLR slide, is not pid 0 \
 \"swapper/0\", its own parent, without an mm) is refused with status 65.";
+
+const PROFILE_LOAD_ABOUT: &str = "\
+Give attached VM ID the profile of its guest's Linux kernel (the text \
+`profile build` writes). The file is checked here first (a malformed one \
+exits 65 with `kvm-pfi: FILE: ...`, before the module is asked); then the \
+module checks it against the running guest, through the guest's page \
+tables: init_task, at its profile address plus the KASLR slide, must be \
+pid 0 \"swapper/0\", its own parent, without an mm, and the task list must \
+come back to it. Without --slide the module tries every multiple of 2 MiB \
+below 1 GiB (0 first). A profile that passes replaces the VM's previous one; \
+from then on the module walks the guest's task list every second, `kvm-pfi \
+ps` lists the processes it found and process-start / process-exit events \
+report the changes.\n\n\
+Prints the slide found (or given), the run-time address of init_task and the \
+processes on the task list (\"vm 3: profile loaded: slide 0x1e00000, \
+init_task 0xffffffff84612ac0, 57 processes\"; with --json \
+{\"vm_id\":3,\"slide\":31457280,\"init_task\":18446744071635544768,\
+\"nr_processes\":57}).\n\n\
+A profile that does not fit the running guest exits 65 (`kvm-pfi: vm 3: \
+profile does not fit the running guest ...`); the VM keeps its previous \
+profile. The module needs a vCPU seen in 64-bit kernel mode: while it has \
+seen none (the guest is not up yet) the load is retried for 10 seconds, \
+then it fails (status 1).";
+
+const PS_ABOUT: &str = "\
+List the processes (thread-group leaders, init_task first, in task-list \
+order) of a Linux guest as the module's last walk of its task list found \
+them; the module walks it every second once `kvm-pfi profile load` gave \
+the VM a profile. One line per process: PID, parent PID, address-space root \
+(CR3: the guest physical address of mm->pgd; - for a kernel thread), comm, \
+and the executable's path within its file system ([comm] for a kernel \
+thread, - if unknown); then the number of walks, of walks that ended early \
+and the last one's reason (bad-pointer, read, not-init-task, list-corrupt, \
+too-many, other).\n\n\
+With --json one object: {\"vm_id\":3,\"nr_processes\":57,\"walks\":120,\
+\"walk_errors\":1,\"last_error\":\"list-corrupt\",\"walked_ns\":...,\
+\"processes\":[{\"pid\":1,\"ppid\":0,\"cr3\":19087360,\"task\":...,\
+\"mm\":...,\"flags\":4194560,\"comm\":\"init\",\"exe\":\"/sbin/init\"}]} \
+(cr3 and mm 0 and exe \"\" for a kernel thread; last_error null if no walk \
+failed; walked_ns: CLOCK_MONOTONIC of the walk). A VM without a profile \
+fails (status 1): `kvm-pfi: VM 3 has no Linux profile (kvm-pfi profile load)`.";
+
+const VMAS_ABOUT: &str = "\
+List the VMAs of process PID of a Linux guest (one of the processes the \
+module's last walk of the task list found, as `kvm-pfi ps` lists them; the \
+VM needs a profile, `kvm-pfi profile load`), in address order, as the \
+module reads them from the process's VMA tree when asked. A header line \
+(\"vm 3 pid 57: cr3 0x5678000, 12 VMAs; code 0x400000-0x4a1000, brk \
+0x1b5c000-0x1b7e000, stack 0x7ffd8a9c1e30\"), then one line per VMA as \
+/proc/PID/maps has it, without the device and inode: start-end, \
+permissions (r, w, x from VM_READ, VM_WRITE, VM_EXEC; s for VM_MAYSHARE, \
+else p), the file offset (0 for an anonymous VMA), and the name: the \
+file's path within its file system, [heap] for the anonymous VMA over \
+[start_brk, brk), [stack] for the anonymous one holding start_stack, else \
+nothing (a special mapping such as [vdso], having no file, has no name \
+here).\n\n\
+With --json one object: {\"vm_id\":3,\"pid\":57,\"cr3\":90669056,\
+\"start_code\":4194304,\"end_code\":4853760,\"start_brk\":...,\"brk\":...,\
+\"start_stack\":...,\"nr_vmas\":12,\"vmas\":[{\"start\":4194304,\
+\"end\":4198400,\"flags\":113,\"pgoff\":0,\"perms\":\"r--p\",\
+\"file\":\"/bin/busybox\",\"name\":\"/bin/busybox\"}]} (flags: the guest's \
+vm_flags; pgoff: vm_pgoff, in pages; file \"\" for an anonymous VMA; name \
+the file, \"[heap]\", \"[stack]\" or \"\").\n\n\
+Each call walks the tree afresh; one that changed under the module's walks \
+(EAGAIN) is asked again 3 times. Refusals (status 1): `kvm-pfi: VM 3 has \
+no Linux profile (kvm-pfi profile load)`, `kvm-pfi: vm 3: no process with \
+pid 999 (or a kernel thread)`, `kvm-pfi: vm 3: the VMAs of pid 57 changed \
+under the walk; try again`, `kvm-pfi: vm 3 is not attached`.";
 
 #[derive(Debug, Subcommand)]
 pub enum ProfileCommand {
@@ -411,6 +516,28 @@ pub enum ProfileCommand {
         /// Profile file; - for stdin
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+
+    /// Give an attached VM the profile of its guest kernel (the module checks it)
+    #[command(long_about = PROFILE_LOAD_ABOUT)]
+    Load {
+        /// vm id, as printed by attach or list
+        #[arg(long, value_name = "ID")]
+        vm: u32,
+
+        /// Profile file, as `profile build` writes it; - for stdin
+        #[arg(value_name = "PROFILE")]
+        file: PathBuf,
+
+        /// The guest kernel's KASLR slide, a multiple of 4096 (default: the module finds it)
+        #[arg(long, value_name = "HEX", value_parser = parse_slide)]
+        slide: Option<u64>,
+
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
     },
 
     /// Walk the running kernel's processes and VMAs with a profile, through /proc/kcore
@@ -699,6 +826,16 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
         return Err(format!("`{s}` is not a decimal or 0x-prefixed hex number"));
     }
     u64::from_str_radix(digits, radix).map_err(|_| format!("`{s}` does not fit in 64 bits"))
+}
+
+/// A KASLR slide for `profile load`: a number (as `parse_u64`) that is a
+/// multiple of 4096, as the module requires.
+fn parse_slide(s: &str) -> Result<u64, String> {
+    let v = parse_u64(s)?;
+    if v % 4096 != 0 {
+        return Err(format!("`{s}` is not a multiple of 4096"));
+    }
+    Ok(v)
 }
 
 /// Positive, finite seconds, fractions allowed ("0.5").
@@ -1462,6 +1599,146 @@ mod tests {
             usage_error(&["profile"]),
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
         );
+    }
+
+    #[test]
+    fn profile_load_and_ps_options() {
+        let Command::Profile {
+            cmd:
+                ProfileCommand::Load {
+                    vm,
+                    file,
+                    slide,
+                    out,
+                    dev,
+                },
+        } = parse(&["profile", "load", "--vm", "3", "guest.profile"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (vm, file, slide, out.json, dev.device.as_str()),
+            (
+                3,
+                PathBuf::from("guest.profile"),
+                None,
+                false,
+                "/dev/kvm_pfi"
+            )
+        );
+        let Command::Profile {
+            cmd: ProfileCommand::Load { slide, out, .. },
+        } = parse(&[
+            "profile",
+            "load",
+            "-",
+            "--vm",
+            "3",
+            "--slide",
+            "0x1e00000",
+            "--json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!((slide, out.json), (Some(0x1e0_0000), true));
+        assert!(matches!(
+            parse(&["profile", "load", "p", "--vm", "1", "--slide", "0"])
+                .unwrap()
+                .command,
+            Command::Profile {
+                cmd: ProfileCommand::Load { slide: Some(0), .. }
+            }
+        ));
+        assert_eq!(
+            usage_error(&["profile", "load", "p", "--vm", "1", "--slide", "0x200"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            usage_error(&["profile", "load", "p"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            usage_error(&["profile", "load", "--vm", "1"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert!(matches!(
+            parse(&["ps", "--vm", "2", "--json"]).unwrap().command,
+            Command::Ps {
+                vm: 2,
+                out: Output { json: true },
+                ..
+            }
+        ));
+        assert_eq!(usage_error(&["ps"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            usage_error(&["ps", "--vm", "1", "extra"]),
+            ErrorKind::UnknownArgument
+        );
+        let Command::Vmas { vm, pid, out, dev } = parse(&["vmas", "--vm", "2", "--pid", "57"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (vm, pid, out.json, dev.device.as_str()),
+            (2, 57, false, "/dev/kvm_pfi")
+        );
+        assert!(matches!(
+            parse(&["vmas", "--pid", "0", "--json", "--vm", "1", "--device", "/x"])
+                .unwrap()
+                .command,
+            Command::Vmas {
+                vm: 1,
+                pid: 0,
+                out: Output { json: true },
+                dev: Device { ref device },
+            } if device == "/x"
+        ));
+        for args in [
+            &["vmas", "--vm", "1"][..],
+            &["vmas", "--pid", "1"],
+            &["vmas"],
+        ] {
+            assert_eq!(usage_error(args), ErrorKind::MissingRequiredArgument);
+        }
+        assert_eq!(
+            usage_error(&["vmas", "--vm", "1", "--pid=-1"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            usage_error(&["vmas", "--vm", "1", "--pid", "x"]),
+            ErrorKind::ValueValidation
+        );
+        let help = Cli::command()
+            .find_subcommand_mut("vmas")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("[heap]") && help.contains("no process with") && help.contains("--pid"),
+            "{help}"
+        );
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("profile")
+            .unwrap()
+            .find_subcommand_mut("load")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("retried for 10 seconds"), "{help}");
+        let help = Cli::command()
+            .find_subcommand_mut("ps")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("has no Linux profile"), "{help}");
     }
 
     #[test]

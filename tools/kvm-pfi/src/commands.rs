@@ -42,6 +42,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Target { cmd } => target(cmd),
         Command::Sigs { cmd } => sigs_command(cmd),
         Command::Profile { cmd } => profile_command(cmd),
+        Command::Ps { vm, out, dev } => ps(&dev.device, vm, out),
+        Command::Vmas { vm, pid, out, dev } => vmas(&dev.device, vm, pid, out),
         Command::Watch {
             pretty,
             format,
@@ -225,6 +227,29 @@ fn profile_command(cmd: ProfileCommand) -> Result<()> {
             }
             Ok(())
         }
+        ProfileCommand::Load {
+            vm,
+            file,
+            slide,
+            out,
+            dev,
+        } => {
+            // Checked first: a malformed file needs no module.
+            let text = linux::load_text(&file)?;
+            // Like target add: a persistent attachment is changed by
+            // presenting the VM again.
+            let dev = controlling(&dev.device, vm)?;
+            let p = linux::retry_eagain(linux::GUEST_UP_WAIT, linux::GUEST_UP_PAUSE, || {
+                dev.linux_profile(vm, &text, slide)
+            })
+            .map_err(|e| linux::load_refused(e, vm, slide))?;
+            let j = linux::loaded_json(vm, &p);
+            if out.json {
+                json(&j)
+            } else {
+                say(&linux::loaded_text(&j))
+            }
+        }
         ProfileCommand::Show { file } => {
             let p = linux::load(&file)?;
             sigs::write_output(std::path::Path::new("-"), p.to_string().as_bytes())
@@ -243,6 +268,32 @@ fn profile_command(cmd: ProfileCommand) -> Result<()> {
                 sigs::write_output(std::path::Path::new("-"), linux::walk_text(&w).as_bytes())
             }
         }
+    }
+}
+
+fn ps(path: &str, vm: u32, out: OutputOpt) -> Result<()> {
+    let l = Device::open(path)?
+        .process_list(vm)
+        .map_err(|e| linux::ps_refused(e, vm))?;
+    let j = linux::ps_json(vm, &l);
+    if out.json {
+        json(&j)
+    } else {
+        say(&linux::ps_text(&j))
+    }
+}
+
+fn vmas(path: &str, vm: u32, pid: i32, out: OutputOpt) -> Result<()> {
+    let dev = Device::open(path)?;
+    let v = linux::retry_eagain_times(linux::VMAS_EAGAIN_RETRIES, linux::VMAS_EAGAIN_PAUSE, || {
+        dev.process_vmas(vm, pid)
+    })
+    .map_err(|e| linux::vmas_refused(e, vm, pid))?;
+    let j = linux::vmas_json(vm, pid, &v);
+    if out.json {
+        json(&j)
+    } else {
+        say(&linux::vmas_text(&j))
     }
 }
 

@@ -38,6 +38,35 @@ pub struct VmStats {
     pub nr_vcpus: u32,
 }
 
+/// KVM_PFI_PROCESS_LIST's answer: the processes of the module's last walk
+/// of a Linux guest's task list, and its walk counters.
+#[derive(Debug, Clone)]
+pub struct ProcessList {
+    pub processes: Vec<abi::kvm_pfi_process>,
+    pub walks: u64,
+    pub walk_errors: u64,
+    /// CLOCK_MONOTONIC of the walk the list is from.
+    pub walked_ns: u64,
+    /// `enum kvm_pfi_walk_error` of the last failed walk; 0: none.
+    pub last_error: i32,
+}
+
+/// KVM_PFI_PROCESS_VMAS's answer: the VMAs of one process of a Linux
+/// guest, in address order, and its mm's layout.
+#[derive(Debug, Clone)]
+pub struct ProcessVmas {
+    pub vmas: Vec<abi::kvm_pfi_vma>,
+    /// The process's address-space root (guest physical address of mm->pgd).
+    pub cr3: u64,
+    pub start_code: u64,
+    pub end_code: u64,
+    /// The heap is the anonymous VMA holding [start_brk, brk).
+    pub start_brk: u64,
+    pub brk: u64,
+    /// The stack is the anonymous VMA holding start_stack.
+    pub start_stack: u64,
+}
+
 /// How many times a list ioctl is retried with a larger buffer before giving up.
 const GROW_TRIES: usize = 4;
 
@@ -59,6 +88,9 @@ fn ioctl_name(request: abi::kvm_pfi_ioctl) -> &'static str {
         abi::KVM_PFI_IOCTL_SIGS_LOAD => "KVM_PFI_SIGS_LOAD",
         abi::KVM_PFI_IOCTL_SIGS_INFO => "KVM_PFI_SIGS_INFO",
         abi::KVM_PFI_IOCTL_SIGS_CLEAR => "KVM_PFI_SIGS_CLEAR",
+        abi::KVM_PFI_IOCTL_LINUX_PROFILE => "KVM_PFI_LINUX_PROFILE",
+        abi::KVM_PFI_IOCTL_PROCESS_LIST => "KVM_PFI_PROCESS_LIST",
+        abi::KVM_PFI_IOCTL_PROCESS_VMAS => "KVM_PFI_PROCESS_VMAS",
         _ => "ioctl",
     }
 }
@@ -316,6 +348,132 @@ impl Device {
         Ok(l)
     }
 
+    /// Gives VM `vm_id` the Linux profile `text` (KVM_PFI_LINUX_PROFILE),
+    /// with the KASLR slide if given; returns the module's answer (slide,
+    /// init_task, processes). See `linux::load_refused` for its errnos.
+    pub fn linux_profile(
+        &self,
+        vm_id: u32,
+        text: &[u8],
+        slide: Option<u64>,
+    ) -> Result<abi::kvm_pfi_linux_profile> {
+        let len = u32::try_from(text.len()).map_err(|_| {
+            Error::Data(format!(
+                "profile of {} bytes: the ABI's length is 32 bits",
+                text.len()
+            ))
+        })?;
+        let mut p = abi::kvm_pfi_linux_profile {
+            vm_id,
+            flags: if slide.is_some() {
+                abi::KVM_PFI_LINUX_SLIDE
+            } else {
+                0
+            },
+            text: text.as_ptr() as u64,
+            len,
+            slide: slide.unwrap_or(0),
+            ..Default::default()
+        };
+        // SAFETY: p.text points at `len` readable bytes, alive for the call.
+        unsafe {
+            self.ioctl(
+                abi::KVM_PFI_IOCTL_LINUX_PROFILE,
+                &mut p,
+                &format!("vm {vm_id}"),
+            )?
+        };
+        Ok(p)
+    }
+
+    /// The processes of VM `vm_id` (KVM_PFI_PROCESS_LIST): asks for the
+    /// count first (capacity 0), then for the list, again if it grew.
+    pub fn process_list(&self, vm_id: u32) -> Result<ProcessList> {
+        let ctx = format!("vm {vm_id}");
+        let mut buf: Vec<abi::kvm_pfi_process> = Vec::new();
+        let mut l = abi::kvm_pfi_process_list {
+            vm_id,
+            ..Default::default()
+        };
+        for _ in 0..=GROW_TRIES {
+            // SAFETY: l.processes is null with capacity 0, or points at
+            // `buf.len()` writable kvm_pfi_process entries.
+            unsafe { self.ioctl(abi::KVM_PFI_IOCTL_PROCESS_LIST, &mut l, &ctx)? };
+            let n = l.nr_processes as usize;
+            if n <= buf.len() {
+                buf.truncate(n);
+                return Ok(ProcessList {
+                    processes: buf,
+                    walks: l.walks,
+                    walk_errors: l.walk_errors,
+                    walked_ns: l.walked_ns,
+                    last_error: l.last_error,
+                });
+            }
+            // Room for a few more: processes start between the calls.
+            let cap = l.nr_processes.saturating_add(l.nr_processes / 8 + 8);
+            buf = vec![abi::kvm_pfi_process::default(); cap as usize];
+            l = abi::kvm_pfi_process_list {
+                vm_id,
+                nr_processes: cap,
+                processes: buf.as_mut_ptr() as u64,
+                ..Default::default()
+            };
+        }
+        Err(Error::Msg(format!(
+            "KVM_PFI_PROCESS_LIST {ctx}: the number of processes keeps growing"
+        )))
+    }
+
+    /// The VMAs of process `pid` of VM `vm_id` (KVM_PFI_PROCESS_VMAS): asks
+    /// for the count first (capacity 0), then for the VMAs, again if there
+    /// are more by then. Each call is a fresh walk of the process's VMA
+    /// tree in the module (see `linux::vmas_refused` for its errnos).
+    pub fn process_vmas(&self, vm_id: u32, pid: i32) -> Result<ProcessVmas> {
+        let ctx = format!("vm {vm_id} pid {pid}");
+        let mut buf: Vec<abi::kvm_pfi_vma> = Vec::new();
+        let mut v = abi::kvm_pfi_process_vmas {
+            vm_id,
+            pid,
+            ..Default::default()
+        };
+        for _ in 0..=GROW_TRIES {
+            // SAFETY: v.vmas is null with capacity 0, or points at
+            // `buf.len()` writable kvm_pfi_vma entries.
+            unsafe { self.ioctl(abi::KVM_PFI_IOCTL_PROCESS_VMAS, &mut v, &ctx)? };
+            let n = v.nr_vmas as usize;
+            if n <= buf.len() {
+                buf.truncate(n);
+                return Ok(ProcessVmas {
+                    vmas: buf,
+                    cr3: v.cr3,
+                    start_code: v.start_code,
+                    end_code: v.end_code,
+                    start_brk: v.start_brk,
+                    brk: v.brk,
+                    start_stack: v.start_stack,
+                });
+            }
+            // Room for a few more (the process maps more between the
+            // calls), within what the module takes (EINVAL above it).
+            let cap = v
+                .nr_vmas
+                .saturating_add(v.nr_vmas / 8 + 8)
+                .min(abi::KVM_PFI_MAX_VMAS);
+            buf = vec![abi::kvm_pfi_vma::default(); cap as usize];
+            v = abi::kvm_pfi_process_vmas {
+                vm_id,
+                pid,
+                nr_vmas: cap,
+                vmas: buf.as_mut_ptr() as u64,
+                ..Default::default()
+            };
+        }
+        Err(Error::Msg(format!(
+            "KVM_PFI_PROCESS_VMAS {ctx}: the number of VMAs keeps growing"
+        )))
+    }
+
     pub fn sigs_info(&self) -> Result<abi::kvm_pfi_sigs_info> {
         let mut i = abi::kvm_pfi_sigs_info::default();
         // SAFETY: SIGS_INFO takes a struct kvm_pfi_sigs_info, no pointers.
@@ -378,5 +536,23 @@ mod tests {
         assert!(err.to_string().starts_with("KVM_PFI_SIGS_INFO: "), "{err}");
         let err = dev.sigs_load(b"x").unwrap_err();
         assert!(err.to_string().starts_with("KVM_PFI_SIGS_LOAD: "), "{err}");
+        let err = dev.linux_profile(3, b"x", None).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::ENOTTY));
+        assert!(
+            err.to_string().starts_with("KVM_PFI_LINUX_PROFILE vm 3: "),
+            "{err}"
+        );
+        let err = dev.process_list(4).unwrap_err();
+        assert!(
+            err.to_string().starts_with("KVM_PFI_PROCESS_LIST vm 4: "),
+            "{err}"
+        );
+        let err = dev.process_vmas(5, 42).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::ENOTTY));
+        assert!(
+            err.to_string()
+                .starts_with("KVM_PFI_PROCESS_VMAS vm 5 pid 42: "),
+            "{err}"
+        );
     }
 }

@@ -201,6 +201,36 @@ pub const EVENT_ATTRS: &[AttrDesc] = &[
         name: "lost",
         kind: Kind::U32,
     },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_PID as u16,
+        name: "pid",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_PPID as u16,
+        name: "ppid",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_COMM as u16,
+        name: "comm",
+        kind: Kind::String,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_TASK as u16,
+        name: "task",
+        kind: Kind::U64,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_TASK_FLAGS as u16,
+        name: "task-flags",
+        kind: Kind::U32,
+    },
+    AttrDesc {
+        id: abi::KVM_PFI_A_EVENT_EXE as u16,
+        name: "exe",
+        kind: Kind::String,
+    },
     #[cfg(kvm_pfi_has_pad_attr)]
     AttrDesc {
         id: abi::KVM_PFI_A_EVENT_PAD as u16,
@@ -220,6 +250,8 @@ pub const COMMANDS: &[(u8, &str)] = &[
     (abi::KVM_PFI_CMD_DETECTION as u8, "detection"),
     (abi::KVM_PFI_CMD_WRITE_ATTEMPT as u8, "write-attempt"),
     (abi::KVM_PFI_CMD_SIGS_LOADED as u8, "sigs-loaded"),
+    (abi::KVM_PFI_CMD_PROCESS_START as u8, "process-start"),
+    (abi::KVM_PFI_CMD_PROCESS_EXIT as u8, "process-exit"),
 ];
 
 pub fn command_name(cmd: u8) -> String {
@@ -478,6 +510,8 @@ pub fn render(record: &Record, pretty: bool, now_ns: u64) -> String {
                 "detection" => detection_text(&mut fields),
                 "write-attempt" => write_attempt_text(&mut fields),
                 "sigs-loaded" => sigs_loaded_text(&mut fields),
+                "process-start" => process_text(&mut fields, true),
+                "process-exit" => process_text(&mut fields, false),
                 _ => String::new(),
             };
             if !said.is_empty() {
@@ -604,6 +638,41 @@ fn sigs_loaded_text(f: &mut Fields<'_>) -> String {
         Some(n) => format!("generation {generation}: {n} rules active"),
         None => format!("generation {generation}: ? rules"),
     }
+}
+
+/// `vm 1 pid 42 "bash" started by pid 1: /usr/bin/bash (cr3 0x..., task
+/// 0x..., flags 0x...)`, `vm 1 pid 42 "bash" exited (cr3 0x..., task 0x...)`;
+/// cr3 0 is a kernel thread.
+fn process_text(f: &mut Fields<'_>, start: bool) -> String {
+    let head = format!(
+        "vm {} pid {} {}",
+        f.dec("vm_id"),
+        f.dec("pid"),
+        f.take("comm").map_or_else(|| "?".into(), pretty_value)
+    );
+    let cr3 = f.uint("cr3");
+    let space = match cr3 {
+        Some(0) => "kernel thread".to_string(),
+        Some(c) => format!("cr3 {c:#x}"),
+        None => "cr3 ?".to_string(),
+    };
+    let task = f.hex("task");
+    if !start {
+        return format!("{head} exited ({space}, task {task})");
+    }
+    let parent = f.dec("ppid");
+    let what = match (f.take("exe"), cr3) {
+        (Some(Value::Str(e)), _) if !e.is_empty() => format!("{e:?}"),
+        (_, Some(0)) => "kernel thread".to_string(),
+        _ => "executable unknown".to_string(),
+    };
+    let flags = f.hex("task_flags");
+    let details = if cr3 == Some(0) {
+        format!("task {task}, flags {flags}")
+    } else {
+        format!("{space}, task {task}, flags {flags}")
+    };
+    format!("{head} started by pid {parent}: {what} ({details})")
 }
 
 #[cfg(test)]
@@ -959,6 +1028,125 @@ pub mod tests {
             .ends_with("generation 8: no signature set (cleared)"));
         let e = decode_event(abi::KVM_PFI_CMD_SIGS_LOADED as u8, &attrs(9, 1), 1);
         assert!(render(&Record::Event(e), true, 0).ends_with("generation 9: 1 rule active"));
+    }
+
+    /// A process-start as rust/netlink.rs sends it (attribute order of the
+    /// spec): `exe` is the path that follows the stream record, as a string.
+    pub fn process_start_attrs(cr3: u64, exe: &[u8]) -> Vec<u8> {
+        let mut exe = exe.to_vec();
+        exe.push(0);
+        [
+            u32_attr(abi::KVM_PFI_A_EVENT_VM_ID, 2),
+            u32_attr(abi::KVM_PFI_A_EVENT_PID, 412),
+            u32_attr(abi::KVM_PFI_A_EVENT_PPID, 1),
+            nla(abi::KVM_PFI_A_EVENT_COMM as u16, b"bash\0"),
+            u64_attr(abi::KVM_PFI_A_EVENT_CR3, cr3),
+            u64_attr(abi::KVM_PFI_A_EVENT_TASK, 0xffff_8880_0412_0000),
+            u32_attr(abi::KVM_PFI_A_EVENT_TASK_FLAGS, 0x40_0100),
+            nla(abi::KVM_PFI_A_EVENT_EXE as u16, &exe),
+        ]
+        .concat()
+    }
+
+    pub fn process_exit_attrs(cr3: u64) -> Vec<u8> {
+        [
+            u32_attr(abi::KVM_PFI_A_EVENT_VM_ID, 2),
+            u32_attr(abi::KVM_PFI_A_EVENT_PID, 412),
+            nla(abi::KVM_PFI_A_EVENT_COMM as u16, b"bash\0"),
+            u64_attr(abi::KVM_PFI_A_EVENT_CR3, cr3),
+            u64_attr(abi::KVM_PFI_A_EVENT_TASK, 0xffff_8880_0412_0000),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn process_start_event_json_and_pretty() {
+        let e = decode_event(
+            abi::KVM_PFI_CMD_PROCESS_START as u8,
+            &process_start_attrs(0x1234000, b"/usr/bin/bash"),
+            7,
+        );
+        assert_eq!(
+            render(&Record::Event(e.clone()), false, 0),
+            concat!(
+                r#"{"event":"process-start","vm_id":2,"pid":412,"ppid":1,"comm":"bash","#,
+                r#""cr3":19087360,"task":18446612682138320896,"task_flags":4194560,"#,
+                r#""exe":"/usr/bin/bash","time_ns":7}"#
+            )
+        );
+        assert_eq!(
+            render(&Record::Event(e), true, 0),
+            concat!(
+                r#"1970-01-01T00:00:00.000000007Z process-start vm 2 pid 412 "bash" "#,
+                r#"started by pid 1: "/usr/bin/bash" (cr3 0x1234000, "#,
+                "task 0xffff888004120000, flags 0x400100)"
+            )
+        );
+        // A kernel thread: cr3 0, no path.
+        let e = decode_event(
+            abi::KVM_PFI_CMD_PROCESS_START as u8,
+            &process_start_attrs(0, b""),
+            7,
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&Record::Event(e.clone()), false, 0)).unwrap();
+        assert_eq!((v["cr3"].as_u64(), v["exe"].as_str()), (Some(0), Some("")));
+        let line = render(&Record::Event(e), true, 0);
+        assert!(
+            line.ends_with(
+                "started by pid 1: kernel thread (task 0xffff888004120000, flags 0x400100)"
+            ),
+            "{line}"
+        );
+        // A user process whose path could not be read.
+        let e = decode_event(
+            abi::KVM_PFI_CMD_PROCESS_START as u8,
+            &process_start_attrs(0x5000, b""),
+            7,
+        );
+        assert!(render(&Record::Event(e), true, 0)
+            .contains("started by pid 1: executable unknown (cr3 0x5000, "));
+        // The longest path the module sends (KVM_PFI_EXE_LEN - 1 bytes).
+        let long = vec![b'a'; abi::KVM_PFI_EXE_LEN as usize - 1];
+        let e = decode_event(
+            abi::KVM_PFI_CMD_PROCESS_START as u8,
+            &process_start_attrs(0x5000, &long),
+            7,
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&Record::Event(e), false, 0)).unwrap();
+        assert_eq!(v["exe"].as_str().unwrap().len(), long.len());
+    }
+
+    #[test]
+    fn process_exit_event_json_and_pretty() {
+        let e = decode_event(
+            abi::KVM_PFI_CMD_PROCESS_EXIT as u8,
+            &process_exit_attrs(0x1234000),
+            8,
+        );
+        assert_eq!(
+            render(&Record::Event(e.clone()), false, 0),
+            concat!(
+                r#"{"event":"process-exit","vm_id":2,"pid":412,"comm":"bash","#,
+                r#""cr3":19087360,"task":18446612682138320896,"time_ns":8}"#
+            )
+        );
+        assert_eq!(
+            render(&Record::Event(e), true, 0),
+            concat!(
+                r#"1970-01-01T00:00:00.000000008Z process-exit vm 2 pid 412 "bash" "#,
+                "exited (cr3 0x1234000, task 0xffff888004120000)"
+            )
+        );
+        let mut attrs = process_exit_attrs(0);
+        attrs.extend(u32_attr(abi::KVM_PFI_A_EVENT_LOST, 3));
+        let e = decode_event(abi::KVM_PFI_CMD_PROCESS_EXIT as u8, &attrs, 8);
+        let line = render(&Record::Event(e), true, 0);
+        assert!(
+            line.ends_with("exited (kernel thread, task 0xffff888004120000) lost=3"),
+            "{line}"
+        );
     }
 
     /// Attributes the sentence does not use are still shown.

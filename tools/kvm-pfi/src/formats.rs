@@ -57,7 +57,9 @@ pub fn severity_of(name: &str) -> u8 {
         "detection" => severity::CRIT,
         "overrun" => severity::ERR,
         "write-attempt" | "page-failed" => severity::WARNING,
-        "page-resident" | "target-added" | "target-removed" => severity::INFO,
+        "page-resident" | "target-added" | "target-removed" | "process-start" | "process-exit" => {
+            severity::INFO
+        }
         // vm-attached, vm-detached, sigs-loaded, and events of a newer module.
         _ => severity::NOTICE,
     }
@@ -75,6 +77,8 @@ pub const MESSAGE_IDS: &[(&str, &str)] = &[
     ("detection", "7b77cefd2b6748ac9bdb52c575ecb266"),
     ("write-attempt", "a6bcc16973904660b1d0fa783918e793"),
     ("sigs-loaded", "f4cacf1b802b4167a0d72112515cacae"),
+    ("process-start", "f108108845b34b7f82acc26c1415c40c"),
+    ("process-exit", "4d5cbfc81380478c9eb60462bb6351f9"),
     ("overrun", "55577e6f54c34372bdd8133ce78623d2"),
 ];
 /// MESSAGE_ID of events of a newer module.
@@ -328,6 +332,9 @@ fn ocsf_class(name: &str) -> (u32, u32, &'static str, u32, &'static str) {
         // Memory Activity: a guest page read in (7 = Read), or not.
         "page-resident" => (1, 1004, "Memory Activity", 7, "Read"),
         "page-failed" => (1, 1004, "Memory Activity", 99, "Other"),
+        // Process Activity: a process of the guest appeared or went away.
+        "process-start" => (1, 1007, "Process Activity", 1, "Launch"),
+        "process-exit" => (1, 1007, "Process Activity", 2, "Terminate"),
         // Device Config State Change: the introspection state of a VM.
         _ => (5, 5019, "Device Config State Change", 99, "Other"),
     }
@@ -346,6 +353,13 @@ fn to_json(v: &Value) -> Json {
         Value::Uint(n) => json!(n),
         Value::Bool(b) => json!(b),
         Value::Str(s) | Value::Hex(s) => json!(s),
+    }
+}
+
+fn non_empty_str(v: &Value) -> Option<&str> {
+    match v {
+        Value::Str(s) if !s.is_empty() => Some(s),
+        _ => None,
     }
 }
 
@@ -456,6 +470,38 @@ pub fn ocsf_event(record: &Record, now_ns: u64, hostname: &str) -> Json {
             // address space (cr3) and address are; they stay in unmapped.
             e["actor"] = json!({"app_name": "kvm-pfi"});
             e["process"] = json!({"name": "guest address space", "uid": format!("vm{vm}:cr3:{:#x}", num("cr3").unwrap_or(0))});
+        }
+        1007 => {
+            // The guest's process; uid: its task_struct, unique while it lives.
+            let mut process = json!({
+                "uid": format!("vm{vm}:task:{:#x}", num("task").unwrap_or(0)),
+            });
+            if let Some(pid) = num("pid") {
+                process["pid"] = json!(pid);
+            }
+            if let Some(Value::Str(comm)) = get("comm") {
+                process["name"] = json!(comm);
+            }
+            // A kernel thread (or an unreadable path) has an empty exe.
+            if let Some(exe) = get("exe").and_then(non_empty_str) {
+                let base = exe.rsplit('/').next().unwrap_or(exe);
+                process["file"] = json!({
+                    "name": base,
+                    "path": exe,
+                    "type_id": 1,
+                    "type": "Regular File",
+                });
+            }
+            // Who launched it: its parent. An exit names no one: the
+            // observer is kvm-pfi, as for page events.
+            match num("ppid") {
+                Some(ppid) => {
+                    process["parent_process"] = json!({"pid": ppid});
+                    e["actor"] = json!({"process": {"pid": ppid}});
+                }
+                None => e["actor"] = json!({"app_name": "kvm-pfi"}),
+            }
+            e["process"] = process;
         }
         _ => {}
     }
@@ -675,5 +721,70 @@ mod tests {
         let o = ocsf_event(&Record::Overrun, 5_000_000, "h");
         assert_eq!(o["class_uid"], 5019);
         assert_eq!(o["time"], 5);
+    }
+
+    #[test]
+    fn process_events_in_every_format() {
+        use crate::events::tests::{process_exit_attrs, process_start_attrs};
+        let start = Record::Event(decode_event(
+            abi::KVM_PFI_CMD_PROCESS_START as u8,
+            &process_start_attrs(0x1234000, b"/usr/bin/bash"),
+            1_700_000_000_000_000_000,
+        ));
+        let exit = Record::Event(decode_event(
+            abi::KVM_PFI_CMD_PROCESS_EXIT as u8,
+            &process_exit_attrs(0x1234000),
+            1_700_000_001_000_000_000,
+        ));
+        assert_eq!(severity_of("process-start"), severity::INFO);
+        assert_eq!(severity_of("process-exit"), severity::INFO);
+        assert_ne!(message_id("process-start"), message_id("process-exit"));
+        // Replay gives the same record back.
+        for r in [&start, &exit] {
+            assert_eq!(&parse_record(&render(r, false, 0)).unwrap(), r);
+        }
+        let f = journal_fields(&start, 0);
+        let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KVM_PFI_EXE"), Some("/usr/bin/bash"));
+        assert_eq!(get("KVM_PFI_TASK_FLAGS"), Some("4194560"));
+        assert_eq!(get("KVM_PFI_COMM"), Some("bash"));
+        let p = sd_params(&exit, 0);
+        assert!(p.contains(&("pid".into(), "412".into())), "{p:?}");
+        assert!(message_text(&exit, 0).starts_with("process-exit vm 2 pid 412 \"bash\" exited"));
+
+        let e = ocsf_event(&start, 0, "h");
+        assert_eq!(
+            (
+                &e["category_uid"],
+                &e["class_uid"],
+                &e["activity_id"],
+                &e["type_uid"]
+            ),
+            (&json!(1), &json!(1007), &json!(1), &json!(100701))
+        );
+        assert_eq!(e["process"]["pid"], 412);
+        assert_eq!(e["process"]["name"], "bash");
+        assert_eq!(e["process"]["uid"], "vm2:task:0xffff888004120000");
+        assert_eq!(e["process"]["file"]["path"], "/usr/bin/bash");
+        assert_eq!(e["process"]["file"]["name"], "bash");
+        assert_eq!(e["process"]["parent_process"]["pid"], 1);
+        assert_eq!(e["actor"]["process"]["pid"], 1);
+        assert_eq!(e["severity_id"], 1);
+        assert_eq!(e["unmapped"]["exe"], "/usr/bin/bash");
+        let x = ocsf_event(&exit, 0, "h");
+        assert_eq!(
+            (&x["class_uid"], &x["activity_id"]),
+            (&json!(1007), &json!(2))
+        );
+        assert_eq!(x["process"]["pid"], 412);
+        assert_eq!(x["actor"]["app_name"], "kvm-pfi");
+        assert!(x["process"].get("file").is_none());
+        // A kernel thread has no file.
+        let k = Record::Event(decode_event(
+            abi::KVM_PFI_CMD_PROCESS_START as u8,
+            &process_start_attrs(0, b""),
+            0,
+        ));
+        assert!(ocsf_event(&k, 0, "h")["process"].get("file").is_none());
     }
 }

@@ -9,9 +9,12 @@ use std::fs::File;
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::abi;
+use crate::dev::{ProcessList, ProcessVmas};
 use crate::error::{Error, Result};
 use crate::sigs::{path_name, read_input};
 use pfi_core::linux_profile::{Profile, S};
@@ -271,6 +274,447 @@ pub fn build(vmlinux: Option<&Path>, btf: Option<&Path>, system_map: &Path) -> R
 /// Reads a profile's text form.
 pub fn load(path: &Path) -> Result<Profile> {
     Profile::parse(&read_input(path)?).map_err(|e| profile_error(&path_name(path), e))
+}
+
+// -- profile load / ps: the module's Linux guest support ----------------------
+
+/// How long `profile load` tries again while the module has seen no vCPU
+/// of the VM in 64-bit kernel mode (each try waits up to 3 s, `KVM_PFI_LINUX_WALK_MS`
+/// + 2 s, in the module itself).
+pub const GUEST_UP_WAIT: Duration = Duration::from_secs(10);
+/// Pause between those tries.
+pub const GUEST_UP_PAUSE: Duration = Duration::from_millis(250);
+
+/// The text `profile load` gives the module: the profile in `path`, checked
+/// here with the module's own parser and sent in its normal form (comments
+/// dropped), so that a malformed file fails like `profile show` does.
+pub fn load_text(path: &Path) -> Result<Vec<u8>> {
+    let text = load(path)?.to_string().into_bytes();
+    if text.len() > abi::KVM_PFI_LINUX_PROFILE_MAX as usize {
+        return Err(Error::Data(format!(
+            "{}: {} bytes of profile, more than the module takes ({})",
+            path_name(path),
+            text.len(),
+            abi::KVM_PFI_LINUX_PROFILE_MAX
+        )));
+    }
+    Ok(text)
+}
+
+/// How many times `vmas` calls KVM_PFI_PROCESS_VMAS again when it fails
+/// with EAGAIN (the tree changed under the module's three walks, or its
+/// Linux work did not answer within its wait), before it gives up.
+pub const VMAS_EAGAIN_RETRIES: u32 = 3;
+/// Pause between those calls.
+pub const VMAS_EAGAIN_PAUSE: Duration = Duration::from_millis(100);
+
+/// Calls `f` until it fails with something else than EAGAIN, or `wait`
+/// has passed (pausing `pause` between calls).
+pub fn retry_eagain<T>(
+    wait: Duration,
+    pause: Duration,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Err(e) if e.errno() == Some(libc::EAGAIN) && start.elapsed() + pause < wait => {
+                std::thread::sleep(pause)
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Calls `f` again while it fails with EAGAIN, at most `retries` times
+/// (pausing `pause` before each), and returns its last answer.
+pub fn retry_eagain_times<T>(
+    retries: u32,
+    pause: Duration,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut left = retries;
+    loop {
+        match f() {
+            Err(e) if e.errno() == Some(libc::EAGAIN) && left > 0 => {
+                left -= 1;
+                std::thread::sleep(pause)
+            }
+            r => return r,
+        }
+    }
+}
+
+/// ENODATA of the ioctls that need a profile (`ps`, `vmas`).
+fn no_profile(vm: u32) -> Error {
+    Error::Msg(format!(
+        "VM {vm} has no Linux profile (kvm-pfi profile load)"
+    ))
+}
+
+/// An errno the Linux ioctls share, as a message; None: leave it be.
+fn linux_common_errno(errno: i32, vm: u32, ioctl: &str) -> Option<Error> {
+    Some(match errno {
+        libc::ENOENT => Error::Msg(format!("vm {vm} is not attached ({ioctl}: ENOENT)")),
+        libc::ENOTTY => Error::Msg(format!(
+            "{ioctl}: the loaded kvm_pfi module has no Linux guest support (ENOTTY: an older module?)"
+        )),
+        _ => return None,
+    })
+}
+
+/// The error for a failed KVM_PFI_LINUX_PROFILE of VM `vm` (kvm_pfi.h):
+/// a profile that does not fit is bad data (status 65), like one `profile
+/// walk` refuses; a guest that is not up yet is not.
+pub fn load_refused(err: Error, vm: u32, slide: Option<u64>) -> Error {
+    let Some(errno) = err.errno() else {
+        return err;
+    };
+    if let Some(e) = linux_common_errno(errno, vm, "KVM_PFI_LINUX_PROFILE") {
+        return e;
+    }
+    match errno {
+        libc::ENOEXEC => Error::Data(match slide {
+            Some(s) => format!(
+                "vm {vm}: profile does not fit the running guest (not with slide {s:#x}; ENOEXEC)"
+            ),
+            None => format!(
+                "vm {vm}: profile does not fit the running guest (no KASLR slide below 1 GiB \
+                 passes the check; ENOEXEC)"
+            ),
+        }),
+        libc::EAGAIN => Error::Msg(format!(
+            "no vCPU of VM {vm} seen in 64-bit kernel mode yet (is the guest up?)"
+        )),
+        libc::EINVAL => Error::Data(format!(
+            "vm {vm}: profile refused (EINVAL: not a profile, over {} bytes, or a slide \
+             that is not a multiple of 4096)",
+            abi::KVM_PFI_LINUX_PROFILE_MAX
+        )),
+        _ => err,
+    }
+}
+
+/// The error for a failed KVM_PFI_PROCESS_LIST of VM `vm`.
+pub fn ps_refused(err: Error, vm: u32) -> Error {
+    let Some(errno) = err.errno() else {
+        return err;
+    };
+    if let Some(e) = linux_common_errno(errno, vm, "KVM_PFI_PROCESS_LIST") {
+        return e;
+    }
+    match errno {
+        libc::ENODATA => no_profile(vm),
+        _ => err,
+    }
+}
+
+/// The error for a failed KVM_PFI_PROCESS_VMAS of process `pid` of VM
+/// `vm` (EAGAIN after `VMAS_EAGAIN_RETRIES` more calls).
+pub fn vmas_refused(err: Error, vm: u32, pid: i32) -> Error {
+    let Some(errno) = err.errno() else {
+        return err;
+    };
+    if let Some(e) = linux_common_errno(errno, vm, "KVM_PFI_PROCESS_VMAS") {
+        return e;
+    }
+    match errno {
+        libc::ENODATA => no_profile(vm),
+        libc::ESRCH => Error::Msg(format!(
+            "vm {vm}: no process with pid {pid} (or a kernel thread)"
+        )),
+        libc::EAGAIN => Error::Msg(format!(
+            "vm {vm}: the VMAs of pid {pid} changed under the walk; try again"
+        )),
+        _ => err,
+    }
+}
+
+/// `profile load`'s answer.
+#[derive(Debug, Serialize)]
+pub struct LoadedJson {
+    pub vm_id: u32,
+    pub slide: u64,
+    pub init_task: u64,
+    pub nr_processes: u32,
+}
+
+pub fn loaded_json(vm: u32, p: &abi::kvm_pfi_linux_profile) -> LoadedJson {
+    LoadedJson {
+        vm_id: vm,
+        slide: p.slide,
+        init_task: p.init_task,
+        nr_processes: p.nr_processes,
+    }
+}
+
+pub fn loaded_text(l: &LoadedJson) -> String {
+    format!(
+        "vm {}: profile loaded: slide {:#x}, init_task {:#x}, {} process{}",
+        l.vm_id,
+        l.slide,
+        l.init_task,
+        l.nr_processes,
+        if l.nr_processes == 1 { "" } else { "es" }
+    )
+}
+
+/// Names of `enum kvm_pfi_walk_error` (kvm_pfi.h), as `ps` prints them.
+pub const WALK_ERRORS: &[(i32, &str)] = &[
+    (abi::KVM_PFI_WALK_BAD_POINTER as i32, "bad-pointer"),
+    (abi::KVM_PFI_WALK_READ as i32, "read"),
+    (abi::KVM_PFI_WALK_NOT_INIT_TASK as i32, "not-init-task"),
+    (abi::KVM_PFI_WALK_LIST_CORRUPT as i32, "list-corrupt"),
+    (abi::KVM_PFI_WALK_TOO_MANY as i32, "too-many"),
+    (abi::KVM_PFI_WALK_OTHER as i32, "other"),
+];
+
+/// A walk error as JSON: null for none, its name, or the number itself if
+/// this tool does not know it (a newer module).
+pub fn walk_error_json(e: i32) -> serde_json::Value {
+    if e == abi::KVM_PFI_WALK_OK as i32 {
+        return serde_json::Value::Null;
+    }
+    match WALK_ERRORS.iter().find(|(v, _)| *v == e) {
+        Some((_, name)) => serde_json::Value::from(*name),
+        None => serde_json::Value::from(e),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PsJson {
+    pub vm_id: u32,
+    pub nr_processes: usize,
+    pub walks: u64,
+    pub walk_errors: u64,
+    /// The last failed walk's reason (a name), null if none failed.
+    pub last_error: serde_json::Value,
+    /// CLOCK_MONOTONIC of the walk the list is from.
+    pub walked_ns: u64,
+    pub processes: Vec<PsProcessJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PsProcessJson {
+    pub pid: i32,
+    pub ppid: i32,
+    /// Guest physical address of mm->pgd; 0: a kernel thread.
+    pub cr3: u64,
+    pub task: u64,
+    pub mm: u64,
+    /// task_struct.flags (PF_*).
+    pub flags: u32,
+    pub comm: String,
+    /// Path of mm->exe_file within its file system; "" if none.
+    pub exe: String,
+}
+
+pub fn ps_json(vm: u32, l: &ProcessList) -> PsJson {
+    PsJson {
+        vm_id: vm,
+        nr_processes: l.processes.len(),
+        walks: l.walks,
+        walk_errors: l.walk_errors,
+        last_error: walk_error_json(l.last_error),
+        walked_ns: l.walked_ns,
+        processes: l
+            .processes
+            .iter()
+            .map(|p| PsProcessJson {
+                pid: p.pid,
+                ppid: p.ppid,
+                cr3: p.cr3,
+                task: p.task,
+                mm: p.mm,
+                flags: p.flags,
+                comm: abi::c_string(&p.comm),
+                exe: abi::c_string(&p.exe),
+            })
+            .collect(),
+    }
+}
+
+/// `ps` for people: a header, one line per process like ps(1), and the
+/// walk counters.
+pub fn ps_text(j: &PsJson) -> String {
+    let mut s = format!(
+        "{:>7} {:>7} {:<18} {:<16} EXE\n",
+        "PID", "PPID", "CR3", "COMM"
+    );
+    for p in &j.processes {
+        let kthread = p.mm == 0;
+        let cr3 = if p.cr3 == 0 {
+            "-".to_string()
+        } else {
+            format!("{:#x}", p.cr3)
+        };
+        let exe = match (kthread, p.exe.as_str()) {
+            (true, _) => format!("[{}]", p.comm),
+            (false, "") => "-".to_string(),
+            (false, e) => e.to_string(),
+        };
+        s += &format!(
+            "{:>7} {:>7} {:<18} {:<16} {}\n",
+            p.pid, p.ppid, cr3, p.comm, exe
+        );
+    }
+    let last = match &j.last_error {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(name) => format!(", last: {name}"),
+        other => format!(", last: error {other}"),
+    };
+    s += &format!(
+        "vm {}: {} process{}; {} walk{} of the task list, {} ended early{last}",
+        j.vm_id,
+        j.nr_processes,
+        if j.nr_processes == 1 { "" } else { "es" },
+        j.walks,
+        if j.walks == 1 { "" } else { "s" },
+        j.walk_errors
+    );
+    s
+}
+
+/// Where an mm's heap and stack are: what /proc/PID/maps names `[heap]`
+/// and `[stack]` by.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeapStack {
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+}
+
+impl HeapStack {
+    /// The name /proc/PID/maps gives VMA `[start, end)` whose file's path
+    /// is `file` ("" anonymous), by the kernel's rules (fs/proc/task_mmu.c,
+    /// get_vma_name): the path; else `[heap]` if the VMA overlaps
+    /// `[start_brk, brk)` (vma_is_initial_heap), else `[stack]` if it holds
+    /// `start_stack`, either end included (vma_is_initial_stack); else "".
+    /// The module gives no more than the file: a special mapping (`[vdso]`,
+    /// `[vvar]`: no file, named by its vm_ops) or a named anonymous one
+    /// (`[anon:NAME]`) reads "" here.
+    pub fn name<'a>(&self, start: u64, end: u64, file: &'a str) -> &'a str {
+        if !file.is_empty() {
+            file
+        } else if start < self.brk && end > self.start_brk {
+            "[heap]"
+        } else if start <= self.start_stack && end >= self.start_stack {
+            "[stack]"
+        } else {
+            ""
+        }
+    }
+}
+
+/// The offset /proc/PID/maps shows: the file offset (vm_pgoff pages) of a
+/// file's VMA, 0 for an anonymous one.
+pub fn maps_offset(pgoff: u64, file: &str) -> u64 {
+    if file.is_empty() {
+        0
+    } else {
+        pgoff << 12
+    }
+}
+
+/// `vmas`' answer.
+#[derive(Debug, Serialize)]
+pub struct ProcessVmasJson {
+    pub vm_id: u32,
+    pub pid: i32,
+    /// Guest physical address of mm->pgd.
+    pub cr3: u64,
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub nr_vmas: usize,
+    pub vmas: Vec<ProcessVmaJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessVmaJson {
+    pub start: u64,
+    /// Exclusive.
+    pub end: u64,
+    /// The guest's vm_flags.
+    pub flags: u64,
+    pub pgoff: u64,
+    /// `rwxp`/`rwxs`, as /proc/PID/maps.
+    pub perms: String,
+    /// Path of vm_file within its file system; "" anonymous.
+    pub file: String,
+    /// `file`, or `[heap]`/`[stack]`, or "" (`HeapStack::name`).
+    pub name: String,
+}
+
+pub fn vmas_json(vm: u32, pid: i32, v: &ProcessVmas) -> ProcessVmasJson {
+    let hs = HeapStack {
+        start_brk: v.start_brk,
+        brk: v.brk,
+        start_stack: v.start_stack,
+    };
+    ProcessVmasJson {
+        vm_id: vm,
+        pid,
+        cr3: v.cr3,
+        start_code: v.start_code,
+        end_code: v.end_code,
+        start_brk: v.start_brk,
+        brk: v.brk,
+        start_stack: v.start_stack,
+        nr_vmas: v.vmas.len(),
+        vmas: v
+            .vmas
+            .iter()
+            .map(|e| {
+                let file = abi::c_string(&e.file);
+                ProcessVmaJson {
+                    start: e.start,
+                    end: e.end,
+                    flags: e.flags,
+                    pgoff: e.pgoff,
+                    perms: perms(e.flags),
+                    name: hs.name(e.start, e.end, &file).to_string(),
+                    file,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// `vmas` for people: a header, then one line per VMA as /proc/PID/maps
+/// has it, without the device and inode columns.
+pub fn vmas_text(j: &ProcessVmasJson) -> String {
+    let mut s = format!(
+        "vm {} pid {}: cr3 {:#x}, {} VMA{}; code {:#x}-{:#x}, brk {:#x}-{:#x}, stack {:#x}\n",
+        j.vm_id,
+        j.pid,
+        j.cr3,
+        j.nr_vmas,
+        if j.nr_vmas == 1 { "" } else { "s" },
+        j.start_code,
+        j.end_code,
+        j.start_brk,
+        j.brk,
+        j.start_stack
+    );
+    for v in &j.vmas {
+        s += &format!(
+            "{:08x}-{:08x} {} {:08x}",
+            v.start,
+            v.end,
+            v.perms,
+            maps_offset(v.pgoff, &v.file)
+        );
+        if !v.name.is_empty() {
+            s += " ";
+            s += &v.name;
+        }
+        s += "\n";
+    }
+    s.pop();
+    s
 }
 
 // -- walk --------------------------------------------------------------------
@@ -881,5 +1325,472 @@ pub mod tests {
         let bad = Profile::parse(bad.as_bytes()).unwrap();
         let e = walk_kcore(&bad, &path, None).unwrap_err();
         assert!(e.to_string().contains("is not pid 0 \"swapper/0\""), "{e}");
+    }
+
+    #[test]
+    fn load_text_is_the_normal_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Profile::resolve(BTF, MAP).unwrap();
+        let path = dir.path().join("guest.profile");
+        std::fs::write(&path, format!("# by hand\n{}# end\n", p)).unwrap();
+        let text = load_text(&path).unwrap();
+        assert_eq!(text, p.to_string().into_bytes());
+        assert!(text.len() < abi::KVM_PFI_LINUX_PROFILE_MAX as usize);
+        std::fs::write(&path, "hello\n").unwrap();
+        let e = load_text(&path).unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: not a profile: the first line must be `kvm-pfi-linux-profile 1`",
+                path.display()
+            )
+        );
+        let e = load_text(&dir.path().join("none")).unwrap_err();
+        assert_eq!(e.exit_code(), 66);
+    }
+
+    #[test]
+    fn load_errnos_read_as_what_they_mean() {
+        let os = |errno| Error::os("KVM_PFI_LINUX_PROFILE vm 3", errno);
+        let e = load_refused(os(libc::ENOEXEC), 3, None);
+        assert_eq!(e.exit_code(), 65);
+        assert!(
+            e.to_string()
+                .starts_with("vm 3: profile does not fit the running guest (no KASLR slide"),
+            "{e}"
+        );
+        let e = load_refused(os(libc::ENOEXEC), 3, Some(0x200000));
+        assert_eq!(
+            e.to_string(),
+            "vm 3: profile does not fit the running guest (not with slide 0x200000; ENOEXEC)"
+        );
+        let e = load_refused(os(libc::EAGAIN), 3, None);
+        assert_eq!(
+            (e.exit_code(), e.to_string().as_str()),
+            (
+                1,
+                "no vCPU of VM 3 seen in 64-bit kernel mode yet (is the guest up?)"
+            )
+        );
+        let e = load_refused(os(libc::ENOENT), 3, None);
+        assert_eq!(
+            (e.exit_code(), e.to_string().as_str()),
+            (1, "vm 3 is not attached (KVM_PFI_LINUX_PROFILE: ENOENT)")
+        );
+        let e = load_refused(os(libc::EINVAL), 3, None);
+        assert_eq!(e.exit_code(), 65);
+        assert!(
+            e.to_string().starts_with("vm 3: profile refused (EINVAL: "),
+            "{e}"
+        );
+        assert!(load_refused(os(libc::ENOTTY), 3, None)
+            .to_string()
+            .contains("no Linux guest support"));
+        // Others as any ioctl error: EPERM 77, ENOMEM 1.
+        assert_eq!(load_refused(os(libc::EPERM), 3, None).exit_code(), 77);
+        assert_eq!(
+            load_refused(os(libc::ENOMEM), 3, None).to_string(),
+            "KVM_PFI_LINUX_PROFILE vm 3: Cannot allocate memory"
+        );
+
+        let os = |errno| Error::os("KVM_PFI_PROCESS_LIST vm 4", errno);
+        assert_eq!(
+            ps_refused(os(libc::ENODATA), 4).to_string(),
+            "VM 4 has no Linux profile (kvm-pfi profile load)"
+        );
+        assert_eq!(
+            ps_refused(os(libc::ENOENT), 4).to_string(),
+            "vm 4 is not attached (KVM_PFI_PROCESS_LIST: ENOENT)"
+        );
+        assert_eq!(
+            ps_refused(os(libc::EINVAL), 4).to_string(),
+            "KVM_PFI_PROCESS_LIST vm 4: Invalid argument"
+        );
+    }
+
+    #[test]
+    fn eagain_is_retried_for_a_while_only() {
+        let pause = Duration::from_millis(1);
+        let mut calls = 0;
+        let r = retry_eagain(Duration::from_secs(5), pause, || {
+            calls += 1;
+            if calls < 4 {
+                Err(Error::os("x", libc::EAGAIN))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.unwrap(), 4);
+        // Other errors at once.
+        let mut calls = 0;
+        let r: Result<()> = retry_eagain(Duration::from_secs(5), pause, || {
+            calls += 1;
+            Err(Error::os("x", libc::ENOEXEC))
+        });
+        assert_eq!((r.unwrap_err().errno(), calls), (Some(libc::ENOEXEC), 1));
+        // EAGAIN for good: given up after the wait, with EAGAIN.
+        let start = Instant::now();
+        let r: Result<()> = retry_eagain(Duration::from_millis(50), pause, || {
+            Err(Error::os("x", libc::EAGAIN))
+        });
+        assert_eq!(r.unwrap_err().errno(), Some(libc::EAGAIN));
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(45) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+
+    fn process(
+        pid: i32,
+        ppid: i32,
+        cr3: u64,
+        mm: u64,
+        comm: &str,
+        exe: &str,
+    ) -> abi::kvm_pfi_process {
+        let mut p = abi::kvm_pfi_process {
+            pid,
+            ppid,
+            cr3,
+            mm,
+            task: 0xffff_8880_0100_0000 + pid as u64 * 0x1000,
+            flags: if mm == 0 { 0x20_8040 } else { 0x40_0100 },
+            ..Default::default()
+        };
+        for (d, c) in p.comm.iter_mut().zip(comm.bytes()) {
+            *d = c as std::os::raw::c_char;
+        }
+        for (d, c) in p.exe.iter_mut().zip(exe.bytes()) {
+            *d = c as std::os::raw::c_char;
+        }
+        p
+    }
+
+    fn list(last_error: i32) -> ProcessList {
+        ProcessList {
+            processes: vec![
+                process(0, 0, 0, 0, "swapper/0", ""),
+                process(1, 0, 0x1234000, 0xffff_8880_0200_0000, "init", "/sbin/init"),
+                process(2, 0, 0, 0, "kthreadd", ""),
+                process(57, 1, 0x5678000, 0xffff_8880_0300_0000, "sh", ""),
+            ],
+            walks: 12,
+            walk_errors: 1,
+            walked_ns: 5_000_000_000,
+            last_error,
+        }
+    }
+
+    #[test]
+    fn ps_json_and_text() {
+        let j = ps_json(3, &list(abi::KVM_PFI_WALK_LIST_CORRUPT as i32));
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
+        assert_eq!(v["vm_id"], 3);
+        assert_eq!(v["nr_processes"], 4);
+        assert_eq!(v["walks"], 12);
+        assert_eq!(v["walk_errors"], 1);
+        assert_eq!(v["last_error"], "list-corrupt");
+        assert_eq!(v["walked_ns"], 5_000_000_000u64);
+        let init = &v["processes"][1];
+        let mut keys: Vec<&str> = init
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        let mut want = ["pid", "ppid", "cr3", "task", "mm", "flags", "comm", "exe"];
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(
+            (
+                init["pid"].as_i64(),
+                init["comm"].as_str(),
+                init["exe"].as_str()
+            ),
+            (Some(1), Some("init"), Some("/sbin/init"))
+        );
+        assert_eq!(init["cr3"], 0x1234000);
+        assert_eq!(init["flags"], 0x40_0100);
+        assert_eq!(v["processes"][0]["exe"], "");
+        assert_eq!(v["processes"][0]["cr3"], 0);
+        assert_eq!(
+            ps_text(&j),
+            concat!(
+                "    PID    PPID CR3                COMM             EXE\n",
+                "      0       0 -                  swapper/0        [swapper/0]\n",
+                "      1       0 0x1234000          init             /sbin/init\n",
+                "      2       0 -                  kthreadd         [kthreadd]\n",
+                "     57       1 0x5678000          sh               -\n",
+                "vm 3: 4 processes; 12 walks of the task list, 1 ended early, last: list-corrupt"
+            )
+        );
+        // No failed walk: null; a reason from a newer module: its number.
+        let v = serde_json::to_value(ps_json(3, &list(0))).unwrap();
+        assert_eq!(v["last_error"], serde_json::Value::Null);
+        assert!(ps_text(&ps_json(3, &list(0))).ends_with("1 ended early"));
+        let j = ps_json(3, &list(42));
+        assert_eq!(serde_json::to_value(&j).unwrap()["last_error"], 42);
+        assert!(ps_text(&j).ends_with(", last: error 42"));
+        // Every reason of the header has a name.
+        for e in 1..=abi::KVM_PFI_WALK_OTHER as i32 {
+            assert!(walk_error_json(e).is_string(), "walk error {e}");
+        }
+    }
+
+    #[test]
+    fn vmas_errnos_read_as_what_they_mean() {
+        let os = |errno| Error::os("KVM_PFI_PROCESS_VMAS vm 4 pid 57", errno);
+        for (errno, want) in [
+            (
+                libc::ENODATA,
+                "VM 4 has no Linux profile (kvm-pfi profile load)",
+            ),
+            (
+                libc::ESRCH,
+                "vm 4: no process with pid 57 (or a kernel thread)",
+            ),
+            (
+                libc::EAGAIN,
+                "vm 4: the VMAs of pid 57 changed under the walk; try again",
+            ),
+            (
+                libc::ENOENT,
+                "vm 4 is not attached (KVM_PFI_PROCESS_VMAS: ENOENT)",
+            ),
+            (
+                libc::EINVAL,
+                "KVM_PFI_PROCESS_VMAS vm 4 pid 57: Invalid argument",
+            ),
+        ] {
+            let e = vmas_refused(os(errno), 4, 57);
+            assert_eq!((e.exit_code(), e.to_string().as_str()), (1, want));
+        }
+        assert!(vmas_refused(os(libc::ENOTTY), 4, 57)
+            .to_string()
+            .starts_with("KVM_PFI_PROCESS_VMAS: the loaded kvm_pfi module has no Linux guest"));
+        assert_eq!(vmas_refused(os(libc::EPERM), 4, 57).exit_code(), 77);
+        // Not an errno: as it is.
+        assert_eq!(
+            vmas_refused(Error::Msg("x: y".into()), 4, 57).to_string(),
+            "x: y"
+        );
+    }
+
+    #[test]
+    fn eagain_is_retried_so_many_times() {
+        let pause = Duration::from_millis(1);
+        let mut calls = 0;
+        let r = retry_eagain_times(VMAS_EAGAIN_RETRIES, pause, || {
+            calls += 1;
+            if calls <= 3 {
+                Err(Error::os("x", libc::EAGAIN))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.unwrap(), 4, "three retries after the first call");
+        let mut calls = 0;
+        let r: Result<()> = retry_eagain_times(VMAS_EAGAIN_RETRIES, pause, || {
+            calls += 1;
+            Err(Error::os("x", libc::EAGAIN))
+        });
+        assert_eq!((r.unwrap_err().errno(), calls), (Some(libc::EAGAIN), 4));
+        let mut calls = 0;
+        let r: Result<()> = retry_eagain_times(VMAS_EAGAIN_RETRIES, pause, || {
+            calls += 1;
+            Err(Error::os("x", libc::ESRCH))
+        });
+        assert_eq!((r.unwrap_err().errno(), calls), (Some(libc::ESRCH), 1));
+    }
+
+    fn vma(start: u64, end: u64, flags: u64, pgoff: u64, file: &str) -> abi::kvm_pfi_vma {
+        let mut v = abi::kvm_pfi_vma {
+            start,
+            end,
+            flags,
+            pgoff,
+            ..Default::default()
+        };
+        for (d, c) in v.file.iter_mut().zip(file.bytes()) {
+            *d = c as std::os::raw::c_char;
+        }
+        v
+    }
+
+    /// A static program's VMAs as the module gives them: its file (text
+    /// at page 1), a PROT_NONE gap, the heap, a shared mapping, a special
+    /// mapping ([vdso], no file), the stack.
+    fn process_vmas() -> ProcessVmas {
+        ProcessVmas {
+            vmas: vec![
+                vma(0x40_0000, 0x40_1000, 0x71, 0, "/pfi_guest_swap"),
+                vma(0x40_1000, 0x4a_1000, 0x75, 1, "/pfi_guest_swap"),
+                vma(0x4c_5000, 0x4c_b000, 0x8_0073, 0x4c5, ""),
+                vma(0x4c_b000, 0x4c_c000, 0x70, 0x4cb, ""),
+                vma(0x1b5_c000, 0x1b7_e000, 0x10_0073, 0x1b5c, ""),
+                vma(0x7f00_0000_0000, 0x7f00_0000_2000, 0xff, 2, "/dev/shm/x y"),
+                vma(
+                    0x7ffd_8a9a_0000,
+                    0x7ffd_8a9c_2000,
+                    0x10_0173,
+                    0x7_ffff_fffd,
+                    "",
+                ),
+                vma(0x7ffd_8a9f_0000, 0x7ffd_8a9f_2000, 0x400_0075, 0, ""),
+            ],
+            cr3: 0x567_8000,
+            start_code: 0x40_1000,
+            end_code: 0x4a_0d35,
+            start_brk: 0x1b5_c000,
+            brk: 0x1b7_e000,
+            start_stack: 0x7ffd_8a9c_1e30,
+        }
+    }
+
+    #[test]
+    fn vmas_json_and_text() {
+        let j = vmas_json(3, 57, &process_vmas());
+        let v = serde_json::to_value(&j).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        let mut want = [
+            "vm_id",
+            "pid",
+            "cr3",
+            "start_code",
+            "end_code",
+            "start_brk",
+            "brk",
+            "start_stack",
+            "nr_vmas",
+            "vmas",
+        ];
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(
+            (&v["vm_id"], &v["pid"], &v["cr3"], &v["nr_vmas"]),
+            (
+                &serde_json::json!(3),
+                &serde_json::json!(57),
+                &serde_json::json!(0x567_8000),
+                &serde_json::json!(8)
+            )
+        );
+        assert_eq!(v["start_stack"], 0x7ffd_8a9c_1e30u64);
+        assert_eq!(
+            v["vmas"][1],
+            serde_json::json!({"start": 0x40_1000, "end": 0x4a_1000, "flags": 0x75, "pgoff": 1,
+                "perms": "r-xp", "file": "/pfi_guest_swap", "name": "/pfi_guest_swap"})
+        );
+        let names: Vec<(&str, &str)> = j
+            .vmas
+            .iter()
+            .map(|v| (v.perms.as_str(), v.name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("r--p", "/pfi_guest_swap"),
+                ("r-xp", "/pfi_guest_swap"),
+                ("rw-p", ""),
+                ("---p", ""),
+                ("rw-p", "[heap]"),
+                ("rwxs", "/dev/shm/x y"),
+                ("rw-p", "[stack]"),
+                ("r-xp", "")
+            ]
+        );
+        assert_eq!(j.vmas[4].file, "");
+        // The output starts with the struct's order.
+        assert!(serde_json::to_string(&j)
+            .unwrap()
+            .starts_with(r#"{"vm_id":3,"pid":57,"cr3":90669056,"start_code":4198400,"#));
+        assert_eq!(
+            vmas_text(&j),
+            concat!(
+                "vm 3 pid 57: cr3 0x5678000, 8 VMAs; code 0x401000-0x4a0d35, ",
+                "brk 0x1b5c000-0x1b7e000, stack 0x7ffd8a9c1e30\n",
+                "00400000-00401000 r--p 00000000 /pfi_guest_swap\n",
+                "00401000-004a1000 r-xp 00001000 /pfi_guest_swap\n",
+                "004c5000-004cb000 rw-p 00000000\n",
+                "004cb000-004cc000 ---p 00000000\n",
+                "01b5c000-01b7e000 rw-p 00000000 [heap]\n",
+                "7f0000000000-7f0000002000 rwxs 00002000 /dev/shm/x y\n",
+                "7ffd8a9a0000-7ffd8a9c2000 rw-p 00000000 [stack]\n",
+                "7ffd8a9f0000-7ffd8a9f2000 r-xp 00000000"
+            )
+        );
+        let one = ProcessVmas {
+            vmas: vec![vma(0x1000, 0x2000, 0x1, 0, "")],
+            ..process_vmas()
+        };
+        assert!(vmas_text(&vmas_json(3, 9, &one)).contains(", 1 VMA; "));
+        let none = ProcessVmas {
+            vmas: vec![],
+            ..process_vmas()
+        };
+        let t = vmas_text(&vmas_json(3, 9, &none));
+        assert!(t.starts_with("vm 3 pid 9: cr3 0x5678000, 0 VMAs;") && !t.contains('\n'));
+    }
+
+    #[test]
+    fn heap_and_stack_by_the_kernel_rules() {
+        let hs = HeapStack {
+            start_brk: 0x10_0000,
+            brk: 0x12_0000,
+            start_stack: 0x7fff_0000,
+        };
+        // The heap overlaps [start_brk, brk); touching it is not enough.
+        assert_eq!(hs.name(0x10_0000, 0x12_0000, ""), "[heap]");
+        assert_eq!(hs.name(0x11_0000, 0x11_1000, ""), "[heap]");
+        assert_eq!(hs.name(0xf_0000, 0x10_0000, ""), "");
+        assert_eq!(hs.name(0x12_0000, 0x13_0000, ""), "");
+        // The stack holds start_stack, either end included.
+        assert_eq!(hs.name(0x7ffe_0000, 0x7fff_0000, ""), "[stack]");
+        assert_eq!(hs.name(0x7fff_0000, 0x8000_0000, ""), "[stack]");
+        assert_eq!(hs.name(0x7ffe_0000, 0x7ffe_f000, ""), "");
+        // A file's VMA is its path, wherever it is.
+        assert_eq!(hs.name(0x10_0000, 0x12_0000, "/a"), "/a");
+        assert_eq!(hs.name(0x7ffe_0000, 0x7fff_0000, "/b"), "/b");
+        // No heap yet (brk == start_brk): nothing is the heap but a VMA
+        // strictly around it; the heap wins over the stack.
+        let empty = HeapStack {
+            brk: 0x10_0000,
+            ..hs
+        };
+        assert_eq!(empty.name(0xf_0000, 0x10_0000, ""), "");
+        assert_eq!(empty.name(0x10_0000, 0x11_0000, ""), "");
+        assert_eq!(empty.name(0xf_0000, 0x11_0000, ""), "[heap]");
+        let both = HeapStack {
+            start_stack: 0x11_0000,
+            ..hs
+        };
+        assert_eq!(both.name(0x10_0000, 0x12_0000, ""), "[heap]");
+        assert_eq!(maps_offset(3, "/a"), 0x3000);
+        assert_eq!(maps_offset(3, ""), 0);
+    }
+
+    #[test]
+    fn loaded_line_and_json() {
+        let p = abi::kvm_pfi_linux_profile {
+            vm_id: 3,
+            slide: 0x1e0_0000,
+            init_task: 0xffff_ffff_8461_2ac0,
+            nr_processes: 57,
+            ..Default::default()
+        };
+        let j = loaded_json(3, &p);
+        assert_eq!(
+            loaded_text(&j),
+            "vm 3: profile loaded: slide 0x1e00000, init_task 0xffffffff84612ac0, 57 processes"
+        );
+        assert_eq!(
+            serde_json::to_string(&j).unwrap(),
+            r#"{"vm_id":3,"slide":31457280,"init_task":18446744071635544768,"nr_processes":57}"#
+        );
     }
 }

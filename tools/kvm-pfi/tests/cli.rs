@@ -323,7 +323,14 @@ fn generated_man_pages_and_completions() {
         &watch[..80]
     );
     assert!(watch.contains("journald"), "{watch}");
-    for page in ["kvm-pfi.1", "kvm-pfi-target-add.1", "kvm-pfi-snapshot.1"] {
+    for page in [
+        "kvm-pfi.1",
+        "kvm-pfi-target-add.1",
+        "kvm-pfi-snapshot.1",
+        "kvm-pfi-profile-load.1",
+        "kvm-pfi-ps.1",
+        "kvm-pfi-vmas.1",
+    ] {
         assert!(dir.path().join(page).exists(), "{page}");
     }
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
@@ -476,4 +483,163 @@ fn profile_build_show_and_refusals() {
     // A core that maps no kernel image.
     let o = tool(&["profile", "walk", s(&prof), "--kcore", s(&prof)]);
     assert_eq!(status(&o), 65, "{}", stderr(&o));
+}
+
+/// `profile load`: the file is checked before the device is opened (65 for
+/// a damaged one, 66 for a missing one), then the device (69 without it);
+/// `ps` and `vmas` need the device.
+#[test]
+fn profile_load_checks_the_file_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("kvm_pfi");
+    let prof = dir.path().join("guest.profile");
+    let o = tool(&[
+        "profile",
+        "build",
+        "--btf",
+        BTF,
+        "--system-map",
+        MAP,
+        "-o",
+        s(&prof),
+    ]);
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    let text = std::fs::read_to_string(&prof).unwrap();
+    let bad = dir.path().join("bad.profile");
+    std::fs::write(
+        &bad,
+        text.replace("symbol init_task ", "symbol init_tasks "),
+    )
+    .unwrap();
+    let o = tool(&["profile", "load", "--vm", "1", s(&bad), "--device", s(&dev)]);
+    assert_eq!(status(&o), 65, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!("kvm-pfi: {}: profile line ", bad.display()))
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    std::fs::write(&bad, "hello\n").unwrap();
+    let o = tool(&["profile", "load", "--vm", "1", s(&bad), "--device", s(&dev)]);
+    assert_eq!(status(&o), 65, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a profile"), "{}", stderr(&o));
+    let o = tool(&[
+        "profile",
+        "load",
+        "--vm",
+        "1",
+        s(&dir.path().join("missing")),
+        "--device",
+        s(&dev),
+    ]);
+    assert_eq!(status(&o), 66, "{}", stderr(&o));
+    let missing_dev = format!(
+        "kvm-pfi: open {}: No such file or directory (is the kvm_pfi module loaded?)\n",
+        dev.display()
+    );
+    for args in [
+        vec![
+            "profile",
+            "load",
+            "--vm",
+            "1",
+            s(&prof),
+            "--device",
+            s(&dev),
+        ],
+        vec![
+            "profile",
+            "load",
+            "--vm",
+            "1",
+            s(&prof),
+            "--slide",
+            "0x200000",
+            "--device",
+            s(&dev),
+        ],
+        vec!["ps", "--vm", "1", "--device", s(&dev)],
+        vec!["ps", "--vm", "1", "--json", "--device", s(&dev)],
+        vec!["vmas", "--vm", "1", "--pid", "1", "--device", s(&dev)],
+        vec![
+            "vmas",
+            "--vm",
+            "1",
+            "--pid",
+            "1",
+            "--json",
+            "--device",
+            s(&dev),
+        ],
+    ] {
+        let o = tool(&args);
+        assert_eq!(status(&o), 69, "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), missing_dev, "{args:?}");
+    }
+    // A slide the module would refuse is a usage error here.
+    for args in [
+        &[
+            "profile",
+            "load",
+            "--vm",
+            "1",
+            s(&prof),
+            "--slide",
+            "0x1001",
+        ][..],
+        &["profile", "load", "--vm", "1", s(&prof), "--slide", "x"],
+        &["profile", "load", s(&prof)],
+        &["profile", "load", "--vm", "1"],
+        &["ps"],
+        &["ps", "--vm", "-1"],
+        &["vmas", "--vm", "1"],
+        &["vmas", "--pid", "1"],
+        &["vmas", "--vm", "1", "--pid=-1"],
+    ] {
+        let o = tool(args);
+        assert_eq!(status(&o), 2, "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// `vmas` (and `ps`) on a file that is no kvm_pfi device: the ioctl fails
+/// with ENOTTY, read as a module without Linux guest support (status 1,
+/// one line, nothing on stdout).
+#[test]
+fn vmas_and_ps_of_a_module_without_linux_support() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    for (args, ioctl) in [
+        (
+            vec!["vmas", "--vm", "1", "--pid", "57", "--device", s(f.path())],
+            "KVM_PFI_PROCESS_VMAS",
+        ),
+        (
+            vec![
+                "vmas",
+                "--vm",
+                "1",
+                "--pid",
+                "57",
+                "--json",
+                "--device",
+                s(f.path()),
+            ],
+            "KVM_PFI_PROCESS_VMAS",
+        ),
+        (
+            vec!["ps", "--vm", "1", "--device", s(f.path())],
+            "KVM_PFI_PROCESS_LIST",
+        ),
+    ] {
+        let o = tool(&args);
+        assert_eq!(status(&o), 1, "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "kvm-pfi: {ioctl}: the loaded kvm_pfi module has no Linux guest support \
+                 (ENOTTY: an older module?)\n"
+            ),
+            "{args:?}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
 }
