@@ -268,7 +268,12 @@ impl PfiFile {
         let id = vm::with_id(req.vm_id, |vm| -> Result<u32> {
             self.ctl.check(vm)?;
             let id = vm.take_target_id()?;
-            let target = spec.build(id)?;
+            let mut target = spec.build(id)?;
+            // Its process, if the VM's Linux guest has it: its faults may
+            // then go at once (`targets::vma_gate`).
+            if let Some(root) = target.checked_root() {
+                target.set_process_mm(crate::linux_guest::process_mm(vm, root));
+            }
             let added = Record::target_added(vm.id, id, spec.flags, spec.cr3, spec.gva, spec.len);
             let r = {
                 let mut targets = vm.targets.lock();

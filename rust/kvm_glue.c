@@ -209,6 +209,12 @@ static void read_kvm_events(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_stat
 	st->guest_mode = !!(a->hflags & HF_GUEST_MASK);
 	st->smm = !!(a->hflags & HF_SMM_MASK);
 	st->guest_debug = !!(vcpu->guest_debug & KVM_GUESTDBG_ENABLE);
+	/*
+	 * KVM keeps the guest's PKRU here while the host's is loaded, and
+	 * loads it (kvm_load_guest_xsave_state()) before the entry probe runs:
+	 * at an entry or exit this is the value the guest task runs with.
+	 */
+	st->pkru = a->pkru;
 }
 
 void kvm_pfi_svm_read_state(const struct kvm_vcpu *vcpu, struct kvm_pfi_cpu_state *st)

@@ -45,6 +45,7 @@ struct kvm_pfi_cpu_state {
 	unsigned int shadow_field;	/* SVM: INTERRUPT_SHADOW; VMX: GUEST_INTERRUPTIBILITY_INFO */
 	unsigned int exit_int_info;	/* SVM: EXITINTINFO; VMX: IDT_VECTORING_INFO_FIELD */
 	unsigned int activity_state;	/* SVM: 0 (active); VMX: GUEST_ACTIVITY_STATE */
+	unsigned int pkru;		/* KVM: the guest's PKRU (vcpu->arch.pkru), meaningful with CR4.PKE */
 	unsigned char exception_pending; /* KVM: exception pending or injected */
 	unsigned char interrupt_pending; /* KVM: interrupt injected */
 	unsigned char nmi_pending;	/* KVM: NMI queued, pending or injected */

@@ -62,7 +62,7 @@ field() { sed -E "s/.*\"$1\":([0-9]+).*/\1/" <<<"$hello"; }
 vm=$("$TOOL" attach --pid "$(field pid)" --persistent --json | sed -E 's/.*"vm_id":([0-9]+).*/\1/')
 
 say "kvm-pfi target add: the swapped-out page, kernel mode allowed (this guest runs at CPL 0), contents wanted, writes watched"
-"$TOOL" target add --vm "$vm" --cr3 "$(field cr3)" --gva "$(field gva)" --len 4096 --kernel --read --protect
+"$TOOL" target add --vm "$vm" --cr3 "$(field cr3)" --gva "$(field gva)" --len 4096 --kernel --read --protect --no-vma-check
 "$TOOL" target pages --vm "$vm" --target 1
 
 say "the guest runs: kvm-pfi injects a #PF at a safe entry; the guest's handler swaps the page in; the module scans it"

@@ -24,7 +24,7 @@ build_initramfs() {
 	mkdir -p "$(dirname "$INITRD")"
 	ROOT="$(mktemp -d "$INITRD.XXXXXX")"
 	trap 'rm -rf "$ROOT" "$ROOT.cpio"' EXIT
-	mkdir -p "$ROOT"/{bin,proc,sys,dev}
+	mkdir -p "$ROOT"/{bin,proc,sys,dev,tmp}
 	cp /bin/busybox "$ROOT/bin/"
 	for c in sh mount cat grep sleep stty mkswap swapon reboot; do ln -sf busybox "$ROOT/bin/$c"; done
 	gcc -O2 -static -Wall -o "$ROOT/pfi_guest_swap" "$KVM_PFI_ROOT/selftests/guest/pfi_guest_swap.c"

@@ -100,6 +100,9 @@ build_initramfs() { # root
 	cp "$KVM_PFI_ROOT"/selftests/*.py "$KVM_PFI_ROOT/selftests/run_in_vm.sh" "$root/kvm-pfi/selftests/"
 	cp "$KVM_PFI_ROOT/scripts/demo.yar" "$KVM_PFI_ROOT/scripts/bench-in-vm.sh" "$root/kvm-pfi/scripts/"
 	cp -a "$KVM_PFI_ROOT/Documentation/netlink" "$root/kvm-pfi/Documentation/"
+	# watch_events.py builds a profile from the pfi_core fixtures.
+	mkdir -p "$root/kvm-pfi/rust/pfi_core/tests"
+	cp -a "$KVM_PFI_ROOT/rust/pfi_core/tests/fixtures" "$root/kvm-pfi/rust/pfi_core/tests/"
 	rsync -a --exclude=__pycache__ --exclude='*.o' "$KSRC/tools/net/ynl" "$root/ksrc/tools/net/"
 	echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
 	echo "root:x:0:" >"$root/etc/group"
@@ -157,7 +160,7 @@ key="$( {
 	sha256sum "$KDIR/arch/x86/boot/bzImage" "$KO" "$TOOL" "${PROGS[@]/#/$TESTS/}" \
 		"$KDIR"/arch/x86/kvm/kvm{,-intel}.ko "$KDIR/virt/lib/irqbypass.ko" "$0" \
 		"$KVM_PFI_ROOT"/selftests/*.py "$KVM_PFI_ROOT/selftests/run_in_vm.sh" "$KVM_PFI_ROOT/scripts/demo.yar" \
-		"$KVM_PFI_ROOT/scripts/bench-in-vm.sh" \
+		"$KVM_PFI_ROOT/scripts/bench-in-vm.sh" "$KVM_PFI_ROOT"/rust/pfi_core/tests/fixtures/* \
 		| cut -d' ' -f1
 	find "$KVM_PFI_ROOT/Documentation/netlink" "$KSRC/tools/net/ynl" -type f -name '*.[py]*' -print0 | LC_ALL=C sort -z |
 		xargs -0 cat | sha256sum

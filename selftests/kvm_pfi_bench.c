@@ -96,7 +96,7 @@ static int add_target(int pfi, uint32_t vm_id, uint64_t cr3, uint64_t gva, uint6
 		      uint32_t flags, uint32_t *tid)
 {
 	struct kvm_pfi_target t = {
-		.vm_id = vm_id, .flags = flags, .cr3 = cr3, .gva = gva, .len = len,
+		.vm_id = vm_id, .flags = pfi_mini_os_flags(flags, gva), .cr3 = cr3, .gva = gva, .len = len,
 	};
 	int r = pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t);
 

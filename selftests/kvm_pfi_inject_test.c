@@ -188,6 +188,54 @@ TEST_F_TIMEOUT(pfi, swapped_page_is_injected_once, 120)
 	basic_injection(_metadata, self->pfi, 0, 0, 0);
 }
 
+/*
+ * A user page's fault waits for the module's check of the guest process's
+ * VMAs (include/uapi/linux/kvm_pfi.h, KVM_PFI_TARGET_NO_VMA_CHECK), which
+ * needs a Linux profile: the mini OS is no Linux and its VM has none. Without
+ * the flag the page waits and the guest takes no fault however long it runs
+ * in the target's context at CPL 3 (its own fault count says so); with the
+ * flag the fault comes and the page is back.
+ */
+TEST_F_TIMEOUT(pfi, user_page_waits_for_vma_check_without_profile, 120)
+{
+	struct kvm_pfi_page_info pi;
+	struct tgt t = { .pfi = self->pfi };
+	struct kvm_pfi_target req;
+	struct mini m;
+	gva_t gva;
+
+	REQUIRE_TARGETS();
+	mini_init(&m, 1);
+	gva = mini_alloc(&m, 1);
+	mini_add_page(&m, gva, PK_SWAPPED, 0, 0);
+	mini_finish(&m);
+	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));
+	mini_run_until_phase(&m, 0, PH_SWAPPED);
+	req = (struct kvm_pfi_target){ .vm_id = t.vm_id, .cr3 = m.cr3, .gva = gva, .len = PAGE };
+	ASSERT_EQ(0, pfi_ioctl(self->pfi, KVM_PFI_TARGET_ADD, &req));
+	t.id = req.target_id;
+	for (int i = 0; i < 300; i++)
+		mini_run(m.vcpu[0]);
+	/* The report work's first walk is done well within 300 exits. */
+	ASSERT_TRUE(tgt_page(&t, 0, &pi));
+	log_page(_metadata, "unchecked", &pi);
+	EXPECT_EQ(KVM_PFI_PAGE_WAITING, pi.state);
+	EXPECT_EQ(0, pi.injections);
+	EXPECT_EQ(0, m.ctl->vcpu[0].nr_pf);
+	EXPECT_EQ(SWP_ENTRY_0_1234, *vm_get_pte(m.vm, gva));
+
+	ASSERT_EQ(0, pfi_target_remove(self->pfi, t.vm_id, t.id));
+	req = (struct kvm_pfi_target){ .vm_id = t.vm_id, .flags = KVM_PFI_TARGET_NO_VMA_CHECK,
+				       .cr3 = m.cr3, .gva = gva, .len = PAGE };
+	ASSERT_EQ(0, pfi_ioctl(self->pfi, KVM_PFI_TARGET_ADD, &req));
+	t.id = req.target_id;
+	ASSERT_LE(0, run_until_state(&m, 0, &t, 0, KVM_PFI_PAGE_RESIDENT, WAIT_MS, &pi));
+	EXPECT_EQ(1, pi.injections);
+	EXPECT_EQ(1, m.ctl->vcpu[0].nr_pf);
+	EXPECT_EQ(0, pfi_detach(self->pfi, t.vm_id));
+	mini_free(&m);
+}
+
 /* KVM_PFI_TARGET_WRITE: the fault is a write fault (W=1). */
 TEST_F_TIMEOUT(pfi, write_flag_injects_write_fault, 120)
 {

@@ -292,7 +292,8 @@ static int unserviced_rounds(uint64_t want)
 static void round_start(struct __test_metadata *_metadata, struct stress_vm *v, bool last)
 {
 	struct kvm_pfi_target t = {
-		.vm_id = v->t.vm_id, .cr3 = v->m.cr3, .gva = v->m.ctl->page[0].gva,
+		.vm_id = v->t.vm_id, .flags = pfi_mini_os_flags(0, v->m.ctl->page[0].gva),
+		.cr3 = v->m.cr3, .gva = v->m.ctl->page[0].gva,
 		.len = STRESS_PAGES * PAGE,
 		.timeout_ms = last ? 0 : STRESS_TIMEOUT_MS, .max_tries = last ? 0 : STRESS_TRIES,
 	};

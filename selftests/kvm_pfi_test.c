@@ -878,7 +878,7 @@ TEST(resident_page_reported_without_exits)
 	events = ioctl(pfi, KVM_PFI_EVENTS, 0);
 	ASSERT_LE(0, events);
 	struct kvm_pfi_target t = {
-		.vm_id = id, .flags = KVM_PFI_TARGET_KERNEL | KVM_PFI_TARGET_READ,
+		.vm_id = id, .flags = pfi_mini_os_flags(KVM_PFI_TARGET_KERNEL | KVM_PFI_TARGET_READ, gva),
 		.cr3 = vm->mmu.pgd, .gva = gva, .len = 4096,
 	};
 	ASSERT_EQ(0, pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t));

@@ -103,11 +103,21 @@ static inline bool pfi_has_targets(int pfi)
 	return pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t) != -ENOTTY;
 }
 
+/*
+ * The mini OS is no Linux: it has no VMAs for the module to check, so its
+ * user-half targets waive the check (KVM_PFI_TARGET_NO_VMA_CHECK). A test of
+ * the check itself calls KVM_PFI_TARGET_ADD directly.
+ */
+static inline uint32_t pfi_mini_os_flags(uint32_t flags, uint64_t gva)
+{
+	return gva >> 63 ? flags : flags | KVM_PFI_TARGET_NO_VMA_CHECK;
+}
+
 static inline int pfi_target_add(int pfi, uint32_t vm_id, uint32_t flags, uint64_t cr3,
 				 uint64_t gva, uint64_t len, uint32_t *target_id)
 {
 	struct kvm_pfi_target t = {
-		.vm_id = vm_id, .flags = flags, .cr3 = cr3, .gva = gva, .len = len,
+		.vm_id = vm_id, .flags = pfi_mini_os_flags(flags, gva), .cr3 = cr3, .gva = gva, .len = len,
 	};
 	int r = pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &t);
 

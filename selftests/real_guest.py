@@ -363,7 +363,9 @@ def readonly_pass(g, cr3, gva, n):
     return sum(1 for i in range(n) if g.mon.walk(cr3, g.la57, gva + i * PAGE)[0])
 
 
-def boot_for_test(procs):
+def boot_for_test(procs, profile=True):
+    """Boots the guest with `procs` workers and attaches it; with `profile`,
+    loads the guest's profile too (check linux_profile_loaded)."""
     g = Guest(procs=procs)
     g.la57 = False
     workers = []
@@ -380,6 +382,9 @@ def boot_for_test(procs):
         check(f"worker{w['worker']}_swapped_out", w["swapped"] == w["pages"] and w["none_swapped"] == 1,
               w)
     att = tool_json("attach", "--pid", str(g.qemu.pid), "--persistent")
+    if profile and not load_profile(g, att["vm_id"]):
+        g.qemu.kill()
+        return g, None, None
     return g, workers, att["vm_id"]
 
 
@@ -426,11 +431,11 @@ def wait_settled(watch, tid, n, timeout):
         time.sleep(0.5)
 
 
-def boot_one_worker(prefix=""):
+def boot_one_worker(prefix="", profile=True):
     """Boots the guest with one worker and finds the worker's CR3 (check
     <prefix>cr3_found). Returns (guest, workers, vm id, cr3), or None when
     either failed (the guest is then stopped)."""
-    g, workers, vm = boot_for_test(1)
+    g, workers, vm = boot_for_test(1, profile)
     if not workers:
         return None
     cr3 = find_cr3s(g, workers).get(0)
@@ -443,13 +448,16 @@ def boot_one_worker(prefix=""):
 def case_swapped_pages():
     """The main case: N swapped pages of one process come back, with their
     markers; the signature page is detected; the coverage line."""
-    booted = boot_one_worker("")
+    booted = boot_one_worker("", profile=False)
     if not booted:
         return
     g, workers, vm, cr3 = booted
     w = workers[0]
     n, gva = w["pages"], w["gva"]
     ro = readonly_pass(g, cr3, gva, n)
+    if not load_profile_refusals_first(g, vm):
+        g.qemu.kill()
+        return
     watch = Watch()
     check("watch_subscribed", watch.ready)
     tool_json("sigs", "load", os.path.join(ROOT, "scripts/demo.yar"))
@@ -524,19 +532,35 @@ def module_ps(vm):
     return {p["pid"]: p for p in procs}, out
 
 
-def check_linux_processes(g, vm, w, cr3, watch):
-    """The module's own walk of the guest kernel's task list (a profile from
-    the guest kernel's BTF and System.map, as a user makes one) against
-    the guest's procfs, the worker's CR3 the test found, and a process the
-    guest starts and ends: process-start and process-exit."""
+def build_profile(g, prefix=""):
+    """The guest kernel's profile, from its BTF and System.map as a user
+    makes one; its path, or None (check <prefix>linux_profile_built)."""
     btf = os.environ.get("KVM_PFI_GUEST_BTF", "")
     smap = os.environ.get("KVM_PFI_GUEST_SYSTEM_MAP", "")
-    if not check("linux_profile_inputs", os.path.exists(btf) and os.path.exists(smap), f"{btf!r} {smap!r}"):
-        return
+    if not check(f"{prefix}linux_profile_inputs", os.path.exists(btf) and os.path.exists(smap),
+                 f"{btf!r} {smap!r}"):
+        return None
     prof = os.path.join(g.dir, "guest.profile")
     r = run_tool("profile", "build", "--btf", btf, "--system-map", smap, "-o", prof)
-    if not check("linux_profile_built", r.returncode == 0, r.stderr):
-        return
+    return prof if check(f"{prefix}linux_profile_built", r.returncode == 0, r.stderr) else None
+
+
+def load_profile(g, vm, prefix=""):
+    """Loads the guest's profile into the module: user pages get faults
+    only once it is (their VMAs are checked). Returns whether it loaded."""
+    prof = build_profile(g, prefix)
+    if prof is None:
+        return False
+    r = run_tool("profile", "load", "--vm", str(vm), prof)
+    return check(f"{prefix}linux_profile_loaded", r.returncode == 0, r.stderr)
+
+
+def load_profile_refusals_first(g, vm):
+    """Profiles that do not fit are refused (the VM has none yet), then the
+    guest's own loads: the slide found, the processes counted."""
+    prof = build_profile(g)
+    if prof is None:
+        return False
     text = open(prof).read()
     # Refused: comm 8 bytes off, and a slide that is not the guest's.
     m = re.search(r"^field task_struct\.comm (\d+) 16", text, re.M)
@@ -553,7 +577,15 @@ def check_linux_processes(g, vm, w, cr3, watch):
     loaded = tool_json("profile", "load", "--vm", str(vm), prof)
     print(f"# profile loaded in {time.time() - t0:.1f} s: {loaded}")
     # The guest boots with nokaslr: the slide the module finds is 0.
-    check("linux_profile_loaded", as_int(loaded["slide"]) == 0 and as_int(loaded["nr_processes"]) > 1, loaded)
+    return check("linux_profile_loaded", as_int(loaded["slide"]) == 0 and as_int(loaded["nr_processes"]) > 1,
+                 loaded)
+
+
+def check_linux_processes(g, vm, w, cr3, watch):
+    """The module's own walk of the guest kernel's task list (the profile
+    loaded) against the guest's procfs, the worker's CR3 the test found,
+    and a process the guest starts and ends: process-start and
+    process-exit."""
     # procfs between two module listings: a process in both listings and in
     # procfs is compared; one that came or went in between is left out.
     before, _ = module_ps(vm)
@@ -714,28 +746,58 @@ def case_memset():
 
 def case_prot_none():
     """A target on a swapped-out page of a PROT_NONE mapping: injecting a
-    user-mode #PF there makes Linux send the program SIGSEGV."""
-    booted = boot_one_worker("prot_none_")
+    user-mode #PF there would make Linux send the program SIGSEGV. The
+    module looks the address up in the worker's VMAs right before
+    injecting and refuses: the page fails with vma-denies, never injected,
+    while a page of the same process in a readable mapping comes back; the
+    worker lives and verifies all its pages. A page of a shared file
+    mapping whose entry the guest emptied (no swap entry) comes back by
+    injection too, read from the page cache (how injected-file). Before
+    the profile is loaded (no VMAs to check) no page gets a fault at all."""
+    booted = boot_one_worker("prot_none_", profile=False)
     if not booted:
         return
     g, workers, vm, cr3 = booted
     w = workers[0]
     watch = Watch()
-    add = tool_json("target", "add", "--vm", str(vm), "--cr3", hex(cr3), "--gva", hex(w["none_gva"]),
-                    "--len", str(PAGE), "--read")
-    tid = add["target_id"]
-    time.sleep(20)
-    inj = watch.of("page-resident", tid)
-    pages = tool_json("target", "pages", "--vm", str(vm), "--target", str(tid)).get("pages", [])
+    none = tool_json("target", "add", "--vm", str(vm), "--cr3", hex(cr3), "--gva", hex(w["none_gva"]),
+                     "--len", str(PAGE), "--read")["target_id"]
+    good = tool_json("target", "add", "--vm", str(vm), "--cr3", hex(cr3), "--gva", hex(w["gva"]),
+                     "--len", str(PAGE), "--read")["target_id"]
+    check("file_page_emptied", w.get("file_empty") == 1 and w.get("file_gva"), w)
+    filet = tool_json("target", "add", "--vm", str(vm), "--cr3", hex(cr3), "--gva", hex(w["file_gva"]),
+                      "--len", str(PAGE), "--read")["target_id"]
+    time.sleep(10)
+    waiting = [tool_json("target", "pages", "--vm", str(vm), "--target", str(t)).get("pages", [])
+               for t in (none, good, filet)]
+    check("prot_none_no_fault_without_profile",
+          all(p.get("state") == "waiting" and not p.get("injections") for ps in waiting for p in ps)
+          and [len(ps) for ps in waiting] == [1, 1, 1], waiting)
+    if not load_profile(g, vm, "prot_none_"):
+        g.qemu.kill()
+        return
+    settled = {t: wait_settled(watch, t, 1, 120) for t in (none, good, filet)}
+    ev_none = next(iter(settled[none].values()), {})
+    ev_good = settled[good].get(w["gva"], {})
+    ev_file = settled[filet].get(w["file_gva"], {})
+    pages = tool_json("target", "pages", "--vm", str(vm), "--target", str(none)).get("pages", [])
     watch.stop()
     rep = finish_guest(g, vm, workers, strict=False)[0] or {}
     segv = "segfault" in g.text() or rep.get("signal") == 11
-    print(f"# PROT_NONE target: pages {pages}; {len(inj)} page-resident events; "
-          f"worker {'killed by SIGSEGV' if segv else 'alive'}: {rep}")
-    xfail("prot_none_not_injected",
-          all(p.get("injections", 0) == 0 for p in pages) and not segv and rep.get("verify") == "ok",
-          "no VMA check before injection yet (hardening / guest-awareness issues)",
-          f"pages {pages}; guest report {rep}")
+    print(f"# PROT_NONE target: {ev_none}; pages {pages}; worker {'killed by SIGSEGV' if segv else 'alive'}: "
+          f"{rep}")
+    check("prot_none_refused", ev_none.get("event") == "page-failed"
+          and ev_none.get("fail_reason") == "vma-denies" and not ev_none.get("injections")
+          and all(not p.get("injections") for p in pages), [ev_none, pages])
+    check("prot_none_readable_page_back", ev_good.get("event") == "page-resident"
+          and ev_good.get("how") == "injected" and bytes.fromhex(ev_good.get("data", "")) == fill(0), ev_good)
+    check("prot_none_worker_alive", not segv and rep.get("verify") == "ok", rep)
+    print(f"# file page: {ev_file}")
+    check("file_page_back_by_injection", ev_file.get("event") == "page-resident"
+          and ev_file.get("how") == "injected-file" and ev_file.get("injections") == 1
+          and bytes.fromhex(ev_file.get("data", "")) == fill(w["file_seed"]), ev_file)
+    check("file_page_present_for_the_guest", rep.get("file_present_before_touch") == 1
+          and rep.get("file_ok") == 1, rep)
 
 
 def case_two_processes():

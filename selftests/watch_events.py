@@ -240,7 +240,7 @@ def detection_story():
     _, vm = attach_persistent(hello)
     vm = 0 if vm is None else vm
     add = run_tool("target", "add", "--vm", str(vm), "--cr3", str(hello["cr3"]), "--gva", str(gva),
-                   "--len", "4096", "--kernel", "--read", "--protect", "--json")
+                   "--len", "4096", "--kernel", "--read", "--protect", "--no-vma-check", "--json")
     check("det_target_add", add.returncode == 0, add.stderr.strip())
     vmm.stdin.close()
     check("det_vmm_finished", vmm.wait(timeout=300) == 0, "VMM guest did not finish")

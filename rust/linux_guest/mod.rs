@@ -69,6 +69,11 @@ use crate::pfi_core::table_cache::{
     PAGE, //
 };
 use crate::pfi_core::walk::GuestPaging;
+use crate::targets::vma_gate::{
+    self,
+    LinuxView, //
+};
+use crate::targets::MAX_TARGETS;
 use crate::vm::{
     AttachedVm,
     LINUX, //
@@ -301,7 +306,8 @@ fn check(vm: &AttachedVm, paging: &GuestPaging, sampled: u64, profile: &Profile,
             match walk_processes(&mut k, profile, slide, &[]) {
                 Ok(processes) => {
                     let init_task = linux_walk::init_task_addr(profile, slide);
-                    return Ok(Checked { slide, init_task, root, processes });
+                    let direct_map = direct_map(&mut k, profile, &processes);
+                    return Ok(Checked { slide, init_task, root, processes, direct_map });
                 }
                 Err(Failure::NoMemory) => return Err(ENOMEM),
                 // The task list must come back to `init_task`.
@@ -359,6 +365,7 @@ fn run(vm: &AttachedVm) -> Option<Jiffies> {
     };
     let r = with_cache(vm, |cache| walk_processes(&mut KernelVa::new(cache, paging, root), &a.profile, a.slide, processes));
     *walks = walks.wrapping_add(1);
+    let mut fresh = false;
     match r {
         Ok(Ok(new)) => {
             // Short of memory for the comparison: this walk's changes go
@@ -366,6 +373,7 @@ fn run(vm: &AttachedVm) -> Option<Jiffies> {
             let _ = report_changes(vm.id, processes, &new);
             *processes = new;
             *walked_ns = now();
+            fresh = true;
         }
         Ok(Err(f)) => {
             *walk_errors = walk_errors.wrapping_add(1);
@@ -385,7 +393,66 @@ fn run(vm: &AttachedVm) -> Option<Jiffies> {
         // A fresh root for the next walk.
         vm.request_kernel_root();
     }
+    if fresh {
+        let direct_map = a.direct_map.or_else(|| {
+            with_cache(vm, |cache| direct_map(&mut KernelVa::new(cache, paging, root), &a.profile, processes))
+                .ok()
+                .flatten()
+        });
+        if let Some(a) = active.as_mut() {
+            a.direct_map = direct_map;
+            share_with_targets(vm, a, processes);
+        }
+    }
     again.or(Some(msecs_to_jiffies(uapi::KVM_PFI_LINUX_WALK_MS)))
+}
+
+/// The base of the guest kernel's direct map (`targets::vma_gate`), from
+/// the first process with an mm: `mm->pgd` is a direct-map address whose
+/// guest physical address the walk read as the process's root.
+fn direct_map<Src: PageSource>(k: &mut KernelVa<'_, '_, Src>, p: &Profile, processes: &[uapi::kvm_pfi_process]) -> Option<u64> {
+    let proc = processes.iter().find(|e| e.mm != 0 && e.cr3 != 0)?;
+    let mm = linux_walk::read_mm(k, p, proc.mm).ok()?;
+    vma_gate::direct_map_base(mm.pgd, proc.cr3)
+}
+
+/// Gives the probes what the VMA checks of user faults need: the profile
+/// and direct map, and the `mm_struct` of each checked target's process.
+/// The look-up runs outside the targets lock (up to `KVM_PFI_MAX_TARGETS`
+/// roots against the process list).
+fn share_with_targets(vm: &AttachedVm, a: &Active, processes: &[uapi::kvm_pfi_process]) {
+    let view = a.direct_map.map(|direct_map| LinuxView { profile: a.profile.clone(), direct_map });
+    let roots = {
+        let mut t = vm.targets.lock();
+        t.set_linux_view(view);
+        t.checked_roots()
+    };
+    let mut mms = [None; MAX_TARGETS];
+    let mut gone = [false; MAX_TARGETS];
+    for ((mm, gone), root) in mms.iter_mut().zip(gone.iter_mut()).zip(roots.iter()) {
+        let Some((root, old)) = *root else { continue };
+        *mm = mm_of(processes, root);
+        // Its process's mm is on no task any more (not merely unreadable:
+        // a task whose tables could not be translated keeps its mm), also
+        // when another process has its tables now.
+        *gone = old.is_some_and(|old| *mm != Some(old) && !processes.iter().any(|p| p.mm == old));
+    }
+    if vm.targets.lock().match_processes(&roots, &mms, &gone) {
+        vm.kick_report();
+    }
+}
+
+/// The `mm_struct` of the process whose tables are at `root`.
+fn mm_of(processes: &[uapi::kvm_pfi_process], root: u64) -> Option<u64> {
+    processes.iter().find(|p| p.cr3 == root && p.mm != 0).map(|p| p.mm)
+}
+
+/// The `mm_struct` of the process of the VM's Linux guest whose tables are
+/// at `root`, in the last walk (for a new target).
+pub(crate) fn process_mm(vm: &AttachedVm, root: u64) -> Option<u64> {
+    let g = vm.linux.lock();
+    g.active.as_ref()?;
+    mm_of(&g.processes, root)
 }
 
 /// The VMAs of process `pid` of `processes`, at most `cap` of them kept
@@ -539,7 +606,10 @@ pub(crate) fn load_profile(vm: Arc<AttachedVm>, profile: Profile, slide: Option<
     let checked = outcome?;
     let Some(pending) = pending else { return Err(EAGAIN) };
     let profile = KBox::into_inner(pending).profile;
-    let active = KBox::new(Active { profile, slide: checked.slide, root: checked.root }, GFP_KERNEL)?;
+    let active = KBox::new(
+        Active { profile, slide: checked.slide, root: checked.root, direct_map: checked.direct_map },
+        GFP_KERNEL,
+    )?;
     let loaded = Loaded {
         slide: checked.slide,
         init_task: checked.init_task,
@@ -547,6 +617,9 @@ pub(crate) fn load_profile(vm: Arc<AttachedVm>, profile: Profile, slide: Option<
     };
     g.active = Some(active);
     g.processes = checked.processes;
+    if let Some(a) = g.active.as_ref() {
+        share_with_targets(&vm, a, &g.processes);
+    }
     (g.walks, g.walk_errors, g.walked_ns, g.last_error) = (1, 0, now(), uapi::KVM_PFI_WALK_OK as i32);
     drop(g);
     vm.queue_delayed::<LINUX>(msecs_to_jiffies(uapi::KVM_PFI_LINUX_WALK_MS));

@@ -31,6 +31,8 @@ pub(super) struct Active {
     pub(super) slide: u64,
     /// `swapper_pg_dir`, or 0 (see `mod.rs`).
     pub(super) root: u64,
+    /// The direct map's base (`targets::vma_gate`), once a walk found it.
+    pub(super) direct_map: Option<u64>,
 }
 
 /// A profile being checked.
@@ -46,6 +48,7 @@ pub(super) struct Checked {
     pub(super) init_task: u64,
     pub(super) root: u64,
     pub(super) processes: KVVec<uapi::kvm_pfi_process>,
+    pub(super) direct_map: Option<u64>,
 }
 
 /// The VMAs of one process, asked for.

@@ -21,6 +21,7 @@
 //! on_tick: timeout, no tries left         ---> Failed(Timeout)
 //! on_walk: unmapped / not swap / bad tables --> Failed(...)
 //! address_space_gone()                    ---> Failed(AddressSpaceGone)
+//! vma_refuses(reason): WaitingForContext  ---> Failed(NoVma | VmaDenies)
 //! resident_lost(): Resident or Done, a later walk found it gone from its
 //!                  frame                  ---> WaitingForContext (disarmed)
 //! cancel(reason)                          ---> Cancelled(reason)
@@ -122,6 +123,12 @@ pub struct Target {
     /// guest kernel oopses. User-mode (CPL 3) injection has no such hazard.
     /// See [`Injection::mode_check`].
     pub allow_kernel_mode: bool,
+    /// An empty entry (PTE none: no swap entry, nothing mapped) may still be
+    /// faulted in: arm on it as on a swap entry instead of failing the page
+    /// as unmapped. For a page the caller checks right before injecting
+    /// against the guest's VMAs: a file-backed or shared mapping's page the
+    /// guest dropped comes back from its page cache or file.
+    pub empty_may_fault: bool,
 }
 
 /// Limits of one target.
@@ -320,6 +327,12 @@ pub enum FailReason {
     /// The entry became something a #PF would not swap in (hwpoison,
     /// marker, device-private, unrecognised).
     NotSwapEntry(NotPresentKind),
+    /// No VMA of the process covers the address: the guest kernel would
+    /// answer the fault with SIGSEGV (`vma_check`).
+    NoVma,
+    /// The VMA covering the address forbids the access (`PROT_NONE`, a
+    /// write to a read-only mapping): SIGSEGV too.
+    VmaDenies,
 }
 
 /// The state of an [`Injection`].
@@ -736,6 +749,10 @@ impl Injection {
                     self.armed = false;
                     Action::None
                 }
+                NotPresentKind::Empty if self.target.empty_may_fault => {
+                    self.armed = true;
+                    Action::None
+                }
                 NotPresentKind::Empty => self.settle(State::Failed(FailReason::Unmapped)),
                 NotPresentKind::SoftLeaf(_) | NotPresentKind::Unrecognised => {
                     self.settle(State::Failed(FailReason::NotSwapEntry(kind)))
@@ -795,6 +812,20 @@ impl Injection {
         self.settle(State::Failed(FailReason::AddressSpaceGone))
     }
 
+    /// The caller's check of the process's VMAs, right before injecting,
+    /// found that the guest kernel would not serve the fault: the page
+    /// fails with `reason` ([`FailReason::NoVma`] or
+    /// [`FailReason::VmaDenies`]; [`FailReason::Unmapped`] for an empty
+    /// entry of an anonymous mapping) instead of a fault that would kill
+    /// the task or map a zero page. Only a page waiting for context can be
+    /// refused.
+    pub fn vma_refuses(&mut self, reason: FailReason) -> Action {
+        if self.state != State::WaitingForContext {
+            return Action::None;
+        }
+        self.settle(State::Failed(reason))
+    }
+
     /// The caller found a Resident or Done target gone from the frame a
     /// walk showed: before it could read its bytes, or at a later re-walk
     /// (the guest swapped it out again or unmapped it; its process exited).
@@ -846,6 +877,7 @@ mod tests {
             gva: GVA,
             write,
             allow_kernel_mode,
+            empty_may_fault: false,
         }
     }
 
@@ -1613,6 +1645,30 @@ mod tests {
     }
 
     #[test]
+    fn empty_entry_arms_where_it_may_fault() {
+        let empty = WalkOutcome::NotPresent {
+            level: Level::Pt,
+            entry: 0,
+            entry_gpa: 0x5000,
+            kind: NotPresentKind::Empty,
+        };
+        let mut t = target(false, false);
+        t.empty_may_fault = true;
+        let mut m = Injection::new(t, InjectConfig::default());
+        // Waiting: armed like a swap entry, nothing settles.
+        assert_eq!(m.on_walk(&empty), Action::None);
+        assert_eq!(m.state(), State::WaitingForContext);
+        assert!(m.is_armed());
+        // Injected and still empty: the guest has not mapped it yet.
+        let _slot = inject(&mut m, 0);
+        assert_eq!(m.on_walk(&empty), Action::None);
+        assert!(m.state().is_live());
+        // Then mapped: resident.
+        assert_eq!(m.on_walk(&resident_walk()), Action::Settled);
+        assert!(matches!(m.state(), State::Resident { .. }));
+    }
+
+    #[test]
     fn invalid_walks() {
         for invalid in [
             Invalid::NonCanonical,
@@ -1696,6 +1752,25 @@ mod tests {
             } else {
                 assert_eq!(action, Action::None);
                 assert_eq!(m.state(), before);
+            }
+        }
+    }
+
+    #[test]
+    fn vma_refusal_only_while_waiting_for_context() {
+        for reason in [FailReason::NoVma, FailReason::VmaDenies] {
+            for mut m in in_each_state() {
+                let before = m.state();
+                let action = m.vma_refuses(reason);
+                if before == State::WaitingForContext {
+                    assert_eq!(action, Action::Settled);
+                    assert_eq!(m.state(), State::Failed(reason));
+                    assert!(!m.is_armed());
+                } else {
+                    // A fault in flight or a settled page is not undone.
+                    assert_eq!(action, Action::None);
+                    assert_eq!(m.state(), before);
+                }
             }
         }
     }

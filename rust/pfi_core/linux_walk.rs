@@ -80,6 +80,8 @@ pub enum WalkError {
     BadPivots(u64),
     /// A dentry name longer than the buffer or than 255 bytes.
     NameTooLong,
+    /// The mm's `pgd` is not the expected one: it was freed and reused.
+    NotThisMm,
 }
 
 /// What one task-list entry says.
@@ -565,6 +567,80 @@ fn push<M: GuestMemory + ?Sized>(
     Ok(ControlFlow::Continue(()))
 }
 
+/// The VMA of the mm at `mm` that covers `addr`, if any: one descent of
+/// its maple tree (the kernel's `find_vma` without the lock), at most
+/// [`MAPLE_MAX_DEPTH`] nodes and one VMA read, with a single node buffer
+/// (about 300 bytes of stack), so a probe may call it. The mm's tree root
+/// and its `pgd` are read fresh; `Ok(None)` means no VMA covers `addr`
+/// (or a slot holds something that is not a VMA of this mm covering its
+/// range: the walk cannot tell garbage from a hole, and both refuse).
+/// `pgd` is the `mm->pgd` the caller expects: another one means the mm was
+/// freed and reused, [`WalkError::NotThisMm`].
+pub fn vma_at<M: GuestMemory + ?Sized>(
+    mem: &mut M,
+    p: &Profile,
+    mm: u64,
+    pgd: u64,
+    addr: u64,
+) -> Result<Option<Vma>, WalkError> {
+    check_ptr(mm, 8)?;
+    if read_ptr(mem, mm, p.field(F::MmPgd))? != pgd {
+        return Err(WalkError::NotThisMm);
+    }
+    let mt = mm
+        .checked_add(u64::from(p.field(F::MmMt).offset))
+        .ok_or(WalkError::BadPointer(mm))?;
+    let mut entry = read_ptr(mem, mt, p.field(F::MtRoot))?;
+    if entry == 0 || entry & 3 != 2 || entry <= MAPLE_RESERVED_RANGE {
+        return Ok(None);
+    }
+    let mut f = Frame { node: [0; MAPLE_NODE_BYTES as usize], addr: 0, ty: 0, min: 0, max: u64::MAX, next: 0, end: 0 };
+    for _ in 0..MAPLE_MAX_DEPTH {
+        let node = check_ptr(entry & !MAPLE_NODE_MASK, MAPLE_NODE_BYTES.into())?;
+        f.ty = (entry >> 3) & 0xf;
+        f.addr = node;
+        let l = layout(p, f.ty).ok_or(WalkError::BadNode(entry))?;
+        if !mem.read(node, &mut f.node) {
+            return Err(WalkError::Read(node));
+        }
+        let parent = word(&f.node, usize::try_from(p.field(F::Mr64Parent).offset).unwrap_or(usize::MAX), 0)
+            .ok_or(WalkError::BadNode(entry))?;
+        if parent & !MAPLE_NODE_MASK == node {
+            return Err(WalkError::BadNode(entry));
+        }
+        let end = data_end(&f.node, f.ty, &l, f.max).ok_or(WalkError::BadNode(entry))?;
+        if end >= l.slots {
+            return Err(WalkError::BadNode(entry));
+        }
+        // The slot whose range holds `addr`: ranges are increasing and
+        // cover [min, max] without holes, so the first with hi >= addr.
+        let mut found = None;
+        for i in 0..=end {
+            let (lo, hi) = slot_range(&f, &l, i).ok_or(WalkError::BadPivots(node))?;
+            if hi >= addr {
+                found = (lo <= addr).then_some((i, lo, hi));
+                break;
+            }
+        }
+        let Some((i, lo, hi)) = found else { return Ok(None) };
+        entry = word(&f.node, l.slot, i).ok_or(WalkError::BadNode(entry))?;
+        if entry == 0 {
+            return Ok(None);
+        }
+        if f.ty >= MAPLE_RANGE_64 {
+            (f.min, f.max) = (lo, hi);
+            continue;
+        }
+        if entry & 3 == 2 && entry < MAPLE_RESERVED_RANGE {
+            return Ok(None);
+        }
+        let v = read_vma(mem, p, entry)?;
+        let covers = v.vma.start == lo && v.vma.end.checked_sub(1) == Some(hi) && v.vma.end > v.vma.start;
+        return Ok((covers && v.mm_ok(mm)).then_some(v.vma));
+    }
+    Err(WalkError::TooDeep)
+}
+
 struct ReadVma {
     vma: Vma,
     mm: u64,
@@ -999,6 +1075,46 @@ mod tests {
     }
 
     #[test]
+    fn the_vma_at_an_address_by_one_descent() {
+        let p = profile();
+        let mut m = Mem::new();
+        let t = tree(&mut m, &p);
+        let pgd = 0xffff_8880_0123_4000;
+        m.p64(at(&p, t.mm, F::MmPgd), pgd);
+        for &(s, e) in &t.vmas {
+            for a in [s, s + 0x1234, e - 1] {
+                let v = vma_at(&mut m, &p, t.mm, pgd, a).unwrap().unwrap();
+                assert_eq!((v.start, v.end, v.flags), (s, e, 3), "{:#x}", a);
+            }
+            // The holes between VMAs, below the first and above the last.
+            assert_eq!(vma_at(&mut m, &p, t.mm, pgd, e), Ok(None));
+            assert_eq!(vma_at(&mut m, &p, t.mm, pgd, s - 1), Ok(None));
+        }
+        assert_eq!(vma_at(&mut m, &p, t.mm, pgd, 0), Ok(None));
+        assert_eq!(vma_at(&mut m, &p, t.mm, pgd, u64::MAX), Ok(None));
+        // At most the tree's depth in node reads, and one VMA.
+        let before = m.reads;
+        vma_at(&mut m, &p, t.mm, pgd, t.vmas[4].0).unwrap().unwrap();
+        assert!(m.reads - before <= 2 + 2 + 6, "{} reads", m.reads - before);
+        // Another mm's pgd: the mm was freed and reused.
+        assert_eq!(vma_at(&mut m, &p, t.mm, pgd + 0x1000, t.vmas[0].0), Err(WalkError::NotThisMm));
+        // A VMA of another mm in the slot is no VMA of this one.
+        let slot = u64::from(p.field(F::Mr64Slot).offset);
+        let get = |m: &Mem, va: u64| u64::from_le_bytes(m.bytes[(va - BASE) as usize..][..8].try_into().unwrap());
+        let vma0 = get(&m, t.leaves[0] + slot + 8);
+        m.p64(at(&p, vma0, F::VmaMm), t.mm + 64);
+        assert_eq!(vma_at(&mut m, &p, t.mm, pgd, t.vmas[0].0), Ok(None));
+        // A node that is its own child ends at the depth bound.
+        let aslot = u64::from(p.field(F::Ma64Slot).offset);
+        m.p64(t.root + aslot, t.root | ENC_ARANGE);
+        assert_eq!(vma_at(&mut m, &p, t.mm, pgd, t.vmas[0].0), Err(WalkError::TooDeep));
+        // An empty tree, a user-space mm pointer.
+        m.p64(at(&p, at(&p, t.mm, F::MmMt), F::MtRoot), 0);
+        assert_eq!(vma_at(&mut m, &p, t.mm, pgd, t.vmas[0].0), Ok(None));
+        assert_eq!(vma_at(&mut m, &p, 0x7fff_0000, pgd, 0x1000), Err(WalkError::BadPointer(0x7fff_0000)));
+    }
+
+    #[test]
     fn garbage_and_cyclic_maple_trees_end_with_an_error() {
         let p = profile();
         let slot = u64::from(p.field(F::Ma64Slot).offset);
@@ -1063,6 +1179,9 @@ mod tests {
             let _ = walk(&mut m, &p, 0, &lim);
             if read_mm(&mut m, &p, t.mm).is_ok() {
                 let _ = vmas_of(&mut m, &p, t.mm, &lim);
+                for a in [0u64, 0x400000, 0x431000, u64::MAX] {
+                    let _ = vma_at(&mut m, &p, t.mm, 0, a);
+                }
             }
             assert!(m.reads < 100_000, "round {}: {} reads", round, m.reads);
         }

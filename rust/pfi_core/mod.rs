@@ -106,3 +106,8 @@ pub mod ready_queue;
 
 // A reader for many background walks in a row: each table page copied once.
 pub mod table_cache;
+
+// Whether a Linux guest's kernel handles a user-mode #PF at an address as
+// a fault to serve rather than a signal to its task: the VMA's flags and
+// protection key against the access and the task's PKRU.
+pub mod vma_check;

@@ -56,6 +56,7 @@ pub(crate) mod protection;
 pub(crate) mod scans;
 pub(crate) mod sweep;
 pub(crate) mod tables;
+pub(crate) mod vma_gate;
 
 pub(crate) const MAX_TARGETS: usize = uapi::KVM_PFI_MAX_TARGETS as usize;
 pub(crate) const MAX_PAGES: usize = uapi::KVM_PFI_MAX_TARGET_PAGES as usize;
@@ -73,6 +74,9 @@ pub(crate) struct Target {
     pub(super) space: AddressSpace,
     /// Its pages that may get a #PF now, in turn (`page::ready`).
     pub(super) ready: ReadyQueue,
+    /// The guest `mm_struct` of its process, as the Linux work last found
+    /// it (`vma_gate.rs`); `None`: not found (no profile, no such process).
+    pub(super) process_mm: Option<u64>,
 }
 
 impl Target {
@@ -163,6 +167,9 @@ impl TargetSpec {
                 gva: self.gva + i as u64 * PAGE_SIZE,
                 write: self.flags & uapi::KVM_PFI_TARGET_WRITE != 0,
                 allow_kernel_mode: self.flags & uapi::KVM_PFI_TARGET_KERNEL != 0,
+                // VMA-checked pages (`vma_gate.rs`): an empty entry in a
+                // file-backed or shared mapping is faulted in too.
+                empty_may_fault: vma_gate::checks_vmas(self.flags, self.gva),
             };
             pages.push(
                 Page {
@@ -192,12 +199,24 @@ impl TargetSpec {
                     shadow: None,
                     moved: false,
                     track_applied: false,
+                    last_walk_empty: false,
+                    from_file: false,
                 },
                 GFP_KERNEL,
             )?;
         }
         let mut t = KBox::new(
-            Target { id, flags: self.flags, cr3: self.cr3, gva: self.gva, len: self.len, pages, space, ready: ReadyQueue::new() },
+            Target {
+                id,
+                flags: self.flags,
+                cr3: self.cr3,
+                gva: self.gva,
+                len: self.len,
+                pages,
+                space,
+                ready: ReadyQueue::new(),
+                process_mm: None,
+            },
             GFP_KERNEL,
         )?;
         // Never walked: each may take its first walk at an entry.
@@ -243,6 +262,9 @@ pub(crate) struct Targets {
     /// Entries on which a kernel-mode target was refused for the guest's
     /// configuration (no SMAP, FRED, guest debugging): `KVM_PFI_VM_STATS`.
     pub(crate) kernel_refusals: KernelRefusals,
+    /// What the probes need of the VM's Linux profile to check VMAs
+    /// (`vma_gate.rs`), set by the Linux work.
+    pub(super) linux: Option<vma_gate::LinuxView>,
 }
 
 impl Targets {
@@ -265,6 +287,7 @@ impl Targets {
             write_budget: RateBudget::new(write_reports_per_sec),
             frames_gone: tables::FramesGone::new(),
             kernel_refusals: KernelRefusals::default(),
+            linux: None,
         })
     }
 

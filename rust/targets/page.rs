@@ -21,6 +21,7 @@ use crate::pfi_core::ready_queue::{
     Links,
     Queued, //
 };
+use crate::pfi_core::pte::NotPresentKind;
 use crate::pfi_core::walk::{
     self,
     GuestPaging,
@@ -102,6 +103,12 @@ pub(crate) struct Page {
     pub(super) seen_swapped: bool,
     /// We injected a #PF for it.
     pub(super) injected: bool,
+    /// The last walk ended at an empty entry (no swap entry): only a
+    /// file-backed or shared mapping's page can come back (`vma_gate.rs`).
+    pub(super) last_walk_empty: bool,
+    /// Its fault was injected after an empty entry: it comes from its file
+    /// or shared memory (`KVM_PFI_HOW_INJECTED_FILE`).
+    pub(super) from_file: bool,
     /// The settled state has been reported (event sent).
     pub(super) reported: bool,
     /// Table pages of the last walk, while the page is live: to track.
@@ -193,6 +200,7 @@ pub(super) fn reopen(p: &mut Page) -> bool {
     }
     p.reported = false;
     p.injected = false;
+    p.from_file = false;
     p.seen_swapped = false;
     p.scan_gen = 0;
     true
@@ -253,6 +261,8 @@ pub(super) fn fail_code(reason: &FailReason) -> u32 {
         FailReason::GuestMemoryInvalid(_) => uapi::KVM_PFI_FAIL_REASON_INVALID_TABLES,
         FailReason::Unmapped => uapi::KVM_PFI_FAIL_REASON_UNMAPPED,
         FailReason::NotSwapEntry(_) => uapi::KVM_PFI_FAIL_REASON_NOT_SWAPPED,
+        FailReason::NoVma => uapi::KVM_PFI_FAIL_REASON_NO_VMA,
+        FailReason::VmaDenies => uapi::KVM_PFI_FAIL_REASON_VMA_DENIES,
     }
 }
 
@@ -290,7 +300,9 @@ pub(super) fn apply_walk(p: &mut Page, tw: &TargetWalk, now: u64) {
             // inside a larger guest mapping.
             p.gpa = gpa & !(PAGE_SIZE - 1);
             p.page_size = page_size.bytes() as u32;
-            p.how = if p.injected {
+            p.how = if p.injected && p.from_file {
+                uapi::KVM_PFI_HOW_INJECTED_FILE
+            } else if p.injected {
                 uapi::KVM_PFI_HOW_INJECTED
             } else if p.seen_swapped {
                 uapi::KVM_PFI_HOW_GUEST
@@ -301,6 +313,7 @@ pub(super) fn apply_walk(p: &mut Page, tw: &TargetWalk, now: u64) {
         WalkOutcome::NotPresent { .. } => p.seen_swapped = true,
         WalkOutcome::Invalid(_) => {}
     }
+    p.last_walk_empty = matches!(w.outcome, WalkOutcome::NotPresent { kind: NotPresentKind::Empty, .. });
     // Its process exited: no fault can bring the page back, and none may
     // go to whatever reuses the address space's frames.
     let a = if tw.space_gone { p.inj.address_space_gone() } else { p.inj.on_walk(&w.outcome) };

@@ -5,7 +5,8 @@
 //!
 //! * at an entry in a target's address space: the front page of each
 //!   matching target's ready queue, at most one walk (made right before
-//!   injecting) and one #PF;
+//!   injecting), for a user page of a Linux guest one VMA look-up
+//!   (`vma_gate.rs`), and one #PF;
 //! * at an exit of a vCPU that follows pages it injected (`owned.rs`):
 //!   their delivery and timeouts, and at most one walk.
 //!
@@ -23,6 +24,7 @@ use crate::guest_mem::{
 };
 use crate::pfi_core::inject::{
     EntryContext,
+    FailReason,
     EntryDecision,
     ExitDelivery,
     State,
@@ -46,12 +48,18 @@ use super::page::{
     walk_page,
     TargetWalk, //
 };
+use super::vma_gate::{
+    self,
+    Check, //
+};
 use super::{
     Targets,
     MAX_TARGETS, //
 };
 
 pub(crate) const CR4_LA57: u64 = 1 << 12;
+/// Protection keys for user pages enabled.
+const CR4_PKE: u64 = 1 << 22;
 pub(crate) const EFER_NXE: u64 = 1 << 11;
 
 impl Targets {
@@ -111,6 +119,13 @@ impl Targets {
                 continue;
             }
             let Some(i) = t.ready.front() else { continue };
+            // A user page whose VMAs cannot be looked up (no profile, its
+            // process not found yet) waits, with no walk.
+            let vma_check = match (t.vma_checked(), self.linux.as_ref(), t.process_mm) {
+                (false, ..) => None,
+                (true, Some(view), Some(mm)) => Some((view, mm)),
+                (true, ..) => continue,
+            };
             let p = &mut t.pages[i];
             // The privilege rules (kernel mode: FRED, guest debugging, IF,
             // SMAP and AC) before the walk: a guest without SMAP would
@@ -134,6 +149,32 @@ impl Targets {
                 let settled = settle(p);
                 t.sync_ready(i);
                 return (None, settled);
+            }
+            // The fault would go to the task running now: would its kernel
+            // serve it (a VMA covers the address and allows the access)?
+            if let Some((view, mm)) = vma_check {
+                let target = p.inj.target();
+                let pkru = (v.cr4 & CR4_PKE != 0).then_some(st.pkru);
+                let check = match vma_gate::check(view, &mut mem, mm, target.space.root_gpa(), target.gva, target.write, pkru) {
+                    // An empty entry of an anonymous private mapping: nothing
+                    // to bring back (a fault would map a new zero page).
+                    Check::Serve { file: false } if p.last_walk_empty => Check::Refuse(FailReason::Unmapped),
+                    c => c,
+                };
+                match check {
+                    Check::Serve { .. } => p.from_file = p.last_walk_empty,
+                    Check::Refuse(reason) => {
+                        let a = p.inj.vma_refuses(reason);
+                        apply(p, a);
+                        let settled = settle(p);
+                        t.sync_ready(i);
+                        return (None, settled);
+                    }
+                    Check::NotNow => {
+                        t.ready.rotate(&mut t.pages);
+                        return (None, false);
+                    }
+                }
             }
             let decision = p.inj.on_entry(slot, &ctx);
             if let EntryDecision::Inject(pf) = decision {

@@ -10,6 +10,9 @@
  * "KVMPFI-PAGE-<i>", the rest is a xorshift stream seeded by i; SIG_PAGE
  * also holds the EICAR test string at SIG_OFFSET) and a PROT_NONE page
  * (NONE_PAGE of the same contents, swapped out, then made inaccessible),
+ * and a page of a shared file mapping (FILE_PAGE's contents, written to a
+ * file, mapped, read, then dropped from the page tables with MADV_DONTNEED:
+ * its entry is empty, no swap entry, the page stays in the page cache),
  * pushes them to swap (zram) with MADV_PAGEOUT, confirms through
  * /proc/self/pagemap that they are swapped out, and prints one line of
  * ground truth, "PFI {json}": its PID, where the pages are, how many are
@@ -70,6 +73,7 @@
 #define SIG_PAGE	5
 #define SIG_OFFSET	1000
 #define NONE_PAGE	99	/* seed of the PROT_NONE page's contents */
+#define FILE_PAGE	77	/* seed of the file page's contents */
 #define MAX_PROC	4
 #define EICAR		"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
@@ -171,12 +175,29 @@ static int worker(int k, int cmd)
 	uint8_t *anchor = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	uint8_t want[PAGE];
-	uint64_t e;
+	uint8_t *file = MAP_FAILED;
+	uint64_t e, fe = ~0ULL;
 	int out = 0, none_out = 0, blocked = 0, ms_page = -1, ms_off = 0, ms_len = 0;
-	char line[128], cur[128];
+	char line[128], cur[128], path[64];
+	int fd;
 
 	if (buf == MAP_FAILED || none == MAP_FAILED || anchor == MAP_FAILED)
 		return 1;
+	/* The file page: written, mapped shared, read (mapped), then its entry
+	 * cleared. */
+	snprintf(path, sizeof(path), "/tmp/pfi-file-%d", k);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	fill(want, FILE_PAGE);
+	if (fd >= 0 && write(fd, want, PAGE) == PAGE)
+		file = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	if (fd >= 0)
+		close(fd);
+	if (file != MAP_FAILED) {
+		sink += file[100];
+		madvise(file, PAGE, MADV_DONTNEED);
+		if (pagemap(file, 1, &fe))
+			fe = ~0ULL;
+	}
 	memset(anchor, k + 1, PAGE);
 	mlock(anchor, PAGE);
 	for (int i = 0; i < NR_PAGES; i++)
@@ -195,10 +216,13 @@ static int worker(int k, int cmd)
 		e = 0;
 	report("PFI {\"worker\":%d,\"pid\":%d,\"gva\":%lu,\"pages\":%d,\"swapped\":%d,"
 	       "\"sig_page\":%d,\"sig_offset\":%d,\"none_gva\":%lu,\"none_seed\":%d,"
-	       "\"none_swapped\":%d,\"anchor_gva\":%lu,\"anchor_pfn\":%lu,\"pswpin\":%ld}",
+	       "\"none_swapped\":%d,\"anchor_gva\":%lu,\"anchor_pfn\":%lu,\"pswpin\":%ld,"
+	       "\"file_gva\":%lu,\"file_seed\":%d,\"file_empty\":%d}",
 	       k, getpid(), (unsigned long)buf, NR_PAGES, out, SIG_PAGE, SIG_OFFSET,
 	       (unsigned long)none, NONE_PAGE, none_out, (unsigned long)anchor,
-	       (unsigned long)(e >> 63 & 1 ? e & ((1ULL << 55) - 1) : 0), vmstat("pswpin"));
+	       (unsigned long)(e >> 63 & 1 ? e & ((1ULL << 55) - 1) : 0), vmstat("pswpin"),
+	       file == MAP_FAILED ? 0UL : (unsigned long)file, FILE_PAGE,
+	       file != MAP_FAILED && !(fe >> 62 & 3));
 
 	for (int have = 0;;) {
 		struct pollfd in = { .fd = cmd, .events = POLLIN };
@@ -248,8 +272,9 @@ static int worker(int k, int cmd)
 		}
 		if (!strncmp(cur, "verify", 6)) {
 			int present = count_bit(buf, NR_PAGES, 63);
+			int file_present = file == MAP_FAILED ? -1 : count_bit(file, 1, 63);
 			long pswpin = vmstat("pswpin");
-			int bad = 0, first_bad = -1;
+			int bad = 0, first_bad = -1, file_ok;
 
 			for (int i = 0; i < NR_PAGES; i++) {
 				fill(want, i);
@@ -261,9 +286,13 @@ static int worker(int k, int cmd)
 						first_bad = i;
 				}
 			}
+			fill(want, FILE_PAGE);
+			file_ok = file != MAP_FAILED && !memcmp(file, want, PAGE);
 			report("PFI {\"worker\":%d,\"verify\":\"%s\",\"bad_pages\":%d,\"first_bad\":%d,"
-			       "\"present_before_touch\":%d,\"pswpin\":%ld}",
-			       k, bad ? "fail" : "ok", bad, first_bad, present, pswpin);
+			       "\"present_before_touch\":%d,\"pswpin\":%ld,"
+			       "\"file_present_before_touch\":%d,\"file_ok\":%d}",
+			       k, bad ? "fail" : "ok", bad, first_bad, present, pswpin,
+			       file_present, file_ok);
 			return bad != 0;
 		}
 		report("PFI {\"worker\":%d,\"unknown_command\":1}", k);

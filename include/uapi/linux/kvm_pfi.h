@@ -136,9 +136,25 @@ struct kvm_pfi_vm_stats {
 #define KVM_PFI_TARGET_KPTI	(1U << 3)	/* guest uses Linux PTI: cr3 and cr3 ^ 4 KiB are one address space */
 #define KVM_PFI_TARGET_PROTECT	(1U << 4)	/* write-track resident pages: guest writes give write-attempt events */
 #define KVM_PFI_TARGET_ENFORCE	(1U << 5)	/* with PROTECT: restore the page's bytes after each guest write */
+/*
+ * KVM_PFI_TARGET_NO_VMA_CHECK: inject user-mode faults for this target's
+ * pages without looking up the guest process's VMAs. Without it, a user-half
+ * page gets a fault only on a VM with a Linux profile (KVM_PFI_LINUX_PROFILE),
+ * once the module has found the process whose tables cr3 names, and only if
+ * right before injecting a VMA of that process covers the address and allows
+ * the access (not PROT_NONE, writable for a write fault, its protection key
+ * allowed by the task's PKRU); a page no VMA covers or whose VMA forbids the
+ * access fails (fail-reason no-vma, vma-denies). For guests that are not Linux
+ * (or have no profile) this flag is the only way to inject at user addresses,
+ * and the risk is the caller's: a fault at an address the guest OS does not
+ * consider mapped and accessible makes it kill the task (SIGSEGV on Linux).
+ * Kernel-half pages are never VMA-checked.
+ */
+#define KVM_PFI_TARGET_NO_VMA_CHECK	(1U << 6)
 #define KVM_PFI_TARGET_FLAGS_ALL	(KVM_PFI_TARGET_KERNEL | KVM_PFI_TARGET_READ | \
 					 KVM_PFI_TARGET_WRITE | KVM_PFI_TARGET_KPTI | \
-					 KVM_PFI_TARGET_PROTECT | KVM_PFI_TARGET_ENFORCE)
+					 KVM_PFI_TARGET_PROTECT | KVM_PFI_TARGET_ENFORCE | \
+					 KVM_PFI_TARGET_NO_VMA_CHECK)
 /* ENFORCE keeps a copy of each page: at most this many pages per target. */
 #define KVM_PFI_MAX_ENFORCE_PAGES	64
 

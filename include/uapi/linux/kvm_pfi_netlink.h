@@ -33,11 +33,16 @@ enum kvm_pfi_detach_reason {
  * @KVM_PFI_HOW_INJECTED: The guest brought it in after kvm-pfi injected a page
  *   fault.
  * @KVM_PFI_HOW_GUEST: The guest brought it in by itself.
+ * @KVM_PFI_HOW_INJECTED_FILE: The guest brought it in from its file or shared
+ *   memory after kvm-pfi injected a page fault: its entry was empty (the guest
+ *   had dropped the page; no swap entry) and the VMA check found a file-backed
+ *   or shared mapping.
  */
 enum kvm_pfi_how {
 	KVM_PFI_HOW_ALREADY_RESIDENT,
 	KVM_PFI_HOW_INJECTED,
 	KVM_PFI_HOW_GUEST,
+	KVM_PFI_HOW_INJECTED_FILE,
 };
 
 /**
@@ -52,6 +57,12 @@ enum kvm_pfi_how {
  *   the task.
  * @KVM_PFI_FAIL_REASON_NOT_SWAPPED: The entry is not a swap entry (hwpoison,
  *   device-private, marker, unknown).
+ * @KVM_PFI_FAIL_REASON_NO_VMA: No VMA of the process covers the address
+ *   (checked through the Linux profile right before injecting); a fault would
+ *   kill the task.
+ * @KVM_PFI_FAIL_REASON_VMA_DENIES: The VMA covering the address forbids the
+ *   access (PROT_NONE, a write to a read-only mapping); a fault would kill the
+ *   task.
  */
 enum kvm_pfi_fail_reason {
 	KVM_PFI_FAIL_REASON_TIMEOUT,
@@ -59,6 +70,8 @@ enum kvm_pfi_fail_reason {
 	KVM_PFI_FAIL_REASON_INVALID_TABLES,
 	KVM_PFI_FAIL_REASON_UNMAPPED,
 	KVM_PFI_FAIL_REASON_NOT_SWAPPED,
+	KVM_PFI_FAIL_REASON_NO_VMA,
+	KVM_PFI_FAIL_REASON_VMA_DENIES,
 };
 
 enum {

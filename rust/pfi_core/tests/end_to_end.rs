@@ -86,6 +86,7 @@ fn swapped_page_is_faulted_back_in() {
             gva,
             write: false,
             allow_kernel_mode: false,
+            empty_may_fault: false,
         },
         InjectConfig::default(),
     );

@@ -729,6 +729,12 @@ reported as a write-attempt event (offset, length, the bytes written). \
 --enforce implies --protect and also restores the page's old bytes after \
 each write (the event says `restored`); the module keeps a copy of each \
 page, so an enforced target has at most 64 pages (E2BIG beyond).\n\n\
+A user-half page gets a fault only where the guest would serve it: on a VM \
+with a Linux profile (`kvm-pfi profile load`), once the module has found \
+the process whose tables --cr3 names, and only if a VMA of that process \
+covers the page and allows the access; other pages fail (no-vma, \
+vma-denies). Without a profile, user pages wait unless --no-vma-check \
+waives the check, at the task's risk.\n\n\
 The VM must stay attached for the target to live: attach it with \
 `kvm-pfi attach --persistent`. A target added to a VM attached without \
 --persistent disappears when that `kvm-pfi attach` process exits.";
@@ -777,6 +783,13 @@ pub struct TargetSpec {
     #[arg(long, help = enforce_help())]
     pub enforce: bool,
 
+    /// Inject user-mode faults without checking the guest's VMAs (needed
+    /// on a VM without a Linux profile). RISK: a fault at an address the
+    /// guest OS does not consider mapped and accessible makes it kill the
+    /// task (SIGSEGV)
+    #[arg(long)]
+    pub no_vma_check: bool,
+
     /// Re-inject after this many ms without the page (default: module parameter)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub timeout_ms: Option<u32>,
@@ -795,6 +808,7 @@ impl TargetSpec {
             (self.write, abi::KVM_PFI_TARGET_WRITE),
             (self.kpti, abi::KVM_PFI_TARGET_KPTI),
             (self.protect, abi::KVM_PFI_TARGET_PROTECT),
+            (self.no_vma_check, abi::KVM_PFI_TARGET_NO_VMA_CHECK),
             // The module wants PROTECT with ENFORCE: --enforce implies it.
             (
                 self.enforce,
@@ -1361,7 +1375,7 @@ mod tests {
         );
         // Every flag the ABI knows can be asked for.
         assert_eq!(
-            flags(&["--kernel", "--read", "--write", "--kpti", "--enforce"]),
+            flags(&["--kernel", "--read", "--write", "--kpti", "--enforce", "--no-vma-check"]),
             abi::KVM_PFI_TARGET_FLAGS_ALL
         );
 

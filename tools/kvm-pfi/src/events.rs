@@ -50,6 +50,7 @@ pub const HOWS: &[(u32, &str)] = &[
     (abi::KVM_PFI_HOW_ALREADY_RESIDENT, "already-resident"),
     (abi::KVM_PFI_HOW_INJECTED, "injected"),
     (abi::KVM_PFI_HOW_GUEST, "guest"),
+    (abi::KVM_PFI_HOW_INJECTED_FILE, "injected-file"),
 ];
 
 /// Entries of the spec's `fail-reason` enum.
@@ -62,6 +63,8 @@ pub const FAIL_REASONS: &[(u32, &str)] = &[
     (abi::KVM_PFI_FAIL_REASON_INVALID_TABLES, "invalid-tables"),
     (abi::KVM_PFI_FAIL_REASON_UNMAPPED, "unmapped"),
     (abi::KVM_PFI_FAIL_REASON_NOT_SWAPPED, "not-swapped"),
+    (abi::KVM_PFI_FAIL_REASON_NO_VMA, "no-vma"),
+    (abi::KVM_PFI_FAIL_REASON_VMA_DENIES, "vma-denies"),
 ];
 
 /// The spec's `event` attribute set.
@@ -606,6 +609,11 @@ fn detection_text(f: &mut Fields<'_>) -> String {
         ),
         Some(Value::Str(h)) if h == "already-resident" => "page was already resident".into(),
         Some(Value::Str(h)) if h == "guest" => "page brought in by the guest".into(),
+        Some(Value::Str(h)) if h == "injected-file" => format!(
+            "page read back from its file by injection ({} #PF{})",
+            injections.map_or_else(|| "?".into(), |n| n.to_string()),
+            if injections == Some(1) { "" } else { "s" }
+        ),
         Some(other) => format!("how={}", pretty_value(other)),
         None => "how=?".into(),
     };
@@ -954,6 +962,8 @@ pub mod tests {
         );
         assert!(line(abi::KVM_PFI_HOW_ALREADY_RESIDENT, 0).contains(": page was already resident;"));
         assert!(line(abi::KVM_PFI_HOW_GUEST, 0).contains(": page brought in by the guest;"));
+        assert!(line(abi::KVM_PFI_HOW_INJECTED_FILE, 1)
+            .contains(": page read back from its file by injection (1 #PF);"));
         assert!(line(9, 0).contains(": how=9;"));
     }
 

@@ -787,6 +787,7 @@ fn walk_error(e: WalkError) -> String {
         WalkError::BadNode(n) => format!("bad maple node {n:#x}"),
         WalkError::BadPivots(n) => format!("bad pivots in maple node {n:#x}"),
         WalkError::NameTooLong => "name too long".into(),
+        WalkError::NotThisMm => "mm freed and reused".into(),
     }
 }
 

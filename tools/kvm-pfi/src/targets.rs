@@ -29,6 +29,7 @@ const TARGET_FLAGS: &[(u32, &str)] = &[
     (abi::KVM_PFI_TARGET_KPTI, "kpti"),
     (abi::KVM_PFI_TARGET_PROTECT, "protect"),
     (abi::KVM_PFI_TARGET_ENFORCE, "enforce"),
+    (abi::KVM_PFI_TARGET_NO_VMA_CHECK, "no-vma-check"),
 ];
 
 /// KVM_PFI_PAGE_* flags (kvm_pfi_page_info.flags) by name, in bit order.
@@ -290,6 +291,10 @@ mod tests {
             how(abi::KVM_PFI_HOW_GUEST),
             Some(Value::Str("guest".into()))
         );
+        assert_eq!(
+            how(abi::KVM_PFI_HOW_INJECTED_FILE),
+            Some(Value::Str("injected-file".into()))
+        );
         assert_eq!(how(42), Some(Value::Uint(42)));
 
         let fail = |r| {
@@ -308,6 +313,8 @@ mod tests {
             (abi::KVM_PFI_FAIL_REASON_INVALID_TABLES, "invalid-tables"),
             (abi::KVM_PFI_FAIL_REASON_UNMAPPED, "unmapped"),
             (abi::KVM_PFI_FAIL_REASON_NOT_SWAPPED, "not-swapped"),
+            (abi::KVM_PFI_FAIL_REASON_NO_VMA, "no-vma"),
+            (abi::KVM_PFI_FAIL_REASON_VMA_DENIES, "vma-denies"),
         ] {
             assert_eq!(fail(v), Some(Value::Str(name.into())));
         }
@@ -444,7 +451,7 @@ mod tests {
         assert_eq!(target_flags_text(0), "-");
         assert_eq!(
             target_flags_text(abi::KVM_PFI_TARGET_FLAGS_ALL),
-            "kernel,read,write,kpti,protect,enforce"
+            "kernel,read,write,kpti,protect,enforce,no-vma-check"
         );
         assert_eq!(
             target_flags_text(abi::KVM_PFI_TARGET_PROTECT | abi::KVM_PFI_TARGET_ENFORCE),
