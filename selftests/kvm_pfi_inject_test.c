@@ -148,10 +148,7 @@ static void basic_injection(struct __test_metadata *_metadata, int pfi, uint32_t
 	gva_t gva;
 	int n;
 
-	mini_init(&m, 1);
-	gva = mini_alloc(&m, 1);
-	mini_add_page(&m, gva, PK_SWAPPED, 0, 0);
-	mini_finish(&m);
+	gva = mini_one_page(&m, PK_SWAPPED);
 	TH_LOG("%d-level paging", m.vm->mmu.pgtable_levels);
 	if (levels)
 		ASSERT_EQ(levels, m.vm->mmu.pgtable_levels);
@@ -205,10 +202,7 @@ TEST_F_TIMEOUT(pfi, user_page_waits_for_vma_check_without_profile, 120)
 	gva_t gva;
 
 	REQUIRE_TARGETS();
-	mini_init(&m, 1);
-	gva = mini_alloc(&m, 1);
-	mini_add_page(&m, gva, PK_SWAPPED, 0, 0);
-	mini_finish(&m);
+	gva = mini_one_page(&m, PK_SWAPPED);
 	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));
 	mini_run_until_phase(&m, 0, PH_SWAPPED);
 	req = (struct kvm_pfi_target){ .vm_id = t.vm_id, .cr3 = m.cr3, .gva = gva, .len = PAGE };
@@ -294,10 +288,7 @@ TEST_F_TIMEOUT(pfi, resident_page_is_not_injected, 120)
 	gva_t gva;
 
 	REQUIRE_TARGETS();
-	mini_init(&m, 1);
-	gva = mini_alloc(&m, 1);
-	mini_add_page(&m, gva, PK_RESIDENT, 0, 0);
-	mini_finish(&m);
+	gva = mini_one_page(&m, PK_RESIDENT);
 	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));
 	mini_run_until_phase(&m, 0, PH_USER);
 	ASSERT_EQ(0, pfi_target_add(self->pfi, t.vm_id, 0, m.cr3, gva, PAGE, &t.id));
@@ -379,10 +370,7 @@ TEST_F_TIMEOUT(pfi, no_injection_at_cpl0_for_user_target, 120)
 	gva_t gva;
 
 	REQUIRE_TARGETS();
-	mini_init(&m, 1);
-	gva = mini_alloc(&m, 1);
-	mini_add_page(&m, gva, PK_SWAPPED, 0, 0);
-	mini_finish(&m);
+	gva = mini_one_page(&m, PK_SWAPPED);
 	m.ctl->vcpu[0].enter_user = 0;
 	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));
 	mini_run_until_phase(&m, 0, PH_SWAPPED);
@@ -525,10 +513,7 @@ TEST_F_TIMEOUT(pfi, unmapped_by_guest_fails_after_max_tries, 120)
 		 timeout_ms, max_tries);
 	set_params(_metadata, self, params);
 	t = (struct tgt){ .pfi = self->pfi };
-	mini_init(&m, 1);
-	gva = mini_alloc(&m, 1);
-	mini_add_page(&m, gva, PK_SWAPPED, 0, 0);
-	mini_finish(&m);
+	gva = mini_one_page(&m, PK_SWAPPED);
 	m.ctl->may_map = 0;
 	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));
 	mini_run_until_phase(&m, 0, PH_USER);
@@ -764,10 +749,7 @@ TEST_F_TIMEOUT(pfi, page_swapped_out_again_is_brought_back_again, 120)
 	gva_t gva;
 
 	REQUIRE_TARGETS();
-	mini_init(&m, 1);
-	gva = mini_alloc(&m, 1);
-	mini_add_page(&m, gva, PK_SWAPPED, 0, 0);
-	mini_finish(&m);
+	gva = mini_one_page(&m, PK_SWAPPED);
 	p = &m.ctl->page[0];
 	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));
 	mini_run_until_phase(&m, 0, PH_SWAPPED);

@@ -563,6 +563,18 @@ static void mini_finish(struct mini *m)
 	memcpy(addr_gpa2hva(vm, m->alt_cr3), addr_gpa2hva(vm, m->cr3), PAGE);
 }
 
+/* The most common guest: one vCPU, one user page of `kind`. Returns its GVA. */
+static gva_t mini_one_page(struct mini *m, enum page_kind kind)
+{
+	gva_t gva;
+
+	mini_init(m, 1);
+	gva = mini_alloc(m, 1);
+	mini_add_page(m, gva, kind, 0, 0);
+	mini_finish(m);
+	return gva;
+}
+
 static void mini_free(struct mini *m)
 {
 	kvm_vm_free(m->vm);

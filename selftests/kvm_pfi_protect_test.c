@@ -775,10 +775,7 @@ TEST_F_TIMEOUT(pfi, walks_not_blinded_by_guest_pkru, 120)
 
 	REQUIRE_TARGETS();
 	REQUIRE_CPU(X86_FEATURE_PKU);
-	mini_init(&m, 1);
-	gva = mini_alloc(&m, 1);
-	mini_add_page(&m, gva, PK_SWAPPED, 0, 0);
-	mini_finish(&m);
+	gva = mini_one_page(&m, PK_SWAPPED);
 	c = &m.ctl->vcpu[0];
 	c->enter_user = 0;
 	ASSERT_EQ(0, pfi_attach(self->pfi, m.vm->fd, 0, &t.vm_id));

@@ -505,7 +505,7 @@ where
             continue; // the tree's own marker, not a VMA
         }
         match read_vma(mem, p, entry) {
-            Ok(v) if v.vma.start == lo && v.vma.end.checked_sub(1) == Some(hi) && v.vma.end > v.vma.start && v.mm_ok(mm_info.addr) => {
+            Ok(v) if v.fits(lo, hi, mm_info.addr) => {
                 if stats.vmas >= lim.max_vmas {
                     return Err(WalkError::TooMany);
                 }
@@ -533,14 +533,37 @@ fn push<M: GuestMemory + ?Sized>(
     min: u64,
     max: u64,
 ) -> Result<ControlFlow<()>, WalkError> {
-    let addr = check_ptr(enode & !MAPLE_NODE_MASK, MAPLE_NODE_BYTES.into())?;
-    let ty = (enode >> 3) & 0xf;
-    let l = layout(p, ty).ok_or(WalkError::BadNode(enode))?;
+    let (addr, ty, l) = node_of(p, enode)?;
     if stats.nodes >= lim.max_nodes {
         return Err(WalkError::TooMany);
     }
     stats.nodes = stats.nodes.wrapping_add(1);
     let frame = scratch.frames.get_mut(*depth).ok_or(WalkError::TooDeep)?;
+    read_node(mem, p, frame, enode, (addr, ty, &l), min, max)?;
+    *depth = depth.wrapping_add(1);
+    Ok(ControlFlow::Continue(()))
+}
+
+/// The address, type and layout of the encoded node `enode`.
+fn node_of(p: &Profile, enode: u64) -> Result<(u64, u64, Layout), WalkError> {
+    let addr = check_ptr(enode & !MAPLE_NODE_MASK, MAPLE_NODE_BYTES.into())?;
+    let ty = (enode >> 3) & 0xf;
+    let l = layout(p, ty).ok_or(WalkError::BadNode(enode))?;
+    Ok((addr, ty, l))
+}
+
+/// Reads and checks the node `enode` (at `addr`, of type `ty`, see
+/// [`node_of`]) covering `[min, max]` into `frame`, to be visited from its
+/// first slot.
+fn read_node<M: GuestMemory + ?Sized>(
+    mem: &mut M,
+    p: &Profile,
+    frame: &mut Frame,
+    enode: u64,
+    (addr, ty, l): (u64, u64, &Layout),
+    min: u64,
+    max: u64,
+) -> Result<(), WalkError> {
     if !mem.read(addr, &mut frame.node) {
         return Err(WalkError::Read(addr));
     }
@@ -553,7 +576,7 @@ fn push<M: GuestMemory + ?Sized>(
     // An internal node of a leaf type below the root is fine (leaves are
     // leaves), but a dense node is never used by a range tree's internal
     // levels; the leaf type decides how the slots are read.
-    let end = data_end(&frame.node, ty, &l, max).ok_or(WalkError::BadNode(enode))?;
+    let end = data_end(&frame.node, ty, l, max).ok_or(WalkError::BadNode(enode))?;
     if end >= l.slots {
         return Err(WalkError::BadNode(enode));
     }
@@ -563,8 +586,7 @@ fn push<M: GuestMemory + ?Sized>(
     frame.max = max;
     frame.next = 0;
     frame.end = end;
-    *depth = depth.wrapping_add(1);
-    Ok(ControlFlow::Continue(()))
+    Ok(())
 }
 
 /// The VMA of the mm at `mm` that covers `addr`, if any: one descent of
@@ -596,26 +618,13 @@ pub fn vma_at<M: GuestMemory + ?Sized>(
     }
     let mut f = Frame { node: [0; MAPLE_NODE_BYTES as usize], addr: 0, ty: 0, min: 0, max: u64::MAX, next: 0, end: 0 };
     for _ in 0..MAPLE_MAX_DEPTH {
-        let node = check_ptr(entry & !MAPLE_NODE_MASK, MAPLE_NODE_BYTES.into())?;
-        f.ty = (entry >> 3) & 0xf;
-        f.addr = node;
-        let l = layout(p, f.ty).ok_or(WalkError::BadNode(entry))?;
-        if !mem.read(node, &mut f.node) {
-            return Err(WalkError::Read(node));
-        }
-        let parent = word(&f.node, usize::try_from(p.field(F::Mr64Parent).offset).unwrap_or(usize::MAX), 0)
-            .ok_or(WalkError::BadNode(entry))?;
-        if parent & !MAPLE_NODE_MASK == node {
-            return Err(WalkError::BadNode(entry));
-        }
-        let end = data_end(&f.node, f.ty, &l, f.max).ok_or(WalkError::BadNode(entry))?;
-        if end >= l.slots {
-            return Err(WalkError::BadNode(entry));
-        }
+        let (node, ty, l) = node_of(p, entry)?;
+        let (min, max) = (f.min, f.max);
+        read_node(mem, p, &mut f, entry, (node, ty, &l), min, max)?;
         // The slot whose range holds `addr`: ranges are increasing and
         // cover [min, max] without holes, so the first with hi >= addr.
         let mut found = None;
-        for i in 0..=end {
+        for i in 0..=f.end {
             let (lo, hi) = slot_range(&f, &l, i).ok_or(WalkError::BadPivots(node))?;
             if hi >= addr {
                 found = (lo <= addr).then_some((i, lo, hi));
@@ -635,8 +644,7 @@ pub fn vma_at<M: GuestMemory + ?Sized>(
             return Ok(None);
         }
         let v = read_vma(mem, p, entry)?;
-        let covers = v.vma.start == lo && v.vma.end.checked_sub(1) == Some(hi) && v.vma.end > v.vma.start;
-        return Ok((covers && v.mm_ok(mm)).then_some(v.vma));
+        return Ok(v.fits(lo, hi, mm).then_some(v.vma));
     }
     Err(WalkError::TooDeep)
 }
@@ -647,8 +655,10 @@ struct ReadVma {
 }
 
 impl ReadVma {
-    fn mm_ok(&self, mm: u64) -> bool {
-        self.mm == mm
+    /// Whether this is a VMA of the mm at `mm` whose range is exactly the
+    /// slot's `[lo, hi]` (both inclusive).
+    fn fits(&self, lo: u64, hi: u64, mm: u64) -> bool {
+        self.vma.start == lo && self.vma.end.checked_sub(1) == Some(hi) && self.vma.end > self.vma.start && self.mm == mm
     }
 }
 
