@@ -50,6 +50,9 @@ pub(crate) mod uapi {
         kvm_pfi_process_list,
         kvm_pfi_vma,
         kvm_pfi_process_vmas,
+        kvm_pfi_rule,
+        kvm_pfi_rule_remove,
+        kvm_pfi_rule_list,
     );
 }
 

@@ -31,17 +31,12 @@ use crate::attach::{
     DetachReason, //
 };
 use crate::bindings::uapi;
-use crate::events::{
-    self,
-    Record, //
-};
-use crate::pfi_core::inject::InjectConfig;
+use crate::events;
 use crate::targets::{
     self,
     TargetSpec, //
 };
-use crate::tracking;
-use crate::tracking_changes;
+use crate::target_lifecycle;
 use crate::vendor;
 use crate::vm::{
     self,
@@ -214,30 +209,6 @@ impl PfiFile {
     }
 }
 
-/// Takes target `id` out of `vm`, stops tracking its frames (serialised with
-/// the report work's tracking) and announces it; the caller frees it.
-fn remove_target(vm: &vm::AttachedVm, id: u32) -> Option<KBox<targets::Target>> {
-    let mut changes = tracking_changes::TrackingChanges::begin(vm);
-    let t = vm.targets.lock().remove(id)?;
-    tracking::untrack(&mut changes, &t);
-    drop(changes);
-    events::emit(Record::target_removed(vm.id, id));
-    Some(t)
-}
-
-/// Injection limits from the module parameters, which `Parameters::check`
-/// found within the per-target limits at load.
-fn default_config() -> InjectConfig {
-    parameters_config().unwrap_or(InjectConfig::default_config())
-}
-
-fn parameters_config() -> Option<InjectConfig> {
-    InjectConfig::checked(
-        crate::module_parameters::pf_timeout_ms.value(),
-        crate::module_parameters::pf_max_tries.value(),
-    )
-}
-
 /// The module parameters, checked with the limits of a target's own values
 /// (`pf_timeout_ms` 1 to 60000, `pf_max_tries` 1 to 100) and
 /// `write_reports_per_sec` 1 to 1,000,000: a module loaded with others
@@ -252,7 +223,7 @@ impl Parameters {
         if !WRITE_REPORTS_PER_SEC.contains(&crate::module_parameters::write_reports_per_sec.value()) {
             return Err(EINVAL);
         }
-        parameters_config().map(|_| Parameters).ok_or(EINVAL)
+        target_lifecycle::parameters_config().map(|_| Parameters).ok_or(EINVAL)
     }
 }
 
@@ -262,46 +233,17 @@ impl PfiFile {
     #[inline(never)]
     fn target_add(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_target = read_arg(arg)?;
-        let spec = TargetSpec::validate(&req, default_config())?;
+        let spec = TargetSpec::validate(&req, target_lifecycle::default_config())?;
         vendor::injection_allowed()?;
         check_writable(arg, &req)?;
         let id = vm::with_id(req.vm_id, |vm| -> Result<u32> {
             self.ctl.check(vm)?;
-            let id = vm.take_target_id()?;
-            let mut target = spec.build(id)?;
-            // Its process, if the VM's Linux guest has it: its faults may
-            // then go at once (`targets::vma_gate`).
-            if let Some(root) = target.checked_root() {
-                target.set_process_mm(crate::linux_guest::process_mm(vm, root));
-            }
-            let added = Record::target_added(vm.id, id, spec.flags, spec.cr3, spec.gva, spec.len);
-            let r = {
-                let mut targets = vm.targets.lock();
-                let r = targets.insert(target);
-                if r.is_ok() {
-                    // Under the lock: before any event of its pages.
-                    events::emit(added);
-                }
-                r
-            };
-            match r {
-                Ok(()) => {
-                    // Walk the new pages at once, not only at the next exit;
-                    // and follow them from now on.
-                    vm.kick_report();
-                    crate::sweep::start(vm);
-                    Ok(id)
-                }
-                Err((e, target)) => {
-                    drop(target);
-                    Err(e)
-                }
-            }
+            target_lifecycle::add(vm, &spec, 0, |root| crate::linux_guest::process_mm(vm, root))
         })??;
         req.target_id = id;
         if let Err(e) = write_arg(arg, &req) {
             // The report work may have walked and protected it already.
-            let _ = vm::with_id(req.vm_id, |vm| remove_target(vm, id));
+            let _ = vm::with_id(req.vm_id, |vm| target_lifecycle::remove(vm, id));
             events::flush();
             return Err(e);
         }
@@ -315,7 +257,7 @@ impl PfiFile {
         let req: uapi::kvm_pfi_target_remove = read_arg(arg)?;
         let removed = vm::with_id(req.vm_id, |vm| -> Result<_> {
             self.ctl.check(vm)?;
-            Ok(remove_target(vm, req.target_id))
+            Ok(target_lifecycle::remove(vm, req.target_id))
         })??;
         events::flush();
         // Freed here, outside the spinlock.
@@ -459,6 +401,55 @@ impl PfiFile {
         Ok(0)
     }
 
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
+    fn rule_add(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_rule = read_arg(arg)?;
+        let rule = crate::linux_guest::rules::check(&req)?;
+        check_writable(arg, &req)?;
+        let vm = vm::with_id(req.vm_id, |vm| -> Result<_> {
+            self.ctl.check(vm)?;
+            Ok(vm.arc())
+        })??;
+        req.rule_id = crate::linux_guest::rules::add(&vm, rule)?;
+        if let Err(e) = write_arg(arg, &req) {
+            // It made no target yet: the Linux work's walk takes `vm.linux`.
+            let _ = crate::linux_guest::rules::remove(&vm, req.rule_id);
+            events::flush();
+            return Err(e);
+        }
+        Ok(0)
+    }
+
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
+    fn rule_remove(&self, arg: usize) -> Result<isize> {
+        let req: uapi::kvm_pfi_rule_remove = read_arg(arg)?;
+        let vm = vm::with_id(req.vm_id, |vm| -> Result<_> {
+            self.ctl.check(vm)?;
+            Ok(vm.arc())
+        })??;
+        let r = crate::linux_guest::rules::remove(&vm, req.rule_id);
+        events::flush();
+        r.map(|()| 0)
+    }
+
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
+    fn rule_list(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_rule_list = read_arg(arg)?;
+        let cap = (req.nr_rules as usize).min(uapi::KVM_PFI_MAX_RULES as usize);
+        let mut out = KVVec::with_capacity(cap, GFP_KERNEL)?;
+        let vm = vm::with_id(req.vm_id, |vm| vm.arc())?;
+        let total = crate::linux_guest::rules::list(&vm, cap, &mut out)?;
+        if !out.is_empty() {
+            write_array(req.rules, &out)?;
+        }
+        req.nr_rules = total as u32;
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
     fn sigs_clear(&self) -> Result<isize> {
         crate::sigs::clear()?;
         sigs_changed();
@@ -511,6 +502,9 @@ impl MiscDevice for PfiFile {
             uapi::KVM_PFI_IOCTL_LINUX_PROFILE => me.linux_profile(arg),
             uapi::KVM_PFI_IOCTL_PROCESS_LIST => me.process_list(arg),
             uapi::KVM_PFI_IOCTL_PROCESS_VMAS => me.process_vmas(arg),
+            uapi::KVM_PFI_IOCTL_RULE_ADD => me.rule_add(arg),
+            uapi::KVM_PFI_IOCTL_RULE_REMOVE => me.rule_remove(arg),
+            uapi::KVM_PFI_IOCTL_RULE_LIST => me.rule_list(arg),
             _ => Err(ENOTTY),
         }
     }

@@ -36,6 +36,7 @@ mod sigs;
 mod sinks;
 mod stream;
 mod sweep;
+mod target_lifecycle;
 mod targets;
 mod tracking;
 mod tracking_changes;

@@ -1085,9 +1085,9 @@ TEST_F_TIMEOUT(pfi, target_errors, 120)
 	}
 	/* Reserved and output fields set on input. */
 	ta = (struct kvm_pfi_target){ .vm_id = vm_id, .cr3 = m.cr3, .gva = gva, .len = PAGE,
-				      .reserved = 1 };
+				      .rule_id = 1 };
 	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &ta));
-	ta.reserved = 0;
+	ta.rule_id = 0;
 	ta.target_id = 1;
 	EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, &ta));
 	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_TARGET_ADD, (void *)8));

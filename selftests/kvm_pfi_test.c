@@ -1420,4 +1420,84 @@ TEST(process_vmas_refusals)
 	kvm_vm_free(vm);
 }
 
+/*
+ * KVM_PFI_RULE_ADD, _REMOVE, _LIST: bad values before anything else, then
+ * the VM's owner, then no profile; a refusal adds nothing and writes
+ * nothing back.
+ */
+TEST(rule_refusals)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_pfi_rule r = {}, good, out[2];
+	struct kvm_pfi_rule_remove rm;
+	struct kvm_pfi_rule_list l;
+	int pfi = pfi_open(), other = pfi_open();
+	uint32_t id;
+
+	ASSERT_LE(0, pfi);
+	ASSERT_LE(0, other);
+	good = (struct kvm_pfi_rule){ .vm_id = 12345, .region = KVM_PFI_REGION_STACK };
+	strcpy(good.name, "sleep");
+	r = good;
+	EXPECT_EQ(-ENOENT, pfi_ioctl(pfi, KVM_PFI_RULE_ADD, &r));
+	ASSERT_EQ(0, pfi_attach(pfi, vm->fd, 0, &id));
+	good.vm_id = id;
+
+#define RULE_EINVAL(change) do {					\
+		struct kvm_pfi_rule sent;				\
+		r = good;						\
+		change;							\
+		sent = r;						\
+		EXPECT_EQ(-EINVAL, pfi_ioctl(pfi, KVM_PFI_RULE_ADD, &r)); \
+		EXPECT_EQ(0, memcmp(&sent, &r, sizeof(r)));		\
+	} while (0)
+	RULE_EINVAL(r.rule_id = 1);
+	RULE_EINVAL(r.nr_targets = 1);
+	RULE_EINVAL(r.pages = 1);
+	RULE_EINVAL(r.pages_uncovered = 1);
+	RULE_EINVAL(r.nr_processes = 1);
+	RULE_EINVAL(r.walk_errors = 1);
+	RULE_EINVAL(r.pid = -1);
+	RULE_EINVAL(r.pid = 5);					/* a pid and a name */
+	RULE_EINVAL(memset(r.name, 0, sizeof(r.name)));		/* neither */
+	RULE_EINVAL(memset(r.name, 'a', sizeof(r.name)));	/* no NUL */
+	RULE_EINVAL(r.region = 0);
+	RULE_EINVAL(r.region = KVM_PFI_REGION_ALL + 1);
+	RULE_EINVAL(strcpy(r.pattern, "*"));			/* a pattern, not file */
+	RULE_EINVAL(r.region = KVM_PFI_REGION_FILE);		/* file, no pattern */
+	RULE_EINVAL((r.region = KVM_PFI_REGION_FILE, memset(r.pattern, '*', sizeof(r.pattern))));
+	RULE_EINVAL(r.target_flags = KVM_PFI_TARGET_KERNEL);
+	RULE_EINVAL(r.target_flags = KVM_PFI_TARGET_NO_VMA_CHECK);
+	RULE_EINVAL(r.target_flags = KVM_PFI_TARGET_ENFORCE);	/* without PROTECT */
+	RULE_EINVAL(r.target_flags = 1U << 31);
+#undef RULE_EINVAL
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_RULE_ADD, (void *)8));
+	/* Only the owner adds or removes rules. */
+	r = good;
+	EXPECT_EQ(-EPERM, pfi_ioctl(other, KVM_PFI_RULE_ADD, &r));
+	/* A good rule, but the VM has no Linux profile. */
+	r = good;
+	EXPECT_EQ(-ENODATA, pfi_ioctl(pfi, KVM_PFI_RULE_ADD, &r));
+	EXPECT_EQ(0, r.rule_id);
+	r = (struct kvm_pfi_rule){ .vm_id = id, .pid = 1, .region = KVM_PFI_REGION_FILE,
+				   .target_flags = KVM_PFI_TARGET_READ };
+	strcpy(r.pattern, "*/libc.so*");
+	EXPECT_EQ(-ENODATA, pfi_ioctl(pfi, KVM_PFI_RULE_ADD, &r));
+	/* Nothing was added. */
+	l = (struct kvm_pfi_rule_list){ .vm_id = id, .nr_rules = 2, .rules = (uintptr_t)out };
+	EXPECT_EQ(0, pfi_ioctl(pfi, KVM_PFI_RULE_LIST, &l));
+	EXPECT_EQ(0, l.nr_rules);
+	EXPECT_EQ(-EFAULT, pfi_ioctl(pfi, KVM_PFI_RULE_LIST, (void *)8));
+	rm = (struct kvm_pfi_rule_remove){ .vm_id = id, .rule_id = 1 };
+	EXPECT_EQ(-EPERM, pfi_ioctl(other, KVM_PFI_RULE_REMOVE, &rm));
+	EXPECT_EQ(-ENOENT, pfi_ioctl(pfi, KVM_PFI_RULE_REMOVE, &rm));
+	EXPECT_EQ(1, pfi_nr_attached(pfi));
+	ASSERT_EQ(0, pfi_detach(pfi, id));
+	EXPECT_EQ(-ENOENT, pfi_ioctl(pfi, KVM_PFI_RULE_LIST, &l));
+	EXPECT_EQ(-ENOENT, pfi_ioctl(pfi, KVM_PFI_RULE_REMOVE, &rm));
+	close(other);
+	close(pfi);
+	kvm_vm_free(vm);
+}
+
 TEST_HARNESS_MAIN

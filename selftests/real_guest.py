@@ -614,6 +614,10 @@ def check_linux_processes(g, vm, w, cr3, watch):
           f"found {found}/{len(stable)} of {len(ps)}, not in procfs {extra}")
     wp = after.get(w["pid"], {})
     check("linux_worker_cr3", as_int(wp.get("cr3", 0)) == cr3, f"walked {wp}, found {cr3:#x}")
+    # A rule by name before the process exists: its stack becomes targets.
+    r = run_tool("target", "add", "--vm", str(vm), "--process", "sleep", "--region", "stack", "--read", "--json")
+    rule = json.loads(r.stdout.strip().splitlines()[-1])["rule_id"] if r.returncode == 0 else None
+    check("linux_rule_added", rule is not None, [r.returncode, r.stderr])
     # A process started now: process-start with its pid, parent, comm and
     # executable; its end: process-exit.
     n0 = len(g.reports())
@@ -634,6 +638,8 @@ def check_linux_processes(g, vm, w, cr3, watch):
           f"{start} (parent {parent})")
     if start:
         print(f"# process-start {time.time() - (end - 30):.1f} s after the spawn: {start[0]}")
+    if rule is not None:
+        check_rule_targets(g, vm, rule, start[0] if start else {}, watch)
     g.send("reap 0")
     end = time.time() + 30
     gone = []
@@ -641,13 +647,95 @@ def check_linux_processes(g, vm, w, cr3, watch):
         gone = [e for e in watch.of("process-exit") if e.get("pid") == pid]
         time.sleep(0.5)
     check("linux_process_exit_event", gone and gone[0].get("comm") == "sleep", gone)
+    if rule is not None:
+        check_rule_after_exit(vm, rule, watch)
 
 
-def guest_maps(g):
-    """Worker 0's /proc/PID/maps as the guest shows it: a list of
-    {start, end, perms, offset, name}, or None."""
+def rule_targets(vm, rule):
+    """The targets rule `rule` made (kvm-pfi target ls --json)."""
+    r = run_tool("target", "ls", "--vm", str(vm), "--json")
+    if r.returncode != 0:
+        return None
+    return [t for t in json.loads(r.stdout.strip().splitlines()[-1])["targets"] if t["rule_id"] == rule]
+
+
+def check_rule_targets(g, vm, rule, start, watch):
+    """The rule `--process sleep --region stack`, added before the process
+    started: once the module saw it, the rule's targets are exactly the
+    [stack] line of the process's /proc/PID/maps in the guest, in its
+    address space (the cr3 of its process-start), and each page of the
+    stack is reported resident with the bytes the guest holds there (a
+    stack page the guest has not touched has no entry: it fails as
+    unmapped, never with a fault injected)."""
+    cr3 = as_int(start.get("cr3", 0))
+    end = time.time() + 20
+    ts = []
+    while time.time() < end and not ts:
+        ts = rule_targets(vm, rule) or []
+        time.sleep(0.5)
+    maps = guest_maps(g, "spawnmaps 0") or []
+    stack = [l for l in maps if l["name"] == "[stack]"]
+    covered = sorted((t["gva"], t["gva"] + t["len"]) for t in ts)
+    want = [(l["start"], l["end"]) for l in stack]
+    # Pieces of one VMA are contiguous: merge them to compare.
+    merged = []
+    for s, e in covered:
+        if merged and merged[-1][1] == s:
+            merged[-1] = (merged[-1][0], e)
+        else:
+            merged.append((s, e))
+    print(f"# rule {rule}: targets {[(hex(s), hex(e)) for s, e in covered]}, procfs [stack] "
+          f"{[(hex(s), hex(e)) for s, e in want]}")
+    check("linux_rule_targets_are_the_stack", ts and merged == want
+          and all(as_int(t["cr3"]) == cr3 for t in ts), f"{ts} vs {stack} (cr3 {cr3:#x})")
+    # Each page settles at its first walk unless swapped out: resident, or
+    # (never touched: an empty entry in an anonymous mapping) failed as
+    # unmapped with no fault; a swapped one waits for sleep to run in user
+    # mode. Then the events must say the same.
+    time.sleep(3)
+    states = [p for t in ts for p in tool_json("target", "pages", "--vm", str(vm), "--target",
+                                                 str(t["target_id"])).get("pages", [])]
+    ids = {t["target_id"] for t in ts}
+    resident = {e["gva"]: e for e in watch.of("page-resident") if e.get("target_id") in ids}
+    bad = [p for p in states if not (p["state"] == "resident" and p["gva"] in resident
+                                     or p["state"] == "failed" and p["fail_reason"] == "unmapped"
+                                     and p["injections"] == 0
+                                     or p["state"] == "waiting")]
+    print(f"# rule {rule}: {len(states)} stack pages: {len(resident)} resident, "
+          f"{sum(p['state'] == 'failed' for p in states)} never touched, "
+          f"{sum(p['state'] == 'waiting' for p in states)} swapped")
+    # The top of the stack holds the process's argv and environment.
+    top = resident.get(max(resident, default=0), {})
+    data = bytes.fromhex(top.get("data", ""))
+    check("linux_rule_stack_pages_settled", states and not bad and b"sleep\x00600\x00" in data,
+          f"bad {bad}, top page {top.get('gva')}")
+
+
+def check_rule_after_exit(vm, rule, watch):
+    """After the process exits, the rule's targets go (within two walks)
+    and the rule stays for the next such process."""
+    end = time.time() + 10
+    ts = None
+    while time.time() < end and ts != []:
+        ts = rule_targets(vm, rule)
+        time.sleep(0.5)
+    r = run_tool("rule", "ls", "--vm", str(vm), "--json")
+    rules = json.loads(r.stdout.strip().splitlines()[-1])["rules"] if r.returncode == 0 else []
+    mine = [x for x in rules if x["rule_id"] == rule]
+    check("linux_rule_targets_end_with_the_process", ts == [] and mine and mine[0]["nr_processes"] == 0
+          and mine[0]["process"] == "sleep" and mine[0]["region"] == "stack", [ts, rules])
+    r = run_tool("rule", "rm", "--vm", str(vm), "--rule", str(rule))
+    r2 = run_tool("rule", "ls", "--vm", str(vm), "--json")
+    left = json.loads(r2.stdout.strip().splitlines()[-1])["rules"] if r2.returncode == 0 else None
+    check("linux_rule_removed", r.returncode == 0 and left == [], [r.stderr, left])
+
+
+def guest_maps(g, command="maps 0"):
+    """Worker 0's /proc/PID/maps as the guest shows it (or, with
+    "spawnmaps 0", the spawned process's): a list of {start, end, perms,
+    offset, name}, or None."""
     n0 = len(g.reports())
-    g.send("maps 0")
+    g.send(command)
     end = time.time() + 60
     while time.time() < end and g.qemu.poll() is None:
         reps = g.reports()[n0:]

@@ -79,6 +79,8 @@ use crate::vm::{
     LINUX, //
 };
 
+pub(crate) mod rule_set;
+pub(crate) mod rules;
 pub(crate) mod state;
 use state::{
     Active,
@@ -339,7 +341,7 @@ fn run(vm: &AttachedVm) -> Option<Jiffies> {
     // kworker, which uses no mm of its own; dropped at the end of `run`.
     let _mm = unsafe { BorrowedMm::new(vm.kvm) };
     let mut guard = vm.linux.lock();
-    let LinuxGuest { active, pending, vma_query, processes, walks, walk_errors, walked_ns, last_error } = &mut *guard;
+    let LinuxGuest { active, pending, vma_query, processes, walks, walk_errors, walked_ns, last_error, rules } = &mut *guard;
     let mut again = None;
     if let Some(p) = pending.as_mut().filter(|p| p.outcome.is_none()) {
         match (vm.paging(), vm.kernel_root()) {
@@ -402,6 +404,7 @@ fn run(vm: &AttachedVm) -> Option<Jiffies> {
         if let Some(a) = active.as_mut() {
             a.direct_map = direct_map;
             share_with_targets(vm, a, processes);
+            rules::reconcile(vm, &paging, root, a, processes, rules);
         }
     }
     again.or(Some(msecs_to_jiffies(uapi::KVM_PFI_LINUX_WALK_MS)))
@@ -467,40 +470,11 @@ fn process_vmas(
     cap: usize,
 ) -> Result<Vmas> {
     let proc = processes.iter().find(|p| p.pid == pid && p.mm != 0).ok_or(ESRCH)?;
-    // The path of a maple walk, 4.6 KiB: not on the stack.
-    let scratch = KBox::<MapleScratch>::new_uninit(GFP_KERNEL | __GFP_ZERO)?;
-    // SAFETY: zeroed, and all-zero bytes are a valid `MapleScratch` (its
-    // documentation).
-    let mut scratch = unsafe { scratch.assume_init() };
+    let mut scratch = maple_scratch()?;
     with_cache(vm, |cache| -> Result<Vmas> {
         let k = &mut KernelVa::new(cache, *paging, root);
         let mm = linux_walk::read_mm(k, &a.profile, proc.mm).map_err(|_| EAGAIN)?;
-        let mut found = KVVec::<linux_walk::Vma>::new();
-        let mut total = 0usize;
-        let mut walked = false;
-        for _ in 0..CHECK_TRIES {
-            found.clear();
-            total = 0;
-            let mut oom = false;
-            let r = linux_walk::for_each_vma(k, &a.profile, &mm, &limits(), &mut scratch, |v| {
-                total = total.saturating_add(1);
-                if found.len() < cap && found.push(*v, GFP_KERNEL).is_err() {
-                    oom = true;
-                    return ControlFlow::Break(());
-                }
-                ControlFlow::Continue(())
-            });
-            if oom {
-                return Err(ENOMEM);
-            }
-            if r.is_ok() {
-                walked = true;
-                break;
-            }
-        }
-        if !walked {
-            return Err(EAGAIN);
-        }
+        let (found, total) = walk_vmas(k, &a.profile, &mm, &mut scratch, cap)?;
         let mut vmas = KVVec::<uapi::kvm_pfi_vma>::with_capacity(found.len(), GFP_KERNEL)?;
         let mut last_file = 0;
         for v in found.iter() {
@@ -529,6 +503,46 @@ fn process_vmas(
         };
         Ok(Vmas { answer, vmas })
     })?
+}
+
+/// The path of a maple walk, 4.6 KiB: not on the stack.
+fn maple_scratch() -> Result<KBox<MapleScratch>> {
+    let scratch = KBox::<MapleScratch>::new_uninit(GFP_KERNEL | __GFP_ZERO)?;
+    // SAFETY: zeroed, and all-zero bytes are a valid `MapleScratch` (its
+    // documentation).
+    Ok(unsafe { scratch.assume_init() })
+}
+
+/// The VMAs of `mm`, at most `cap` of them kept, and how many it has;
+/// [`CHECK_TRIES`] walks when the tree changes under one, then `EAGAIN`.
+fn walk_vmas<Src: PageSource>(
+    k: &mut KernelVa<'_, '_, Src>,
+    p: &Profile,
+    mm: &linux_walk::Mm,
+    scratch: &mut MapleScratch,
+    cap: usize,
+) -> Result<(KVVec<linux_walk::Vma>, usize)> {
+    let mut found = KVVec::<linux_walk::Vma>::new();
+    for _ in 0..CHECK_TRIES {
+        found.clear();
+        let mut total = 0usize;
+        let mut oom = false;
+        let r = linux_walk::for_each_vma(k, p, mm, &limits(), scratch, |v| {
+            total = total.saturating_add(1);
+            if found.len() < cap && found.push(*v, GFP_KERNEL).is_err() {
+                oom = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        if oom {
+            return Err(ENOMEM);
+        }
+        if r.is_ok() {
+            return Ok((found, total));
+        }
+    }
+    Err(EAGAIN)
 }
 
 /// Writes the path of `struct file` `file` within its file system into

@@ -10,6 +10,8 @@ use kernel::prelude::*;
 use crate::bindings::uapi;
 use crate::pfi_core::linux_profile::Profile;
 
+use super::rule_set::Rules;
+
 /// A VM's Linux guest state (in `AttachedVm::linux`).
 pub(crate) struct LinuxGuest {
     pub(super) active: Option<KBox<Active>>,
@@ -23,6 +25,8 @@ pub(crate) struct LinuxGuest {
     pub(super) walk_errors: u64,
     pub(super) walked_ns: u64,
     pub(super) last_error: i32,
+    /// Targets by process and region (`rules.rs`).
+    pub(super) rules: Rules,
 }
 
 /// The profile in use.
@@ -76,6 +80,7 @@ impl LinuxGuest {
             walk_errors: 0,
             walked_ns: 0,
             last_error: uapi::KVM_PFI_WALK_OK as i32,
+            rules: Rules::new(),
         }
     }
 }

@@ -131,7 +131,7 @@ pub struct Mm {
 }
 
 /// One VMA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Vma {
     /// Address of the `vm_area_struct`.
     pub addr: u64,

@@ -111,3 +111,7 @@ pub mod table_cache;
 // a fault to serve rather than a signal to its task: the VMA's flags and
 // protection key against the access and the task's PKRU.
 pub mod vma_check;
+
+// Which VMAs of a Linux guest process a rule by region wants, cut into
+// target-sized ranges.
+pub mod process_regions;

@@ -77,6 +77,8 @@ pub(crate) struct Target {
     /// The guest `mm_struct` of its process, as the Linux work last found
     /// it (`vma_gate.rs`); `None`: not found (no profile, no such process).
     pub(super) process_mm: Option<u64>,
+    /// The rule that made it (`linux_guest::rules`), 0: `KVM_PFI_TARGET_ADD`.
+    pub(crate) rule_id: u32,
 }
 
 impl Target {
@@ -106,12 +108,17 @@ pub(crate) struct TargetSpec {
     pub(crate) gva: u64,
     pub(crate) len: u64,
     pub(crate) config: InjectConfig,
+    /// Whether a page whose entry is empty may still be faulted in, once
+    /// its VMA allows it (`vma_gate.rs`): VMA-checked pages, unless the
+    /// caller knows the range holds anonymous private mappings only (a
+    /// rule's piece), whose empty entries were never written.
+    pub(crate) empty_may_fault: bool,
 }
 
 impl TargetSpec {
     /// Checks a request against the limits of the UAPI; nothing is changed.
     pub(crate) fn validate(req: &uapi::kvm_pfi_target, defaults: InjectConfig) -> Result<Self> {
-        if req.flags & !uapi::KVM_PFI_TARGET_FLAGS_ALL != 0 || req.reserved != 0 || req.target_id != 0 {
+        if req.flags & !uapi::KVM_PFI_TARGET_FLAGS_ALL != 0 || req.rule_id != 0 || req.target_id != 0 {
             return Err(EINVAL);
         }
         if req.gva % PAGE_SIZE != 0 || req.len % PAGE_SIZE != 0 || req.len == 0 {
@@ -152,7 +159,8 @@ impl TargetSpec {
         if req.max_tries != 0 {
             config.max_tries = req.max_tries;
         }
-        Ok(TargetSpec { flags: req.flags, cr3: req.cr3, gva: req.gva, len: req.len, config })
+        let empty_may_fault = vma_gate::checks_vmas(req.flags, req.gva);
+        Ok(TargetSpec { flags: req.flags, cr3: req.cr3, gva: req.gva, len: req.len, config, empty_may_fault })
     }
 
     /// Builds the target (allocates its pages), outside any lock.
@@ -167,9 +175,7 @@ impl TargetSpec {
                 gva: self.gva + i as u64 * PAGE_SIZE,
                 write: self.flags & uapi::KVM_PFI_TARGET_WRITE != 0,
                 allow_kernel_mode: self.flags & uapi::KVM_PFI_TARGET_KERNEL != 0,
-                // VMA-checked pages (`vma_gate.rs`): an empty entry in a
-                // file-backed or shared mapping is faulted in too.
-                empty_may_fault: vma_gate::checks_vmas(self.flags, self.gva),
+                empty_may_fault: self.empty_may_fault,
             };
             pages.push(
                 Page {
@@ -216,6 +222,7 @@ impl TargetSpec {
                 space,
                 ready: ReadyQueue::new(),
                 process_mm: None,
+                rule_id: 0,
             },
             GFP_KERNEL,
         )?;
@@ -384,7 +391,7 @@ impl Targets {
                         target_id: t.id,
                         timeout_ms: cfg.map_or(0, |c| (c.timeout_ns / 1_000_000) as u32),
                         max_tries: cfg.map_or(0, |c| c.max_tries),
-                        reserved: 0,
+                        rule_id: t.rule_id,
                     },
                     GFP_ATOMIC,
                 );

@@ -43,6 +43,7 @@
  *			[heap], [vdso], ..., "" if none), then a line with the
  *			count
  *	spawn K		starts "sleep 600" (busybox), prints its pid
+ *	spawnmaps K	its /proc/PID/maps, as maps K does
  *	reap K		kills and reaps what spawn started
  * Every result is a "PFI {json}" line on stdout. When all workers are gone
  * the parent prints "PFI {"done":...}" and exits (status 0 if every worker
@@ -446,6 +447,10 @@ int main(int argc, char **argv)
 				_exit(127);
 			}
 			report("PFI {\"spawned\":%d}", spawned);
+			continue;
+		}
+		if (!strcmp(line, "spawnmaps") && spawned > 0) {
+			list_maps(spawned);
 			continue;
 		}
 		if (!strcmp(line, "reap") && spawned > 0) {

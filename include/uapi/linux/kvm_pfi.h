@@ -161,7 +161,7 @@ struct kvm_pfi_vm_stats {
 /*
  * EINVAL: gva or len not page aligned, len 0, range not canonical or
  * wrapping, a kernel-half range without KVM_PFI_TARGET_KERNEL, unknown
- * flags, ENFORCE without PROTECT, reserved or target_id set, timeout_ms above
+ * flags, ENFORCE without PROTECT, rule_id or target_id set, timeout_ms above
  * 60000 or max_tries above 100. E2BIG: more than KVM_PFI_MAX_TARGET_PAGES
  * pages, or more than KVM_PFI_MAX_ENFORCE_PAGES with ENFORCE. ENOSPC: KVM_PFI_MAX_TARGETS targets on the VM. ENOENT: vm_id.
  */
@@ -174,7 +174,7 @@ struct kvm_pfi_target {
 	__u32 target_id;	/* out (0 on input): never reused while the VM is attached */
 	__u32 timeout_ms;	/* in: re-inject after this long without the page; 0: module parameter pf_timeout_ms */
 	__u32 max_tries;	/* in: #PFs per page before it fails; 0: module parameter pf_max_tries */
-	__u32 reserved;		/* must be 0 */
+	__u32 rule_id;		/* in: must be 0; out (KVM_PFI_TARGET_LIST): the rule that made the target, 0: KVM_PFI_TARGET_ADD */
 };
 
 struct kvm_pfi_target_remove {
@@ -438,6 +438,79 @@ struct kvm_pfi_process_vmas {
 	__u64 start_stack;	/* out: the stack is the VMA holding start_stack */
 };
 
+/*
+ * Rules: targets by process and region in a Linux guest (a VM with a
+ * profile). A rule names a process, by its tgid or by name (its comm, or the
+ * file name of its executable), and a region of it; after each walk of the
+ * task list (every KVM_PFI_LINUX_WALK_MS) the module's Linux work reads the
+ * VMAs of every process the rule names, processes started after the rule
+ * included, and keeps targets over the region's pages: VMAs that touch are
+ * merged, the result is cut into targets of at most KVM_PFI_MAX_TARGET_PAGES
+ * pages (KVM_PFI_MAX_ENFORCE_PAGES with ENFORCE). A region that grows, moves
+ * or is unmapped gets new targets and loses the old ones at that walk; the
+ * targets of a process that exited end their pages with address-space-gone
+ * and are removed one walk later. Such targets are ordinary targets
+ * (KVM_PFI_TARGET_LIST shows their rule_id; target-added, page-resident and
+ * target-removed events as for any), always VMA-checked. VMAs without any
+ * access (PROT_NONE) and device mappings (VM_IO, VM_PFNMAP) are in no region.
+ * Targets come out of the VM's KVM_PFI_MAX_TARGETS: pages no target can be
+ * made for are counted in pages_uncovered. Documentation/guest-linux.rst.
+ */
+#define KVM_PFI_MAX_RULES		16	/* per VM */
+#define KVM_PFI_RULE_NAME_LEN		64	/* process name and file pattern, NUL included */
+#define KVM_PFI_RULE_PROCESSES		64	/* processes whose VMAs one walk reads, over all rules */
+
+enum kvm_pfi_region {
+	KVM_PFI_REGION_EXE = 1,		/* the VMAs of the executable (mm->exe_file) */
+	KVM_PFI_REGION_STACK = 2,	/* [stack]: the anonymous VMA holding mm->start_stack */
+	KVM_PFI_REGION_HEAP = 3,	/* [heap]: the anonymous VMA over [start_brk, brk) */
+	KVM_PFI_REGION_FILE = 4,	/* VMAs of files whose path matches pattern (glob: '*', '?') */
+	KVM_PFI_REGION_ANON = 5,	/* anonymous VMAs but [heap] and [stack] */
+	KVM_PFI_REGION_ALL = 6,		/* every VMA */
+};
+
+/* Target flags a rule may give its targets; the others are EINVAL. */
+#define KVM_PFI_RULE_TARGET_FLAGS	(KVM_PFI_TARGET_READ | KVM_PFI_TARGET_WRITE | \
+					 KVM_PFI_TARGET_KPTI | KVM_PFI_TARGET_PROTECT | \
+					 KVM_PFI_TARGET_ENFORCE)
+
+/*
+ * KVM_PFI_RULE_ADD. EINVAL: pid negative, or 0 with an empty name, or both a
+ * pid and a name; a name or pattern without its NUL; region unknown; a pattern
+ * with another region, or none with KVM_PFI_REGION_FILE; target_flags outside
+ * KVM_PFI_RULE_TARGET_FLAGS, ENFORCE without PROTECT; an out field set.
+ * ENOENT: vm_id. ENODATA: the VM has no profile. ENOSPC: KVM_PFI_MAX_RULES
+ * rules. EPERM: not the VM's owner. The rule's first targets come with the
+ * next walk (within KVM_PFI_LINUX_WALK_MS; the call does not wait).
+ */
+struct kvm_pfi_rule {
+	__u32 vm_id;		/* in */
+	__u32 rule_id;		/* out (0 on input): never reused while the VM is attached */
+	__s32 pid;		/* in: the process with this tgid; 0: by name */
+	__u32 region;		/* in: enum kvm_pfi_region */
+	__u32 target_flags;	/* in: KVM_PFI_RULE_TARGET_FLAGS */
+	__u32 nr_targets;	/* out (KVM_PFI_RULE_LIST): targets the rule has */
+	char name[KVM_PFI_RULE_NAME_LEN];	/* in, with pid 0: comm (its first 15 bytes) or executable file name */
+	char pattern[KVM_PFI_RULE_NAME_LEN];	/* in, KVM_PFI_REGION_FILE: glob over the file's path */
+	__u64 pages;		/* out (KVM_PFI_RULE_LIST): pages its targets cover */
+	__u64 pages_uncovered;	/* out (KVM_PFI_RULE_LIST): pages of its regions no target covers (limits) */
+	__u32 nr_processes;	/* out (KVM_PFI_RULE_LIST): processes it named at the last walk */
+	__u32 walk_errors;	/* out (KVM_PFI_RULE_LIST): VMA trees it could not read (their targets were kept) */
+};
+
+/* KVM_PFI_RULE_REMOVE: removes the rule and its targets. ENOENT: vm_id, rule_id. EPERM. */
+struct kvm_pfi_rule_remove {
+	__u32 vm_id;
+	__u32 rule_id;
+};
+
+/* KVM_PFI_RULE_LIST: a short buffer is filled; nr_rules returns the total. ENOENT: vm_id. */
+struct kvm_pfi_rule_list {
+	__u32 vm_id;		/* in */
+	__u32 nr_rules;		/* in: capacity of rules[]; out: rules of the VM */
+	__u64 rules;		/* in: user pointer to struct kvm_pfi_rule[nr_rules] */
+};
+
 /* Why a walk of a Linux guest's structures ended early. */
 enum kvm_pfi_walk_error {
 	KVM_PFI_WALK_OK = 0,
@@ -519,5 +592,8 @@ struct kvm_pfi_event {
 #define KVM_PFI_LINUX_PROFILE	_IOWR(KVM_PFI_IOC_MAGIC, 0x40, struct kvm_pfi_linux_profile)
 #define KVM_PFI_PROCESS_LIST	_IOWR(KVM_PFI_IOC_MAGIC, 0x41, struct kvm_pfi_process_list)
 #define KVM_PFI_PROCESS_VMAS	_IOWR(KVM_PFI_IOC_MAGIC, 0x42, struct kvm_pfi_process_vmas)
+#define KVM_PFI_RULE_ADD	_IOWR(KVM_PFI_IOC_MAGIC, 0x50, struct kvm_pfi_rule)
+#define KVM_PFI_RULE_REMOVE	_IOW(KVM_PFI_IOC_MAGIC, 0x51, struct kvm_pfi_rule_remove)
+#define KVM_PFI_RULE_LIST	_IOWR(KVM_PFI_IOC_MAGIC, 0x52, struct kvm_pfi_rule_list)
 
 #endif /* _UAPI_LINUX_KVM_PFI_H */

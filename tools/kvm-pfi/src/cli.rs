@@ -170,6 +170,13 @@ pub enum Command {
         cmd: TargetCommand,
     },
 
+    /// List and remove the rules `target add --process/--pid` made
+    #[command(subcommand_required = true, arg_required_else_help = true)]
+    Rule {
+        #[command(subcommand)]
+        cmd: RuleCommand,
+    },
+
     /// Load, inspect and clear the signature set the module scans pages with
     #[command(
         subcommand_required = true,
@@ -643,6 +650,41 @@ pub enum SigsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum RuleCommand {
+    /// List the rules of a VM, with the targets and pages they have
+    #[command(visible_alias = "list")]
+    Ls {
+        /// vm id, as printed by attach or list
+        #[arg(long, value_name = "ID")]
+        vm: u32,
+
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
+    },
+
+    /// Remove a rule and its targets
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// vm id, as printed by attach or list
+        #[arg(long, value_name = "ID")]
+        vm: u32,
+
+        /// rule id, as printed by target add --process/--pid
+        #[arg(long, value_name = "ID")]
+        rule: u32,
+
+        #[command(flatten)]
+        out: Output,
+
+        #[command(flatten)]
+        dev: Device,
+    },
+}
+
 const TARGET_ABOUT: &str = "\
 Add, remove and inspect the targets of an attached VM: guest virtual ranges \
 in one guest address space (CR3) whose pages the module reports when resident \
@@ -735,6 +777,16 @@ the process whose tables --cr3 names, and only if a VMA of that process \
 covers the page and allows the access; other pages fail (no-vma, \
 vma-denies). Without a profile, user pages wait unless --no-vma-check \
 waives the check, at the task's risk.\n\n\
+With --process NAME or --pid P and --region instead of a range, the module \
+keeps a rule (print: its rule id): after each walk of the guest's task list \
+(every second) it reads the VMAs of every process the rule names, those \
+started later included, and keeps targets over the region's pages, following \
+the region as it grows, moves or goes (`kvm-pfi rule ls`, `kvm-pfi rule rm`). \
+Regions: exe (the executable's mappings), stack, heap, anon (anonymous \
+mappings but heap and stack), all, file:PATTERN (mapped files whose path \
+matches the glob, e.g. 'file:*/libc.so*'). Only --read, --write, --kpti, \
+--protect and --enforce apply to a rule's targets; the VM needs a Linux \
+profile (ENODATA).\n\n\
 The VM must stay attached for the target to live: attach it with \
 `kvm-pfi attach --persistent`. A target added to a VM attached without \
 --persistent disappears when that `kvm-pfi attach` process exits.";
@@ -747,16 +799,34 @@ pub struct TargetSpec {
     pub vm: u32,
 
     /// Guest CR3 of the address space (PCID and flag bits are ignored)
-    #[arg(long, value_name = "HEX", value_parser = parse_u64)]
-    pub cr3: u64,
+    #[arg(long, value_name = "HEX", value_parser = parse_u64,
+          required_unless_present_any = ["process", "pid"], conflicts_with_all = ["process", "pid"])]
+    pub cr3: Option<u64>,
 
     /// First guest virtual address, page aligned
-    #[arg(long, value_name = "HEX", value_parser = parse_u64)]
-    pub gva: u64,
+    #[arg(long, value_name = "HEX", value_parser = parse_u64,
+          required_unless_present_any = ["process", "pid"], conflicts_with_all = ["process", "pid"])]
+    pub gva: Option<u64>,
 
     /// Length in bytes, a multiple of 4096
-    #[arg(long, value_name = "BYTES", value_parser = parse_u64)]
-    pub len: u64,
+    #[arg(long, value_name = "BYTES", value_parser = parse_u64,
+          required_unless_present_any = ["process", "pid"], conflicts_with_all = ["process", "pid"])]
+    pub len: Option<u64>,
+
+    /// Instead of a range: a rule for the processes of this name (comm, or
+    /// the executable's file name), those started later included (needs a
+    /// Linux profile)
+    #[arg(long, value_name = "NAME", conflicts_with = "pid", requires = "region", value_parser = parse_process_name)]
+    pub process: Option<String>,
+
+    /// Instead of a range: a rule for the process with this pid
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..), requires = "region")]
+    pub pid: Option<i32>,
+
+    /// With --process or --pid: exe, stack, heap, anon, all, or
+    /// file:PATTERN (a glob over the mapped file's path)
+    #[arg(long, value_name = "REGION", value_parser = parse_region, conflicts_with_all = ["cr3", "gva", "len"])]
+    pub region: Option<RegionArg>,
 
     /// May inject at CPL 0 too (needed for kernel-half ranges)
     #[arg(long)]
@@ -827,6 +897,44 @@ fn enforce_help() -> String {
          (implies --protect; at most {} pages)",
         abi::KVM_PFI_MAX_ENFORCE_PAGES
     )
+}
+
+/// `--region`: a region of a process (enum kvm_pfi_region) and, for
+/// `file:`, its pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionArg {
+    pub region: u32,
+    pub pattern: String,
+}
+
+/// `--process`'s value: 1 to KVM_PFI_RULE_NAME_LEN - 1 bytes, no NUL.
+pub fn parse_process_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() >= abi::KVM_PFI_RULE_NAME_LEN as usize || s.contains('\0') {
+        return Err(format!("a name of 1 to {} bytes", abi::KVM_PFI_RULE_NAME_LEN - 1));
+    }
+    Ok(s.to_string())
+}
+
+/// `--region`'s value.
+pub fn parse_region(s: &str) -> Result<RegionArg, String> {
+    let plain = |region| Ok(RegionArg { region, pattern: String::new() });
+    match s {
+        "exe" => plain(abi::KVM_PFI_REGION_EXE),
+        "stack" => plain(abi::KVM_PFI_REGION_STACK),
+        "heap" => plain(abi::KVM_PFI_REGION_HEAP),
+        "anon" => plain(abi::KVM_PFI_REGION_ANON),
+        "all" => plain(abi::KVM_PFI_REGION_ALL),
+        _ => match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() && p.len() < abi::KVM_PFI_RULE_NAME_LEN as usize && !p.contains('\0') => {
+                Ok(RegionArg { region: abi::KVM_PFI_REGION_FILE, pattern: p.to_string() })
+            }
+            Some(_) => Err(format!(
+                "file:PATTERN needs a pattern of 1 to {} bytes",
+                abi::KVM_PFI_RULE_NAME_LEN - 1
+            )),
+            None => Err("one of exe, stack, heap, anon, all, file:PATTERN".to_string()),
+        },
+    }
 }
 
 /// An unsigned 64-bit number: decimal, or hex with a 0x/0X prefix.
@@ -1159,7 +1267,7 @@ mod tests {
         };
         assert_eq!(
             (spec.vm, spec.cr3, spec.gva, spec.len),
-            (3, 0x1234000, 0x7f00_0000_0000, 8192)
+            (3, Some(0x1234000), Some(0x7f00_0000_0000), Some(8192))
         );
         assert_eq!((spec.timeout_ms, spec.max_tries), (Some(500), Some(7)));
         assert_eq!(
@@ -1180,7 +1288,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((spec.cr3, spec.gva, spec.len), (4096, 0, 4096));
+        assert_eq!((spec.cr3, spec.gva, spec.len), (Some(4096), Some(0), Some(4096)));
         assert_eq!((spec.timeout_ms, spec.max_tries), (None, None));
         assert_eq!(
             spec.flags(),
@@ -1876,5 +1984,33 @@ mod tests {
             .render_help()
             .to_string();
         assert!(watch.contains("after N events"), "{watch}");
+    }
+
+    #[test]
+    fn target_add_by_process_and_region() {
+        let cli = parse(&["target", "add", "--vm", "2", "--process", "sleep", "--region", "file:*/libc.so*", "--read"])
+            .unwrap();
+        let Command::Target { cmd: TargetCommand::Add { spec, .. } } = cli.command else { panic!() };
+        assert_eq!(spec.process.as_deref(), Some("sleep"));
+        assert_eq!(
+            spec.region,
+            Some(RegionArg { region: abi::KVM_PFI_REGION_FILE, pattern: "*/libc.so*".into() })
+        );
+        assert_eq!((spec.cr3, spec.pid), (None, None));
+        let cli = parse(&["target", "add", "--vm", "2", "--pid", "77", "--region", "stack"]).unwrap();
+        let Command::Target { cmd: TargetCommand::Add { spec, .. } } = cli.command else { panic!() };
+        assert_eq!((spec.pid, spec.region.map(|r| r.region)), (Some(77), Some(abi::KVM_PFI_REGION_STACK)));
+        for bad in [
+            &["target", "add", "--vm", "2", "--process", "x"][..],
+            &["target", "add", "--vm", "2", "--region", "heap"],
+            &["target", "add", "--vm", "2", "--pid", "0", "--region", "heap"],
+            &["target", "add", "--vm", "2", "--pid", "3", "--process", "x", "--region", "heap"],
+            &["target", "add", "--vm", "2", "--process", "x", "--region", "text"],
+            &["target", "add", "--vm", "2", "--process", "x", "--region", "heap", "--gva", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let rm = parse(&["rule", "rm", "--vm", "2", "--rule", "5"]).unwrap();
+        assert!(matches!(rm.command, Command::Rule { cmd: RuleCommand::Rm { vm: 2, rule: 5, .. } }));
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::abi;
 use crate::cli::{
-    Cli, Command, GenerateCommand, Output as OutputOpt, ProfileCommand, SigsCommand, TargetCommand,
+    Cli, Command, GenerateCommand, Output as OutputOpt, ProfileCommand, RuleCommand, SigsCommand, TargetCommand,
 };
 use crate::dev::{Device, VmInfo};
 use crate::error::{Error, Result};
@@ -40,6 +40,7 @@ pub fn run(cli: Cli) -> Result<()> {
             dev,
         } => attach(&dev.device, pid, fd, vm_fd, persistent, out),
         Command::Target { cmd } => target(cmd),
+        Command::Rule { cmd } => rule(cmd),
         Command::Sigs { cmd } => sigs_command(cmd),
         Command::Profile { cmd } => profile_command(cmd),
         Command::Ps { vm, out, dev } => ps(&dev.device, vm, out),
@@ -552,6 +553,17 @@ fn detach(path: &str, vm: u32, out: OutputOpt) -> Result<()> {
 
 fn target(cmd: TargetCommand) -> Result<()> {
     match cmd {
+        TargetCommand::Add { spec, out, dev } if spec.process.is_some() || spec.pid.is_some() => {
+            let r = targets::rule_from_spec(&spec);
+            let rule_id = controlling(&dev.device, r.vm_id)?
+                .rule_add(&r)
+                .map_err(|e| targets::rule_error_hint(e, r.vm_id))?;
+            if out.json {
+                json(&targets::NewRuleJson { rule_id })
+            } else {
+                say(&format!("rule {rule_id}"))
+            }
+        }
         TargetCommand::Add { spec, out, dev } => {
             let t = targets::target_from_spec(&spec);
             let target_id = controlling(&dev.device, t.vm_id)?
@@ -602,6 +614,27 @@ fn target(cmd: TargetCommand) -> Result<()> {
                 json(&targets::pages_json(vm, target, &pages))
             } else {
                 say(&targets::pages_text(&pages))
+            }
+        }
+    }
+}
+
+fn rule(cmd: RuleCommand) -> Result<()> {
+    match cmd {
+        RuleCommand::Ls { vm, out, dev } => {
+            let list = Device::open(&dev.device)?.rule_list(vm)?;
+            if out.json {
+                json(&targets::rules_json(vm, &list))
+            } else {
+                say(&targets::rules_text(vm, &list))
+            }
+        }
+        RuleCommand::Rm { vm, rule, out, dev } => {
+            controlling(&dev.device, vm)?.rule_remove(vm, rule)?;
+            if out.json {
+                json(&serde_json::json!({ "vm_id": vm, "rule_id": rule }))
+            } else {
+                say(&format!("vm {vm} rule {rule} removed"))
             }
         }
     }

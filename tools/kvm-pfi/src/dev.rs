@@ -91,6 +91,9 @@ fn ioctl_name(request: abi::kvm_pfi_ioctl) -> &'static str {
         abi::KVM_PFI_IOCTL_LINUX_PROFILE => "KVM_PFI_LINUX_PROFILE",
         abi::KVM_PFI_IOCTL_PROCESS_LIST => "KVM_PFI_PROCESS_LIST",
         abi::KVM_PFI_IOCTL_PROCESS_VMAS => "KVM_PFI_PROCESS_VMAS",
+        abi::KVM_PFI_IOCTL_RULE_ADD => "KVM_PFI_RULE_ADD",
+        abi::KVM_PFI_IOCTL_RULE_REMOVE => "KVM_PFI_RULE_REMOVE",
+        abi::KVM_PFI_IOCTL_RULE_LIST => "KVM_PFI_RULE_LIST",
         _ => "ioctl",
     }
 }
@@ -255,6 +258,33 @@ impl Device {
         // SAFETY: TARGET_ADD takes a struct kvm_pfi_target, no pointers.
         unsafe { self.ioctl(abi::KVM_PFI_IOCTL_TARGET_ADD, &mut t, &ctx)? };
         Ok(t.target_id)
+    }
+
+    /// Adds a rule (KVM_PFI_RULE_ADD); returns its id.
+    pub fn rule_add(&self, r: &abi::kvm_pfi_rule) -> Result<u32> {
+        let mut r = *r;
+        let ctx = format!("vm {}", r.vm_id);
+        // SAFETY: RULE_ADD takes a struct kvm_pfi_rule, no pointers.
+        unsafe { self.ioctl(abi::KVM_PFI_IOCTL_RULE_ADD, &mut r, &ctx)? };
+        Ok(r.rule_id)
+    }
+
+    pub fn rule_remove(&self, vm_id: u32, rule_id: u32) -> Result<()> {
+        let mut r = abi::kvm_pfi_rule_remove { vm_id, rule_id };
+        let ctx = format!("vm {vm_id} rule {rule_id}");
+        // SAFETY: RULE_REMOVE takes a struct kvm_pfi_rule_remove, no pointers.
+        unsafe { self.ioctl(abi::KVM_PFI_IOCTL_RULE_REMOVE, &mut r, &ctx) }
+    }
+
+    /// The rules of a VM (at most KVM_PFI_MAX_RULES: one call).
+    pub fn rule_list(&self, vm_id: u32) -> Result<Vec<abi::kvm_pfi_rule>> {
+        let cap = abi::KVM_PFI_MAX_RULES;
+        let mut buf = vec![abi::kvm_pfi_rule::default(); cap as usize];
+        let mut l = abi::kvm_pfi_rule_list { vm_id, nr_rules: cap, rules: buf.as_mut_ptr() as u64 };
+        // SAFETY: l.rules points at `cap` writable kvm_pfi_rule entries.
+        unsafe { self.ioctl(abi::KVM_PFI_IOCTL_RULE_LIST, &mut l, &format!("vm {vm_id}"))? };
+        buf.truncate(l.nr_rules.min(cap) as usize);
+        Ok(buf)
     }
 
     pub fn target_remove(&self, vm_id: u32, target_id: u32) -> Result<()> {

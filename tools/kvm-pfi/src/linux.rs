@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::sigs::{path_name, read_input};
 use pfi_core::linux_profile::{Profile, S};
 use pfi_core::linux_walk::{self, GuestMemory, Limits, MapleScratch, WalkError};
+use pfi_core::process_regions;
 
 /// `__START_KERNEL_map`: the kernel image is mapped at or above it (and
 /// below the modules area, which kcore maps higher).
@@ -596,9 +597,9 @@ impl HeapStack {
     pub fn name<'a>(&self, start: u64, end: u64, file: &'a str) -> &'a str {
         if !file.is_empty() {
             file
-        } else if start < self.brk && end > self.start_brk {
+        } else if process_regions::is_initial_heap(self.start_brk, self.brk, start, end) {
             "[heap]"
-        } else if start <= self.start_stack && end >= self.start_stack {
+        } else if process_regions::is_initial_stack(self.start_stack, start, end) {
             "[stack]"
         } else {
             ""

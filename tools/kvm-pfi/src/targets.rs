@@ -65,19 +65,155 @@ pub fn add_error_hint(err: Error, flags: u32) -> Error {
     Error::Msg(format!("{err} ({limit})"))
 }
 
+/// KVM_PFI_RULE_ADD's errors that have a likely cause to name.
+pub fn rule_error_hint(err: Error, vm: u32) -> Error {
+    match err.errno() {
+        Some(libc::ENODATA) => Error::Msg(format!(
+            "{err} (vm {vm} has no Linux profile: kvm-pfi profile load --vm {vm} PROFILE)"
+        )),
+        Some(libc::ENOSPC) => Error::Msg(format!(
+            "{err} (at most {} rules per VM)",
+            abi::KVM_PFI_MAX_RULES
+        )),
+        Some(libc::EINVAL) => Error::Msg(format!(
+            "{err} (a rule's targets take only --read, --write, --kpti, --protect, --enforce)"
+        )),
+        _ => err,
+    }
+}
+
 /// KVM_PFI_TARGET_ADD's argument for the command line's options.
 pub fn target_from_spec(spec: &TargetSpec) -> abi::kvm_pfi_target {
     abi::kvm_pfi_target {
         vm_id: spec.vm,
         flags: spec.flags(),
-        cr3: spec.cr3,
-        gva: spec.gva,
-        len: spec.len,
+        // clap requires all three without --process/--pid.
+        cr3: spec.cr3.unwrap_or(0),
+        gva: spec.gva.unwrap_or(0),
+        len: spec.len.unwrap_or(0),
         // 0 selects the module parameter.
         timeout_ms: spec.timeout_ms.unwrap_or(0),
         max_tries: spec.max_tries.unwrap_or(0),
         ..Default::default()
     }
+}
+
+/// The rule `target add --process/--pid --region` asks for.
+pub fn rule_from_spec(spec: &TargetSpec) -> abi::kvm_pfi_rule {
+    let mut r = abi::kvm_pfi_rule {
+        vm_id: spec.vm,
+        pid: spec.pid.unwrap_or(0),
+        target_flags: spec.flags(),
+        ..Default::default()
+    };
+    if let Some(region) = &spec.region {
+        r.region = region.region;
+        copy_c(&mut r.pattern, &region.pattern);
+    }
+    if let Some(name) = &spec.process {
+        copy_c(&mut r.name, name);
+    }
+    r
+}
+
+/// `s`, NUL-padded into a C char array; cut to leave the NUL (the module
+/// refuses an array without one).
+fn copy_c(out: &mut [std::ffi::c_char], s: &str) {
+    let room = out.len().saturating_sub(1);
+    for (d, b) in out.iter_mut().zip(s.bytes().take(room)) {
+        *d = b as std::ffi::c_char;
+    }
+}
+
+fn c_text(b: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = b.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `region` as `--region` spells it.
+pub fn region_text(region: u32, pattern: &str) -> String {
+    match region {
+        abi::KVM_PFI_REGION_EXE => "exe".into(),
+        abi::KVM_PFI_REGION_STACK => "stack".into(),
+        abi::KVM_PFI_REGION_HEAP => "heap".into(),
+        abi::KVM_PFI_REGION_ANON => "anon".into(),
+        abi::KVM_PFI_REGION_ALL => "all".into(),
+        abi::KVM_PFI_REGION_FILE => format!("file:{pattern}"),
+        n => n.to_string(),
+    }
+}
+
+/// `target add --process/--pid --json`.
+#[derive(Debug, Serialize)]
+pub struct NewRuleJson {
+    pub rule_id: u32,
+}
+
+/// One rule of `rule ls --json`.
+#[derive(Debug, Serialize)]
+pub struct RuleJson {
+    pub rule_id: u32,
+    pub pid: i32,
+    pub process: String,
+    pub region: String,
+    pub target_flags: u32,
+    pub nr_targets: u32,
+    pub pages: u64,
+    pub pages_uncovered: u64,
+    pub nr_processes: u32,
+    pub walk_errors: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RulesJson {
+    pub vm_id: u32,
+    pub rules: Vec<RuleJson>,
+}
+
+pub fn rules_json(vm_id: u32, rules: &[abi::kvm_pfi_rule]) -> RulesJson {
+    RulesJson {
+        vm_id,
+        rules: rules
+            .iter()
+            .map(|r| RuleJson {
+                rule_id: r.rule_id,
+                pid: r.pid,
+                process: c_text(&r.name),
+                region: region_text(r.region, &c_text(&r.pattern)),
+                target_flags: r.target_flags,
+                nr_targets: r.nr_targets,
+                pages: r.pages,
+                pages_uncovered: r.pages_uncovered,
+                nr_processes: r.nr_processes,
+                walk_errors: r.walk_errors,
+            })
+            .collect(),
+    }
+}
+
+pub fn rules_text(vm_id: u32, rules: &[abi::kvm_pfi_rule]) -> String {
+    if rules.is_empty() {
+        return format!("vm {vm_id} has no rules");
+    }
+    let mut text = format!(
+        "{:<5} {:<18} {:<20} {:<9} {:<8} {:<8} {:<10} {}",
+        "RULE", "PROCESS", "REGION", "PROCESSES", "TARGETS", "PAGES", "UNCOVERED", "FLAGS"
+    );
+    for r in rules {
+        let who = if r.pid != 0 { format!("pid {}", r.pid) } else { c_text(&r.name) };
+        text.push_str(&format!(
+            "\n{:<5} {:<18} {:<20} {:<9} {:<8} {:<8} {:<10} {}",
+            r.rule_id,
+            who,
+            region_text(r.region, &c_text(&r.pattern)),
+            r.nr_processes,
+            r.nr_targets,
+            r.pages,
+            r.pages_uncovered,
+            target_flags_text(r.target_flags)
+        ));
+    }
+    text
 }
 
 /// `target add --json`.
@@ -97,6 +233,8 @@ pub struct TargetIdJson {
 #[derive(Debug, Serialize)]
 pub struct TargetJson {
     pub target_id: u32,
+    /// The rule that made it, 0: none.
+    pub rule_id: u32,
     pub target_flags: u32,
     pub cr3: u64,
     pub gva: u64,
@@ -118,6 +256,7 @@ pub fn targets_json(vm_id: u32, targets: &[abi::kvm_pfi_target]) -> TargetsJson 
             .iter()
             .map(|t| TargetJson {
                 target_id: t.target_id,
+                rule_id: t.rule_id,
                 target_flags: t.flags,
                 cr3: t.cr3,
                 gva: t.gva,
@@ -134,13 +273,14 @@ pub fn targets_text(vm_id: u32, targets: &[abi::kvm_pfi_target]) -> String {
         return format!("vm {vm_id} has no targets");
     }
     let mut text = format!(
-        "{:<7} {:<18} {:<18} {:<10} {:<20} {:<10} {}",
-        "TARGET", "CR3", "GVA", "LEN", "FLAGS", "TIMEOUT-MS", "MAX-TRIES"
+        "{:<7} {:<5} {:<18} {:<18} {:<10} {:<20} {:<10} {}",
+        "TARGET", "RULE", "CR3", "GVA", "LEN", "FLAGS", "TIMEOUT-MS", "MAX-TRIES"
     );
     for t in targets {
         text.push_str(&format!(
-            "\n{:<7} {:<#18x} {:<#18x} {:<10} {:<20} {:<10} {}",
+            "\n{:<7} {:<5} {:<#18x} {:<#18x} {:<10} {:<20} {:<10} {}",
             t.target_id,
+            if t.rule_id == 0 { "-".to_string() } else { t.rule_id.to_string() },
             t.cr3,
             t.gva,
             t.len,
@@ -423,11 +563,11 @@ mod tests {
             target_id: 5,
             timeout_ms: 500,
             max_tries: 3,
-            ..Default::default()
+            rule_id: 2,
         };
         assert_eq!(
             serde_json::to_string(&targets_json(3, &[t])).unwrap(),
-            r#"{"vm_id":3,"targets":[{"target_id":5,"target_flags":9,"cr3":19087360,"gva":18446603336221196288,"len":8192,"timeout_ms":500,"max_tries":3}]}"#
+            r#"{"vm_id":3,"targets":[{"target_id":5,"rule_id":2,"target_flags":9,"cr3":19087360,"gva":18446603336221196288,"len":8192,"timeout_ms":500,"max_tries":3}]}"#
         );
         let text = targets_text(3, &[t]);
         let cols: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
@@ -435,6 +575,7 @@ mod tests {
             cols,
             [
                 "5",
+                "2",
                 "0x1234000",
                 "0xffff800000000000",
                 "8192",
@@ -444,6 +585,42 @@ mod tests {
             ]
         );
         assert_eq!(targets_text(3, &[]), "vm 3 has no targets");
+    }
+
+    #[test]
+    fn rules_rendering() {
+        let mut r = rule_from_spec(&TargetSpec {
+            vm: 4,
+            cr3: None,
+            gva: None,
+            len: None,
+            process: Some("sleep".into()),
+            pid: None,
+            region: Some(crate::cli::RegionArg { region: abi::KVM_PFI_REGION_FILE, pattern: "*/libc.so*".into() }),
+            kernel: false,
+            read: true,
+            write: false,
+            kpti: false,
+            protect: false,
+            enforce: false,
+            no_vma_check: false,
+            timeout_ms: None,
+            max_tries: None,
+        });
+        assert_eq!((r.vm_id, r.pid, r.target_flags), (4, 0, abi::KVM_PFI_TARGET_READ));
+        assert_eq!(c_text(&r.name), "sleep");
+        assert_eq!(c_text(&r.pattern), "*/libc.so*");
+        (r.rule_id, r.nr_targets, r.pages, r.nr_processes) = (7, 2, 600, 1);
+        let j = serde_json::to_string(&rules_json(4, &[r])).unwrap();
+        assert!(j.contains(r#""rule_id":7,"pid":0,"process":"sleep","region":"file:*/libc.so*""#), "{j}");
+        let text = rules_text(4, &[r]);
+        let cols: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(cols, ["7", "sleep", "file:*/libc.so*", "1", "2", "600", "0", "read"]);
+        assert_eq!(rules_text(4, &[]), "vm 4 has no rules");
+        // A name that fills the array keeps its NUL.
+        let mut name = [0 as std::ffi::c_char; 4];
+        copy_c(&mut name, "abcdef");
+        assert_eq!(c_text(&name), "abc");
     }
 
     #[test]
