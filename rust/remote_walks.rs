@@ -26,6 +26,7 @@ use crate::targets::page::{
     TargetWalk, //
 };
 use crate::targets::probe::DueWalk;
+use crate::targets::vma_gate;
 use crate::vm::AttachedVm;
 
 /// Table pages the cache holds (a walk touches at most five).
@@ -46,6 +47,7 @@ pub(crate) fn walk_and_apply(vm: &AttachedVm, paging: &GuestPaging, due: &[DueWa
     // SAFETY: the VM is referenced (the caller holds its attachment); a
     // kworker with the VMM's mm borrowed.
     let mut mem = unsafe { GuestMemory::new(vm.kvm, Context::Kworker) };
+    let view = if due.iter().any(|d| d.mm != 0) { vm.targets.lock().linux_view() } else { None };
     let mut cache = TableCache::new(&mut mem, &mut cache_pages);
     let mut work = false;
     for chunk in due.chunks(CHUNK) {
@@ -54,8 +56,15 @@ pub(crate) fn walk_and_apply(vm: &AttachedVm, paging: &GuestPaging, due: &[DueWa
         }
         done.clear();
         for d in chunk {
+            let mut w = walk_target(&mut cache, paging, d.root, d.gva);
+            // Its process exited under the walk: the tables it read may be
+            // freed frames (Documentation/guest-linux.rst, "Processes that
+            // exit").
+            if let Some(view) = view.as_ref().filter(|_| d.mm != 0 && !w.space_gone) {
+                w.space_gone = vma_gate::process_gone(view, &mut cache, d.mm, d.root);
+            }
             // Capacity `CHUNK`: no allocation.
-            let _ = done.push((*d, walk_target(&mut cache, paging, d.root, d.gva)), GFP_KERNEL);
+            let _ = done.push((*d, w), GFP_KERNEL);
         }
         // SAFETY: reads the clock.
         let now = unsafe { glue::kvm_pfi_now_ns() };

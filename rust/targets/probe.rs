@@ -297,7 +297,7 @@ impl Targets {
                     }
                     let p = &t.pages[from.1];
                     if p.walk_due {
-                        out[n] = DueWalk::of(from.0, t.id, from.1, p);
+                        out[n] = DueWalk::of(from.0, t, from.1, p);
                         n += 1;
                     }
                     from.1 += 1;
@@ -382,18 +382,22 @@ pub(crate) struct DueWalk {
     walks: u32,
     pub(crate) root: u64,
     pub(crate) gva: u64,
+    /// The `mm_struct` of its process, for a VMA-checked page whose
+    /// process is known (`vma_gate::process_gone`); 0 otherwise.
+    pub(crate) mm: u64,
 }
 
 impl DueWalk {
     pub(crate) const NONE: DueWalk =
-        DueWalk { page: PageRef { slot: 0, id: 0, index: 0 }, walks: 0, root: 0, gva: 0 };
+        DueWalk { page: PageRef { slot: 0, id: 0, index: 0 }, walks: 0, root: 0, gva: 0, mm: 0 };
 
-    pub(super) fn of(slot: usize, id: u32, index: usize, p: &super::page::Page) -> Self {
+    pub(super) fn of(slot: usize, t: &super::Target, index: usize, p: &super::page::Page) -> Self {
         DueWalk {
-            page: PageRef { slot, id, index },
+            page: PageRef { slot, id: t.id, index },
             walks: p.walks,
             root: p.inj.target().space.root_gpa(),
             gva: p.inj.target().gva,
+            mm: t.process_mm.filter(|_| t.vma_checked()).unwrap_or(0),
         }
     }
 }

@@ -53,7 +53,7 @@ impl Targets {
                     let p = &t.pages[i];
                     if sweep_due(p, now) {
                         // Capacity checked: no allocation.
-                        let _ = out.push(DueWalk::of(from.0, t.id, i, p), GFP_ATOMIC);
+                        let _ = out.push(DueWalk::of(from.0, t, i, p), GFP_ATOMIC);
                     }
                     looked += 1;
                     from.1 += 1;

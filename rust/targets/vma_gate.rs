@@ -23,6 +23,10 @@ use crate::bindings::uapi;
 use crate::guest_mem::GuestMemory;
 use crate::pfi_core::inject::FailReason;
 use crate::pfi_core::linux_profile::Profile;
+use crate::pfi_core::table_cache::{
+    PageSource,
+    TableCache, //
+};
 use crate::pfi_core::linux_walk::{
     self,
     KERNEL_MIN, //
@@ -71,15 +75,34 @@ pub(crate) enum Check {
     NotNow,
 }
 
+/// Guest physical memory as the direct-map reads need it: the probes'
+/// `GuestMemory`, or the report work's table cache over it.
+pub(crate) trait PhysBytes {
+    /// Fills `buf` (within one page) from `gpa`; whether it could.
+    fn read_phys(&mut self, gpa: u64, buf: &mut [u8]) -> bool;
+}
+
+impl PhysBytes for GuestMemory {
+    fn read_phys(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.read(gpa, buf) == 0
+    }
+}
+
+impl<S: PageSource> PhysBytes for TableCache<'_, S> {
+    fn read_phys(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.read_bytes(gpa, buf).is_ok()
+    }
+}
+
 /// Guest kernel memory in the direct map, read through guest physical
 /// memory: no page walk, so a probe can afford the few reads of a VMA
 /// look-up.
-struct DirectMap<'a> {
-    mem: &'a mut GuestMemory,
+struct DirectMap<'a, M: PhysBytes + ?Sized> {
+    mem: &'a mut M,
     base: u64,
 }
 
-impl linux_walk::GuestMemory for DirectMap<'_> {
+impl<M: PhysBytes + ?Sized> linux_walk::GuestMemory for DirectMap<'_, M> {
     fn read(&mut self, va: u64, buf: &mut [u8]) -> bool {
         let Some(mut gpa) = va.checked_sub(self.base) else { return false };
         let mut done = 0;
@@ -87,7 +110,7 @@ impl linux_walk::GuestMemory for DirectMap<'_> {
             let in_page = 4096 - (gpa & 4095) as usize;
             let n = in_page.min(buf.len() - done);
             let Some(chunk) = buf.get_mut(done..done + n) else { return false };
-            if self.mem.read(gpa, chunk) != 0 {
+            if !self.mem.read_phys(gpa, chunk) {
                 return false;
             }
             done += n;
@@ -145,11 +168,30 @@ pub(super) fn check(
     }
 }
 
+/// Whether the process whose `mm_struct` is at `mm` and whose tables were
+/// at `root` is gone: its mm no longer names those tables (freed and
+/// reused), or its VMA tree is destroyed (`exit_mmap` empties it before the
+/// mm and its tables are freed, and a live process always has VMAs). A walk
+/// of its tables may then have read freed, reused frames: its outcome is
+/// not the page's. An mm that cannot be read is not taken for gone.
+pub(crate) fn process_gone<M: PhysBytes + ?Sized>(view: &LinuxView, mem: &mut M, mm: u64, root: u64) -> bool {
+    let mut dm = DirectMap { mem, base: view.direct_map };
+    match linux_walk::read_mm(&mut dm, &view.profile, mm) {
+        Ok(m) => m.pgd != view.direct_map.wrapping_add(root) || m.mt_root == 0,
+        Err(_) => false,
+    }
+}
+
 impl Targets {
     /// The Linux work's view of the VM's profile (`None`: none, or it is
     /// not usable yet); the probes check VMAs through it.
     pub(crate) fn set_linux_view(&mut self, view: Option<LinuxView>) {
         self.linux = view;
+    }
+
+    /// A copy of the view, for walks outside the lock.
+    pub(crate) fn linux_view(&self) -> Option<LinuxView> {
+        self.linux.clone()
     }
 
     /// The address-space roots of the targets whose faults wait for a VMA
