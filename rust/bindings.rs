@@ -53,6 +53,7 @@ pub(crate) mod uapi {
         kvm_pfi_rule,
         kvm_pfi_rule_remove,
         kvm_pfi_rule_list,
+        kvm_pfi_kernel_read,
     );
 }
 

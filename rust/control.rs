@@ -403,6 +403,38 @@ impl PfiFile {
 
     // Not inlined into `ioctl`: its frame would hold every handler's locals.
     #[inline(never)]
+    fn kernel_read(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::kvm_pfi_kernel_read = read_arg(arg)?;
+        let present = req.flags & uapi::KVM_PFI_KERNEL_PRESENT != 0;
+        let max = if present { u64::from(uapi::KVM_PFI_KERNEL_SPAN_MAX) } else { u64::from(uapi::KVM_PFI_KERNEL_READ_MAX) };
+        if req.flags & !uapi::KVM_PFI_KERNEL_FLAGS_ALL != 0
+            || req.done != 0
+            || req.cr3 != 0
+            || req.va < crate::pfi_core::linux_walk::KERNEL_MIN
+            || req.len == 0
+            || req.len > max
+            || req.va.checked_add(req.len - 1).is_none()
+            || (present && (req.va | req.len) % 4096 != 0)
+        {
+            return Err(EINVAL);
+        }
+        let Ok(buf_addr) = usize::try_from(req.buf) else { return Err(EFAULT) };
+        let out_len = (if present { req.len / 4096 } else { req.len }) as usize;
+        check_writable(arg, &req)?;
+        let vm = vm::with_id(req.vm_id, |vm| -> Result<_> {
+            self.ctl.check(vm)?;
+            Ok(vm.arc())
+        })??;
+        let (buf, done, cr3) = crate::linux_guest::read_kernel_memory(vm, req.va, out_len, present)?;
+        let out = if present { &buf[..] } else { buf.get(..done as usize).unwrap_or_default() };
+        UserSlice::new(UserPtr::from_addr(buf_addr), out.len()).writer().write_slice(out)?;
+        (req.done, req.cr3) = (done, cr3);
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
+    // Not inlined into `ioctl`: its frame would hold every handler's locals.
+    #[inline(never)]
     fn rule_add(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::kvm_pfi_rule = read_arg(arg)?;
         let rule = crate::linux_guest::rules::check(&req)?;
@@ -502,6 +534,7 @@ impl MiscDevice for PfiFile {
             uapi::KVM_PFI_IOCTL_LINUX_PROFILE => me.linux_profile(arg),
             uapi::KVM_PFI_IOCTL_PROCESS_LIST => me.process_list(arg),
             uapi::KVM_PFI_IOCTL_PROCESS_VMAS => me.process_vmas(arg),
+            uapi::KVM_PFI_IOCTL_KERNEL_READ => me.kernel_read(arg),
             uapi::KVM_PFI_IOCTL_RULE_ADD => me.rule_add(arg),
             uapi::KVM_PFI_IOCTL_RULE_REMOVE => me.rule_remove(arg),
             uapi::KVM_PFI_IOCTL_RULE_LIST => me.rule_list(arg),

@@ -256,6 +256,8 @@ def main():
     else:
         check("system_map_given", False, "no KVM_PFI_SYSTEM_MAP")
 
+    from_memory(btf, prof, tmp)
+
     # Profiles that do not fit: a wrong comm offset, a wrong slide.
     text = open(prof).read()
     m = re.search(r"^field task_struct\.comm (\d+) 16$", text, re.M)
@@ -275,6 +277,33 @@ def main():
     check("test_program_exit", prog.wait(timeout=60) == 0)
     subprocess.run(["umount", mnt])
     return finish()
+
+
+def from_memory(btf, prof, tmp):
+    """The kernel's own kallsyms tables, found in its image through
+    /proc/kcore: every core line of /proc/kallsyms, in its order; the
+    profile with them as its symbols is the one /proc/kallsyms gives. BTF
+    in the image only where the kernel was built with it (not the test
+    kernel: refused, with the option to use)."""
+    r = run_tool("profile", "kallsyms", "--kcore", "/proc/kcore")
+    got = r.stdout.decode().splitlines() if r.returncode == 0 else []
+    want = [l for l in read("/proc/kallsyms").decode().splitlines() if "\t" not in l]
+    diff = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
+    print(f"# kallsyms from the kernel image: {len(got)} symbols; /proc/kallsyms: {len(want)} core "
+          f"symbols; first difference at {diff}")
+    check("kallsyms_from_memory_is_proc_kallsyms", r.returncode == 0 and got == want and len(want) > 10000,
+          [r.returncode, r.stderr.decode()[-300:], diff is not None and (got[diff], want[diff])])
+    pmem = os.path.join(tmp, "memory.profile")
+    r = run_tool("profile", "build", "--kcore", "/proc/kcore", "--btf", btf, "-o", pmem)
+    check("profile_symbols_from_memory", r.returncode == 0 and open(pmem).read() == open(prof).read(),
+          r.stderr.decode().strip())
+    r = run_tool("profile", "build", "--kcore", "/proc/kcore")
+    err = r.stderr.decode().strip()
+    if os.path.exists("/sys/kernel/btf/vmlinux"):
+        check("profile_btf_from_memory", r.returncode == 0, err)
+    else:
+        check("profile_without_btf_in_memory_refused", r.returncode == 65 and "no BTF in the kernel image" in err
+              and "--btf" in err, f"exit {r.returncode}: {err}")
 
 
 def finish():

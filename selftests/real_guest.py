@@ -573,12 +573,38 @@ def load_profile_refusals_first(g, vm):
     check("linux_bad_profiles_refused", r1.returncode != 0 and "does not fit" in r1.stderr
           and r2.returncode != 0 and "does not fit" in r2.stderr and r3.returncode != 0,
           [r1.returncode, r1.stderr, r2.returncode, r2.stderr, r3.returncode, r3.stderr])
+    memory_profile_matches_files(g, vm, text)
+    # Loaded as made from the guest's memory alone (no file).
     t0 = time.time()
-    loaded = tool_json("profile", "load", "--vm", str(vm), prof)
-    print(f"# profile loaded in {time.time() - t0:.1f} s: {loaded}")
+    loaded = tool_json("profile", "load", "--vm", str(vm))
+    print(f"# profile made from the guest's memory and loaded in {time.time() - t0:.1f} s: {loaded}")
     # The guest boots with nokaslr: the slide the module finds is 0.
     return check("linux_profile_loaded", as_int(loaded["slide"]) == 0 and as_int(loaded["nr_processes"]) > 1,
                  loaded)
+
+
+def memory_profile_matches_files(g, vm, text):
+    """The profile made from the running guest with nothing but the VM
+    (its BTF and kallsyms tables, read through the module) is the one its
+    files give (no KASLR: run-time addresses are the link-time ones), and
+    every symbol of the kallsyms tables found in its memory is a line of
+    its System.map (address, type and name)."""
+    mem = os.path.join(g.dir, "memory.profile")
+    t0 = time.time()
+    r = run_tool("profile", "build", "--vm", str(vm), "-o", mem)
+    print(f"# profile build --vm {vm}: {time.time() - t0:.1f} s, {r.stdout.strip()} {r.stderr.strip()}")
+    got = open(mem).read() if r.returncode == 0 else ""
+    diff = [l for l in got.splitlines() if l not in text.splitlines()]
+    check("linux_profile_from_guest_memory", r.returncode == 0 and got == text,
+          [r.returncode, r.stderr, diff[:5]])
+    r = run_tool("profile", "kallsyms", "--vm", str(vm))
+    lines = r.stdout.splitlines() if r.returncode == 0 else []
+    smap = set(open(os.environ["KVM_PFI_GUEST_SYSTEM_MAP"]).read().splitlines())
+    missing = [l for l in lines if l not in smap]
+    print(f"# kallsyms in the guest's memory: {len(lines)} symbols, {len(missing)} not in System.map")
+    check("linux_kallsyms_from_guest_memory", r.returncode == 0 and len(lines) > 1000 and not missing
+          and any(l.endswith(" D init_task") or l.endswith(" d init_task") for l in lines),
+          [r.returncode, r.stderr[-300:], missing[:5]])
 
 
 def check_linux_processes(g, vm, w, cr3, watch):

@@ -85,6 +85,7 @@ pub(crate) mod state;
 use state::{
     Active,
     Checked,
+    KernelRead,
     LinuxGuest,
     Pending,
     VmaQuery,
@@ -341,8 +342,21 @@ fn run(vm: &AttachedVm) -> Option<Jiffies> {
     // kworker, which uses no mm of its own; dropped at the end of `run`.
     let _mm = unsafe { BorrowedMm::new(vm.kvm) };
     let mut guard = vm.linux.lock();
-    let LinuxGuest { active, pending, vma_query, processes, walks, walk_errors, walked_ns, last_error, rules } = &mut *guard;
+    let LinuxGuest { active, pending, vma_query, kernel_read, processes, walks, walk_errors, walked_ns, last_error, rules } =
+        &mut *guard;
     let mut again = None;
+    if let Some(r) = kernel_read.as_mut().filter(|r| r.outcome.is_none()) {
+        // `swapper_pg_dir` if a profile found it, else the root the call
+        // asked the probes for.
+        let root = active.as_ref().map(|a| a.root).filter(|&r| r != 0).or_else(|| vm.kernel_root());
+        match (vm.paging(), root) {
+            (Some(paging), Some(root)) => {
+                r.outcome = Some(with_cache(vm, |cache| read_kernel(&mut KernelVa::new(cache, paging, root), r)).map(|n| (n, root)));
+                vm.linux_answered.notify_all();
+            }
+            _ => again = Some(msecs_to_jiffies(ROOT_RETRY_MS)),
+        }
+    }
     if let Some(p) = pending.as_mut().filter(|p| p.outcome.is_none()) {
         match (vm.paging(), vm.kernel_root()) {
             (Some(paging), Some(root)) => {
@@ -554,6 +568,65 @@ fn file_path<Src: PageSource>(k: &mut KernelVa<'_, '_, Src>, p: &Profile, file: 
     if let Ok(start) = start {
         *out = c_chars(path.get(start..).unwrap_or_default());
     }
+}
+
+/// Fills `r.buf` from guest kernel memory: the bytes at `r.va` up to the
+/// first page that does not translate, or a byte per page present. Returns
+/// bytes read or pages present.
+fn read_kernel<Src: PageSource>(k: &mut KernelVa<'_, '_, Src>, r: &mut KernelRead) -> u64 {
+    if r.present {
+        let mut found = 0u64;
+        // A chunk at a time, with a chance to reschedule between: the
+        // 1 GiB window is 256 chunks.
+        for (i, chunk) in r.buf.chunks_mut(1024).enumerate() {
+            let va = r.va.wrapping_add((i as u64).wrapping_mul(1024 * PAGE as u64));
+            found = found.wrapping_add(k.present(va, chunk) as u64);
+            // SAFETY: process context (the Linux work), no spinlock held.
+            unsafe { glue::kvm_pfi_cond_resched() };
+        }
+        return found;
+    }
+    let mut done = 0usize;
+    let mut va = r.va;
+    while done < r.buf.len() {
+        let in_page = (PAGE - (va as usize & (PAGE - 1))).min(r.buf.len() - done);
+        let Some(dst) = r.buf.get_mut(done..done + in_page) else { break };
+        if !linux_walk::GuestMemory::read(k, va, dst) {
+            dst.fill(0);
+            break;
+        }
+        done += in_page;
+        va = va.wrapping_add(in_page as u64);
+    }
+    done as u64
+}
+
+/// `KVM_PFI_KERNEL_READ`: asks the Linux work for `len` bytes at `va`
+/// (`present`: one byte per page of them) and waits for them. Returns the
+/// buffer, the bytes read or pages present, and the root read through.
+pub(crate) fn read_kernel_memory(vm: Arc<AttachedVm>, va: u64, len: usize, present: bool) -> Result<(KVVec<u8>, u64, u64)> {
+    let buf = KVVec::from_elem(0u8, len, GFP_KERNEL)?;
+    {
+        let mut g = vm.linux.lock();
+        if g.kernel_read.is_some() {
+            return Err(EBUSY);
+        }
+        let swapper = g.active.as_ref().is_some_and(|a| a.root != 0);
+        g.kernel_read = Some(KBox::new(KernelRead { va, present, buf, outcome: None }, GFP_KERNEL)?);
+        if !swapper {
+            // A root recorded for this call: a process's tables go when
+            // it exits, so an older one is not used.
+            vm.request_kernel_root();
+        }
+    }
+    vm.queue_delayed::<LINUX>(0);
+    let mut g = vm.linux.lock();
+    let r = wait_answer(&vm, &mut g, |g| g.kernel_read.as_mut().and_then(|r| r.outcome.take()));
+    let asked = g.kernel_read.take();
+    drop(g);
+    let (done, root) = r?;
+    let asked = asked.ok_or(EAGAIN)?;
+    Ok((KBox::into_inner(asked).buf, done, root))
 }
 
 /// Waits, with `g` held in between, until `take` finds the Linux work's

@@ -19,6 +19,8 @@ pub(crate) struct LinuxGuest {
     pub(super) pending: Option<KBox<Pending>>,
     /// A `KVM_PFI_PROCESS_VMAS` call waiting on the work.
     pub(super) vma_query: Option<KBox<VmaQuery>>,
+    /// A `KVM_PFI_KERNEL_READ` call waiting on the work.
+    pub(super) kernel_read: Option<KBox<KernelRead>>,
     /// What the last walk found, in task-list order.
     pub(super) processes: KVVec<uapi::kvm_pfi_process>,
     pub(super) walks: u64,
@@ -63,6 +65,18 @@ pub(super) struct VmaQuery {
     pub(super) outcome: Option<Result<Vmas>>,
 }
 
+/// Guest kernel memory, asked for.
+pub(super) struct KernelRead {
+    pub(super) va: u64,
+    /// One byte per page translated or not (`KVM_PFI_KERNEL_PRESENT`),
+    /// rather than the bytes.
+    pub(super) present: bool,
+    /// Zeroed, as long as the answer can be: bytes, or one byte a page.
+    pub(super) buf: KVVec<u8>,
+    /// Bytes read or pages present, and the root read through.
+    pub(super) outcome: Option<Result<(u64, u64)>>,
+}
+
 /// The VMAs of a process and its mm's layout.
 pub(super) struct Vmas {
     pub(super) answer: uapi::kvm_pfi_process_vmas,
@@ -75,6 +89,7 @@ impl LinuxGuest {
             active: None,
             pending: None,
             vma_query: None,
+            kernel_read: None,
             processes: KVVec::new(),
             walks: 0,
             walk_errors: 0,

@@ -20,6 +20,8 @@ pub const MAGIC: u16 = 0xeb9f;
 /// The bound on anonymous struct/union nesting followed by a member
 /// search, and on typedef/modifier chains (the kernel has a few levels).
 pub const MAX_NESTING: u32 = 16;
+/// Header-like words [`Btf::find_in_image`] follows at most.
+pub const MAX_BLOB_CANDIDATES: usize = 64;
 
 /// Why a blob or a look-up was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +174,41 @@ impl<'a> Btf<'a> {
             types: section(type_off, type_len)?,
             strings: section(str_off, str_len)?,
         })
+    }
+
+    /// The kernel's BTF in a copy of its image's memory (the `.BTF`
+    /// section, between `__start_BTF` and `__stop_BTF`, which nothing
+    /// names in memory): the first 4-byte aligned header of version 1 and
+    /// flags 0 whose sections are in the image and whose blob parses and
+    /// has a `struct task_struct`. Returns the blob. Every candidate costs
+    /// a scan of its type records: at most `MAX_BLOB_CANDIDATES` are tried.
+    pub fn find_in_image(image: &'a [u8]) -> Option<&'a [u8]> {
+        let mut tried = 0usize;
+        let mut at = 0usize;
+        while tried < MAX_BLOB_CANDIDATES {
+            let rest = image.get(at..)?;
+            let hit = rest.chunks_exact(4).position(|w| w == [0x9f, 0xeb, 1, 0])?;
+            let start = at.checked_add(hit.checked_mul(4)?)?;
+            at = start.checked_add(4)?;
+            let Some(blob) = image.get(start..).and_then(Self::blob_at) else { continue };
+            tried = tried.saturating_add(1);
+            if Btf::parse(blob).is_ok_and(|b| b.find_aggregate("task_struct").is_ok()) {
+                return Some(blob);
+            }
+        }
+        None
+    }
+
+    /// The blob a header at `b[0]` spans: header, types and strings.
+    fn blob_at(b: &'a [u8]) -> Option<&'a [u8]> {
+        let field = |off| le32(b, off).and_then(|v| usize::try_from(v).ok());
+        let hdr_len = field(4)?;
+        if !(24..=256).contains(&hdr_len) {
+            return None;
+        }
+        let types_end = field(8)?.checked_add(field(12)?)?;
+        let strings_end = field(16)?.checked_add(field(20)?)?;
+        b.get(..hdr_len.checked_add(types_end.max(strings_end))?)
     }
 
     /// The records in id order; a malformed record ends the iteration with
@@ -516,6 +553,35 @@ pub(crate) mod tests {
         assert_eq!(btf.size_of(comm.type_id).unwrap(), 16);
         assert_eq!(btf.member(&t, "nope"), Err(BtfError::NoSuchMember));
         assert_eq!(btf.find_aggregate("other").err(), Some(BtfError::NoSuchType));
+    }
+
+    #[test]
+    fn the_kernels_blob_is_found_in_an_image() {
+        // The cut of the 7.3 test kernel's BTF, as `.BTF` sits in its
+        // image: after other read-only data, with decoys before it (a
+        // header word that spans past the image, a valid blob without
+        // task_struct).
+        let real: &[u8] = include_bytes!("tests/fixtures/linux-7.3-btf-cut.bin");
+        let mut image = std::vec![0x5au8; 4096];
+        image[8..12].copy_from_slice(&[0x9f, 0xeb, 1, 0]);
+        image[12..16].copy_from_slice(&24u32.to_le_bytes());
+        image[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+        let other = sample();
+        let o = 256;
+        image[o..o + other.len()].copy_from_slice(&other);
+        let at = 2048 + 4;
+        image.truncate(at);
+        image.extend_from_slice(real);
+        image.extend_from_slice(&[0xa5; 100]);
+        let found = Btf::find_in_image(&image).unwrap();
+        assert_eq!(found, real);
+        // Not 4-byte aligned: not the kernel's section.
+        let mut shifted = std::vec![0u8; 2];
+        shifted.extend_from_slice(real);
+        assert_eq!(Btf::find_in_image(&shifted), None);
+        // Cut short: its string section is not all there.
+        assert_eq!(Btf::find_in_image(&image[..at + real.len() - 1]), None);
+        assert_eq!(Btf::find_in_image(&[]), None);
     }
 
     #[test]

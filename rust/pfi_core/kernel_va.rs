@@ -74,6 +74,44 @@ impl<'c, 'p, S: PageSource> KernelVa<'c, 'p, S> {
     }
 }
 
+impl<S: PageSource> KernelVa<'_, '_, S> {
+    /// Which pages from `va` (page-aligned) translate: `out[i]` is 1 for
+    /// page `i`, 0 otherwise, as mincore(2) reports residency. Where an
+    /// entry above the page table is not present, the whole range it
+    /// would map is 0 after one walk: the 1 GiB kernel-image window, mostly
+    /// holes, costs a walk per 2 MiB hole, not per page. Returns the pages
+    /// that translate.
+    pub fn present(&mut self, va: u64, out: &mut [u8]) -> usize {
+        let mut i = 0usize;
+        let mut found = 0usize;
+        while i < out.len() {
+            let at = va.wrapping_add((i as u64).wrapping_mul(PAGE as u64));
+            self.walks = self.walks.saturating_add(1);
+            let w = walk::walk(&mut *self.cache, &self.paging, self.root, at);
+            let (here, span) = match w.outcome {
+                WalkOutcome::Resident { .. } => (1u8, 1usize),
+                // Pages to the end of what the missing entry would map.
+                WalkOutcome::NotPresent { level, .. } => {
+                    let bytes = 1u64 << level.index_shift();
+                    let left = bytes.wrapping_sub(at & bytes.wrapping_sub(1));
+                    (0, usize::try_from(left.checked_div(PAGE as u64).unwrap_or(1)).unwrap_or(usize::MAX).max(1))
+                }
+                WalkOutcome::Invalid(_) => (0, 1),
+            };
+            let end = i.saturating_add(span).min(out.len());
+            if let Some(run) = out.get_mut(i..end) {
+                run.fill(0);
+                if let Some(first) = run.first_mut() {
+                    *first = here;
+                }
+            }
+            found = found.saturating_add(usize::from(here));
+            i = end;
+        }
+        found
+    }
+}
+
 impl<S: PageSource> GuestMemory for KernelVa<'_, '_, S> {
     fn read(&mut self, va: u64, buf: &mut [u8]) -> bool {
         let mut at = va;
@@ -225,6 +263,34 @@ mod tests {
         assert!(k.read(VA, &mut b));
         // Failures are not kept as translations.
         assert_eq!(k.translate(VA + 0x2000), None);
+    }
+
+    #[test]
+    fn present_pages_as_mincore_one_walk_per_hole() {
+        let mut m = phys();
+        // VA and VA + 4 KiB are mapped; so is a page 3 MiB further, in
+        // another page table.
+        m.map(ROOT, VA + 0x30_0000, 0x70_0000);
+        let mut bufs = vec![0u8; 8 * PAGE];
+        let mut cache = TableCache::new(&mut m, &mut bufs);
+        let mut k = KernelVa::new(&mut cache, paging(), ROOT);
+        // From 2 MiB before VA (a hole at PMD level) over 6 MiB.
+        let from = VA - 0x20_0000 - (VA & 0x1f_ffff);
+        let mut out = vec![0xffu8; 0x60_0000 / PAGE];
+        assert_eq!(k.present(from, &mut out), 3);
+        let pages: Vec<usize> = out.iter().enumerate().filter(|(_, &b)| b == 1).map(|(i, _)| i).collect();
+        let page = |va: u64| ((va - from) / PAGE as u64) as usize;
+        assert_eq!(pages, vec![page(VA), page(VA + 0x1000), page(VA + 0x30_0000)]);
+        assert!(out.iter().all(|&b| b <= 1));
+        // The first 2 MiB hole took one walk; each page of the two mapped
+        // page tables one.
+        assert!(k.walks <= 1 + 2 * 512 + 1, "{} walks", k.walks);
+        // An unmapped PML4 slot: one walk for the whole range.
+        let mut k = KernelVa::new(&mut cache, paging(), ROOT);
+        let mut out = vec![1u8; 1024];
+        assert_eq!(k.present(0xffff_ff00_0000_0000, &mut out), 0);
+        assert!(out.iter().all(|&b| b == 0));
+        assert_eq!(k.walks, 1);
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub mod btf;
 // Symbol addresses from a System.map or /proc/kallsyms text.
 pub mod ksyms;
 
+// The kernel's own kallsyms tables, found and decoded in a copy of its
+// image's memory.
+pub mod kallsyms_tables;
+
 // The Linux guest profile: offsets and symbols the walks read, resolved
 // from BTF and a symbol table, and its text form.
 pub mod linux_profile;

@@ -439,6 +439,46 @@ struct kvm_pfi_process_vmas {
 };
 
 /*
+ * Guest kernel memory, as the guest kernel sees it: what a profile made
+ * from the running guest reads (its BTF and kallsyms tables, the kernel
+ * image's place; kvm-pfi profile build --vm, Documentation/guest-linux.rst).
+ * Addresses in the kernel half (at or above 0xff00000000000000) are
+ * translated through the guest's page tables: a root of a vCPU seen in
+ * 64-bit kernel mode, fresh for each call, or swapper_pg_dir when the VM has
+ * a profile. The module's Linux work does the reading, with the VMM's memory;
+ * the call waits for it, up to KVM_PFI_LINUX_WALK_MS + 2 s. The VM needs no
+ * profile.
+ *
+ * flags 0: reads len bytes at va into buf, up to the first page that does
+ * not translate: done returns the bytes read (short, even 0, is no error).
+ * KVM_PFI_KERNEL_PRESENT: buf receives one byte per page of [va, va + len),
+ * 1 where the page translates and 0 elsewhere, as mincore(2) does; done
+ * returns the pages that translate. cr3 returns the root read through.
+ *
+ * ENOENT: vm_id. EPERM: not the VM's owner. EINVAL: unknown flags, reserved
+ * or out fields set, va below the kernel half, len 0 or above
+ * KVM_PFI_KERNEL_READ_MAX (KVM_PFI_KERNEL_SPAN_MAX with PRESENT), va + len
+ * past the end of the address space, PRESENT with va or len not a multiple
+ * of 4096. EAGAIN: no vCPU of the VM was seen in 64-bit kernel mode within
+ * the wait. EBUSY: another such call for this VM is waiting. EFAULT: buf.
+ * EINTR, ENOMEM.
+ */
+#define KVM_PFI_KERNEL_PRESENT		(1U << 0)
+#define KVM_PFI_KERNEL_FLAGS_ALL	KVM_PFI_KERNEL_PRESENT
+#define KVM_PFI_KERNEL_READ_MAX		(1U << 20)	/* bytes per read */
+#define KVM_PFI_KERNEL_SPAN_MAX		(1ULL << 30)	/* bytes of address space per PRESENT call */
+
+struct kvm_pfi_kernel_read {
+	__u32 vm_id;		/* in */
+	__u32 flags;		/* in: KVM_PFI_KERNEL_* */
+	__u64 va;		/* in: guest kernel virtual address */
+	__u64 len;		/* in: bytes (PRESENT: bytes of address space) */
+	__u64 buf;		/* in: user pointer: len bytes, or len / 4096 with PRESENT */
+	__u64 done;		/* out (0 on input): bytes read, or pages present */
+	__u64 cr3;		/* out (0 on input): the root the read went through */
+};
+
+/*
  * Rules: targets by process and region in a Linux guest (a VM with a
  * profile). A rule names a process, by its tgid or by name (its comm, or the
  * file name of its executable), and a region of it; after each walk of the
@@ -592,6 +632,7 @@ struct kvm_pfi_event {
 #define KVM_PFI_LINUX_PROFILE	_IOWR(KVM_PFI_IOC_MAGIC, 0x40, struct kvm_pfi_linux_profile)
 #define KVM_PFI_PROCESS_LIST	_IOWR(KVM_PFI_IOC_MAGIC, 0x41, struct kvm_pfi_process_list)
 #define KVM_PFI_PROCESS_VMAS	_IOWR(KVM_PFI_IOC_MAGIC, 0x42, struct kvm_pfi_process_vmas)
+#define KVM_PFI_KERNEL_READ	_IOWR(KVM_PFI_IOC_MAGIC, 0x43, struct kvm_pfi_kernel_read)
 #define KVM_PFI_RULE_ADD	_IOWR(KVM_PFI_IOC_MAGIC, 0x50, struct kvm_pfi_rule)
 #define KVM_PFI_RULE_REMOVE	_IOW(KVM_PFI_IOC_MAGIC, 0x51, struct kvm_pfi_rule_remove)
 #define KVM_PFI_RULE_LIST	_IOWR(KVM_PFI_IOC_MAGIC, 0x52, struct kvm_pfi_rule_list)

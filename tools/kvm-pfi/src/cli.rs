@@ -420,7 +420,8 @@ A profile that does not fit (init_task, plus the KASLR slide, is not pid 0 \
 
 const PROFILE_LOAD_ABOUT: &str = "\
 Give attached VM ID the profile of its guest's Linux kernel (the text \
-`profile build` writes). The file is checked here first (a malformed one \
+`profile build` writes; without PROFILE, one made from the guest's memory \
+as `profile build --vm ID` makes it). The file is checked here first (a malformed one \
 exits 65 with `kvm-pfi: FILE: ...`, before the module is asked); then the \
 module checks it against the running guest, through the guest's page \
 tables: init_task, at its profile address plus the KASLR slide, must be \
@@ -488,21 +489,30 @@ under the walk; try again`, `kvm-pfi: vm 3 is not attached`.";
 
 #[derive(Debug, Subcommand)]
 pub enum ProfileCommand {
-    /// Make a profile from a kernel's BTF and symbol table
+    /// Make a profile from a kernel's BTF and symbol table, or from a running guest
     #[command(
         long_about = "Make a profile from a kernel's BTF (--vmlinux: the .BTF section \
             of its ELF vmlinux; --btf: a raw blob such as /sys/kernel/btf/vmlinux, or \
             the one `pahole --btf_encode_detached=vmlinux.btf -J vmlinux` makes from \
             the DWARF of a kernel built without CONFIG_DEBUG_INFO_BTF) and its \
-            symbol table (System.map, or /proc/kallsyms read as root). A member that \
-            is missing or of a type the walks cannot read, or a missing init_task or \
-            _text, is refused with status 65. Prints \"OUT: N fields, M symbols\" \
-            unless OUT is - (the default: the profile on stdout).",
-        group(ArgGroup::new("types").required(true).args(["vmlinux", "btf"]))
+            symbol table (System.map, or /proc/kallsyms read as root).\n\n\
+            With --vm (a running guest, through the module: only the VM's owner may \
+            read its memory) or --kcore (the kernel an ELF core shows, /proc/kcore), \
+            what is not given comes from the kernel's memory: the BTF from its image \
+            (a kernel with CONFIG_DEBUG_INFO_BTF, as distributions build them), the \
+            symbols from its own kallsyms tables (run-time addresses: the profile's \
+            slide is 0; init_task needs CONFIG_KALLSYMS_ALL). `kvm-pfi profile build \
+            --vm 3 -o guest.profile` thus needs nothing but the VM.\n\n\
+            A member that is missing or of a type the walks cannot read, a missing \
+            init_task or _text, no BTF or no kallsyms in memory, is refused with \
+            status 65. Prints \"OUT: N fields, M symbols\" unless OUT is - (the \
+            default: the profile on stdout).",
+        group(ArgGroup::new("types").args(["vmlinux", "btf"])),
+        group(ArgGroup::new("memory").args(["vm", "kcore"]))
     )]
     Build {
         /// ELF vmlinux with a .BTF section
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", required_unless_present_any = ["btf", "vm", "kcore"])]
         vmlinux: Option<PathBuf>,
 
         /// Raw BTF blob (/sys/kernel/btf/vmlinux, or pahole's detached blob)
@@ -510,12 +520,43 @@ pub enum ProfileCommand {
         btf: Option<PathBuf>,
 
         /// System.map or /proc/kallsyms
-        #[arg(long, value_name = "FILE")]
-        system_map: PathBuf,
+        #[arg(long, value_name = "FILE", required_unless_present_any = ["vm", "kcore"])]
+        system_map: Option<PathBuf>,
+
+        /// Attached VM whose running guest kernel's memory gives what is not given
+        #[arg(long, value_name = "ID")]
+        vm: Option<u32>,
+
+        /// ELF core of a kernel's memory (/proc/kcore) that gives what is not given
+        #[arg(long, value_name = "PATH")]
+        kcore: Option<PathBuf>,
 
         /// Where to write the profile; - for stdout
         #[arg(short, long, value_name = "OUT", default_value = "-")]
         output: PathBuf,
+
+        #[command(flatten)]
+        dev: Device,
+    },
+
+    /// Print the symbols of a kernel's own kallsyms tables, found in its memory
+    #[command(long_about = "Find the kallsyms tables in the memory of a running guest \
+        kernel (--vm, through the module) or of the kernel an ELF core shows \
+        (--kcore, /proc/kcore) and print every symbol as /proc/kallsyms prints the \
+        core kernel's: ADDRESS TYPE NAME, in address order. Tables that are not \
+        found or do not decode exit with status 65.",
+        group(ArgGroup::new("memory").required(true).args(["vm", "kcore"])))]
+    Kallsyms {
+        /// Attached VM
+        #[arg(long, value_name = "ID")]
+        vm: Option<u32>,
+
+        /// ELF core of a kernel's memory
+        #[arg(long, value_name = "PATH")]
+        kcore: Option<PathBuf>,
+
+        #[command(flatten)]
+        dev: Device,
     },
 
     /// Print a profile (checked, in its normal form)
@@ -532,9 +573,10 @@ pub enum ProfileCommand {
         #[arg(long, value_name = "ID")]
         vm: u32,
 
-        /// Profile file, as `profile build` writes it; - for stdin
+        /// Profile file, as `profile build` writes it; - for stdin. Without
+        /// it, the profile is made from the guest's memory (`profile build --vm`)
         #[arg(value_name = "PROFILE")]
-        file: PathBuf,
+        file: Option<PathBuf>,
 
         /// The guest kernel's KASLR slide, a multiple of 4096 (default: the module finds it)
         #[arg(long, value_name = "HEX", value_parser = parse_slide)]
@@ -1612,6 +1654,7 @@ mod tests {
                     btf,
                     system_map,
                     output,
+                    ..
                 },
         } = parse(&["profile", "build", "--btf", "b", "--system-map", "m"])
             .unwrap()
@@ -1624,10 +1667,43 @@ mod tests {
             (
                 None,
                 Some(PathBuf::from("b")),
-                PathBuf::from("m"),
+                Some(PathBuf::from("m")),
                 PathBuf::from("-")
             )
         );
+        // From a guest's memory: nothing else needed; files still win.
+        for args in [
+            &["profile", "build", "--vm", "3"][..],
+            &["profile", "build", "--kcore", "/proc/kcore", "--btf", "b"],
+            &["profile", "build", "--vm", "3", "--system-map", "m"],
+        ] {
+            assert!(matches!(
+                parse(args).unwrap().command,
+                Command::Profile {
+                    cmd: ProfileCommand::Build { .. }
+                }
+            ));
+        }
+        assert_eq!(
+            usage_error(&["profile", "build", "--vm", "3", "--kcore", "k"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            usage_error(&["profile", "kallsyms"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert!(matches!(
+            parse(&["profile", "kallsyms", "--kcore", "/proc/kcore"]).unwrap().command,
+            Command::Profile {
+                cmd: ProfileCommand::Kallsyms { vm: None, kcore: Some(_), .. }
+            }
+        ));
+        assert!(matches!(
+            parse(&["profile", "load", "--vm", "2"]).unwrap().command,
+            Command::Profile {
+                cmd: ProfileCommand::Load { vm: 2, file: None, .. }
+            }
+        ));
         assert!(matches!(
             parse(&[
                 "profile",
@@ -1744,7 +1820,7 @@ mod tests {
             (vm, file, slide, out.json, dev.device.as_str()),
             (
                 3,
-                PathBuf::from("guest.profile"),
+                Some(PathBuf::from("guest.profile")),
                 None,
                 false,
                 "/dev/kvm_pfi"
@@ -1784,10 +1860,7 @@ mod tests {
             usage_error(&["profile", "load", "p"]),
             ErrorKind::MissingRequiredArgument
         );
-        assert_eq!(
-            usage_error(&["profile", "load", "--vm", "1"]),
-            ErrorKind::MissingRequiredArgument
-        );
+
         assert!(matches!(
             parse(&["ps", "--vm", "2", "--json"]).unwrap().command,
             Command::Ps {

@@ -14,6 +14,7 @@ use crate::cli::{
 use crate::dev::{Device, VmInfo};
 use crate::error::{Error, Result};
 use crate::formats::{self, Format, Output, SyslogTarget};
+use crate::kernel_image;
 use crate::linux;
 use crate::sigs;
 use crate::snapshot;
@@ -213,9 +214,26 @@ fn profile_command(cmd: ProfileCommand) -> Result<()> {
             vmlinux,
             btf,
             system_map,
+            vm,
+            kcore,
             output,
+            dev,
         } => {
-            let p = linux::build(vmlinux.as_deref(), btf.as_deref(), &system_map)?;
+            // Memory only for what the files do not give.
+            let needs_memory = system_map.is_none() || (vmlinux.is_none() && btf.is_none());
+            let image = match (vm, kcore) {
+                (Some(vm), _) if needs_memory => {
+                    Some(kernel_image::from_vm(&controlling(&dev.device, vm)?, vm)?)
+                }
+                (None, Some(k)) if needs_memory => Some(kernel_image::from_kcore(&k)?),
+                _ => None,
+            };
+            let p = linux::build(
+                vmlinux.as_deref(),
+                btf.as_deref(),
+                system_map.as_deref(),
+                image.as_ref(),
+            )?;
             let text = p.to_string();
             sigs::write_output(&output, text.as_bytes())?;
             if output != std::path::Path::new("-") {
@@ -235,11 +253,21 @@ fn profile_command(cmd: ProfileCommand) -> Result<()> {
             out,
             dev,
         } => {
-            // Checked first: a malformed file needs no module.
-            let text = linux::load_text(&file)?;
             // Like target add: a persistent attachment is changed by
             // presenting the VM again.
-            let dev = controlling(&dev.device, vm)?;
+            let (text, dev) = match file {
+                // Checked first: a malformed file needs no module.
+                Some(file) => {
+                    let text = linux::load_text(&file)?;
+                    (text, controlling(&dev.device, vm)?)
+                }
+                None => {
+                    let dev = controlling(&dev.device, vm)?;
+                    let image = kernel_image::from_vm(&dev, vm)?;
+                    let p = linux::build(None, None, None, Some(&image))?;
+                    (p.to_string().into_bytes(), dev)
+                }
+            };
             let p = linux::retry_eagain(linux::GUEST_UP_WAIT, linux::GUEST_UP_PAUSE, || {
                 dev.linux_profile(vm, &text, slide)
             })
@@ -250,6 +278,15 @@ fn profile_command(cmd: ProfileCommand) -> Result<()> {
             } else {
                 say(&linux::loaded_text(&j))
             }
+        }
+        ProfileCommand::Kallsyms { vm, kcore, dev } => {
+            let image = match (vm, kcore) {
+                (Some(vm), _) => kernel_image::from_vm(&controlling(&dev.device, vm)?, vm)?,
+                (None, Some(k)) => kernel_image::from_kcore(&k)?,
+                (None, None) => unreachable!("clap requires --vm or --kcore"),
+            };
+            let text = kernel_image::symbols_text(&image.kallsyms()?)?;
+            sigs::write_output(std::path::Path::new("-"), text.as_bytes())
         }
         ProfileCommand::Show { file } => {
             let p = linux::load(&file)?;

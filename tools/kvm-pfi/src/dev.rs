@@ -91,6 +91,7 @@ fn ioctl_name(request: abi::kvm_pfi_ioctl) -> &'static str {
         abi::KVM_PFI_IOCTL_LINUX_PROFILE => "KVM_PFI_LINUX_PROFILE",
         abi::KVM_PFI_IOCTL_PROCESS_LIST => "KVM_PFI_PROCESS_LIST",
         abi::KVM_PFI_IOCTL_PROCESS_VMAS => "KVM_PFI_PROCESS_VMAS",
+        abi::KVM_PFI_IOCTL_KERNEL_READ => "KVM_PFI_KERNEL_READ",
         abi::KVM_PFI_IOCTL_RULE_ADD => "KVM_PFI_RULE_ADD",
         abi::KVM_PFI_IOCTL_RULE_REMOVE => "KVM_PFI_RULE_REMOVE",
         abi::KVM_PFI_IOCTL_RULE_LIST => "KVM_PFI_RULE_LIST",
@@ -414,6 +415,52 @@ impl Device {
             )?
         };
         Ok(p)
+    }
+
+    /// Guest kernel memory of VM `vm_id` at `va` into `buf`
+    /// (KVM_PFI_KERNEL_READ), up to the first page that does not
+    /// translate; returns the bytes read.
+    pub fn kernel_read(&self, vm_id: u32, va: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut r = abi::kvm_pfi_kernel_read {
+            vm_id,
+            va,
+            len: buf.len() as u64,
+            buf: buf.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: r.buf points at `len` writable bytes, alive for the call.
+        unsafe {
+            self.ioctl(
+                abi::KVM_PFI_IOCTL_KERNEL_READ,
+                &mut r,
+                &format!("vm {vm_id} at {va:#x}"),
+            )?
+        };
+        Ok(r.done as usize)
+    }
+
+    /// Which pages of `len` bytes of VM `vm_id`'s kernel address space from
+    /// `va` translate (KVM_PFI_KERNEL_READ with KVM_PFI_KERNEL_PRESENT):
+    /// one byte per page, 1 where it does.
+    pub fn kernel_present(&self, vm_id: u32, va: u64, len: u64) -> Result<Vec<u8>> {
+        let mut map = vec![0u8; (len / 4096) as usize];
+        let mut r = abi::kvm_pfi_kernel_read {
+            vm_id,
+            flags: abi::KVM_PFI_KERNEL_PRESENT,
+            va,
+            len,
+            buf: map.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: r.buf points at len / 4096 writable bytes, alive for the call.
+        unsafe {
+            self.ioctl(
+                abi::KVM_PFI_IOCTL_KERNEL_READ,
+                &mut r,
+                &format!("vm {vm_id} at {va:#x}"),
+            )?
+        };
+        Ok(map)
     }
 
     /// The processes of VM `vm_id` (KVM_PFI_PROCESS_LIST): asks for the

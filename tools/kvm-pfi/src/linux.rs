@@ -23,7 +23,7 @@ use pfi_core::process_regions;
 
 /// `__START_KERNEL_map`: the kernel image is mapped at or above it (and
 /// below the modules area, which kcore maps higher).
-const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
 const PAGE: u64 = 4096;
 /// Whole-walk attempts when the task list changes under the walk.
 const TASK_LIST_TRIES: u32 = 5;
@@ -184,6 +184,14 @@ impl Kcore {
             .find(|&v| v >= START_KERNEL_MAP)
     }
 
+    /// The segment that maps the kernel image: its address and size.
+    pub fn text_segment(&self) -> Option<(u64, u64)> {
+        self.segments
+            .iter()
+            .find(|s| s.vaddr >= START_KERNEL_MAP)
+            .map(|s| (s.vaddr, s.size))
+    }
+
     /// Forget what was read (a new walk attempt reads afresh).
     pub fn clear(&mut self) {
         self.cache.clear();
@@ -245,9 +253,34 @@ fn profile_error(what: &str, e: pfi_core::linux_profile::ProfileError) -> Error 
 }
 
 /// `profile build`: the profile from a vmlinux's `.BTF` section (or a raw
-/// BTF blob) and a System.map (or kallsyms).
-pub fn build(vmlinux: Option<&Path>, btf: Option<&Path>, system_map: &Path) -> Result<Profile> {
-    let (blob, what) = match (vmlinux, btf) {
+/// BTF blob) and a System.map (or kallsyms), each of them, when not given,
+/// from the kernel's memory (`image`: its BTF, its kallsyms tables).
+pub fn build(
+    vmlinux: Option<&Path>,
+    btf: Option<&Path>,
+    system_map: Option<&Path>,
+    image: Option<&crate::kernel_image::Image>,
+) -> Result<Profile> {
+    let (blob, what) = match (btf_file(vmlinux, btf)?, image) {
+        (Some(b), _) => b,
+        (None, Some(img)) => (img.btf()?.to_vec(), format!("the BTF in {}", img.what)),
+        (None, None) => unreachable!("clap requires --vmlinux, --btf, --vm or --kcore"),
+    };
+    let (syms, syms_what) = match (system_map, image) {
+        (Some(m), _) => (read_input(m)?, path_name(m)),
+        (None, Some(img)) => (
+            crate::kernel_image::symbols_text(&img.kallsyms()?)?.into_bytes(),
+            format!("the kallsyms of {}", img.what),
+        ),
+        (None, None) => unreachable!("clap requires --system-map, --vm or --kcore"),
+    };
+    Profile::resolve(&blob, &syms)
+        .map_err(|e| profile_error(&format!("profile from {what} and {syms_what}"), e))
+}
+
+/// The BTF blob of `--vmlinux` or `--btf`, and its name; None if neither.
+fn btf_file(vmlinux: Option<&Path>, btf: Option<&Path>) -> Result<Option<(Vec<u8>, String)>> {
+    Ok(Some(match (vmlinux, btf) {
         (Some(v), _) => match elf_section(v, ".BTF")? {
             Some(b) => (b, path_name(v)),
             None => {
@@ -261,15 +294,8 @@ pub fn build(vmlinux: Option<&Path>, btf: Option<&Path>, system_map: &Path) -> R
             }
         },
         (None, Some(b)) => (read_input(b)?, path_name(b)),
-        (None, None) => unreachable!("clap requires --vmlinux or --btf"),
-    };
-    let syms = read_input(system_map)?;
-    Profile::resolve(&blob, &syms).map_err(|e| {
-        profile_error(
-            &format!("profile from {what} and {}", path_name(system_map)),
-            e,
-        )
-    })
+        (None, None) => return Ok(None),
+    }))
 }
 
 /// Reads a profile's text form.
@@ -391,6 +417,25 @@ pub fn load_refused(err: Error, vm: u32, slide: Option<u64>) -> Error {
             "vm {vm}: profile refused (EINVAL: not a profile, over {} bytes, or a slide \
              that is not a multiple of 4096)",
             abi::KVM_PFI_LINUX_PROFILE_MAX
+        )),
+        _ => err,
+    }
+}
+
+/// The error for a failed KVM_PFI_KERNEL_READ of VM `vm`.
+pub fn kernel_read_refused(err: Error, vm: u32) -> Error {
+    let Some(errno) = err.errno() else {
+        return err;
+    };
+    if let Some(e) = linux_common_errno(errno, vm, "KVM_PFI_KERNEL_READ") {
+        return e;
+    }
+    match errno {
+        libc::EAGAIN => Error::Msg(format!(
+            "no vCPU of VM {vm} seen in 64-bit kernel mode yet (is the guest up?)"
+        )),
+        libc::EPERM => Error::Msg(format!(
+            "vm {vm}: attached by another opener (KVM_PFI_KERNEL_READ: EPERM)"
         )),
         _ => err,
     }
@@ -1209,11 +1254,11 @@ pub mod tests {
         .unwrap();
         assert_eq!(elf_section(&path, ".BTF").unwrap().as_deref(), Some(BTF));
         assert_eq!(elf_section(&path, ".BTF.ext").unwrap(), None);
-        let p = build(Some(&path), None, Path::new("/nonexistent")).unwrap_err();
+        let p = build(Some(&path), None, Some(Path::new("/nonexistent")), None).unwrap_err();
         assert_eq!(p.exit_code(), 66, "{p}");
         let nob = dir.path().join("nobtf");
         std::fs::write(&nob, elf(&[], &[(".text", vec![0x90; 10])])).unwrap();
-        let e = build(Some(&nob), None, &path).unwrap_err();
+        let e = build(Some(&nob), None, Some(&path), None).unwrap_err();
         assert!(
             e.to_string().contains("no .BTF section") && e.to_string().contains("pahole"),
             "{e}"

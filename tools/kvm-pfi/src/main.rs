@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod formats;
 mod genl;
+mod kernel_image;
 mod linux;
 mod sigs;
 mod snapshot;

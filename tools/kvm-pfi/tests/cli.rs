@@ -589,7 +589,6 @@ fn profile_load_checks_the_file_first() {
         ][..],
         &["profile", "load", "--vm", "1", s(&prof), "--slide", "x"],
         &["profile", "load", s(&prof)],
-        &["profile", "load", "--vm", "1"],
         &["ps"],
         &["ps", "--vm", "-1"],
         &["vmas", "--vm", "1"],
@@ -599,6 +598,11 @@ fn profile_load_checks_the_file_first() {
         let o = tool(args);
         assert_eq!(status(&o), 2, "{args:?}: {}", stderr(&o));
     }
+    // Without a file the profile is built from the guest's memory: a
+    // valid command that goes to the device.
+    let o = tool(&["profile", "load", "--vm", "1", "--device", "/nonexistent/kvm_pfi"]);
+    assert_eq!(status(&o), 69, "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexistent/kvm_pfi"), "{}", stderr(&o));
 }
 
 /// `vmas` (and `ps`) on a file that is no kvm_pfi device: the ioctl fails
