@@ -10,8 +10,8 @@ export KVM_PFI_KO="$KVM_PFI_ROOT/kvm_pfi.ko"
 export KVM_PFI_TESTS="${KVM_PFI_TESTS:-$(selftests_dir "$KDIR")}"
 export KVM_PFI_TOOL="${CARGO_TARGET_DIR:-$KVM_PFI_CACHE/target}/release/kvm-pfi"
 export KVM_PFI_ROOT
-# The real-guest test's guest (`make guest` builds it): its main cases
-# (swapped_pages, prot_none, exit_pending: a boot each) are part of the
+# The real-guest test's guest (`make guest` builds it): its main case
+# (swapped_pages: one boot, the coverage line, the signature) is part of the
 # suite; KVM_PFI_REAL_GUEST=0 leaves it out (a developer's shortcut).
 if [ "${KVM_PFI_REAL_GUEST:-1}" = 1 ] && [ -z "${KVM_PFI_GUEST_KERNEL:-}" ] &&
 	[[ -z "${KVM_PFI_ONLY:-}" || " $KVM_PFI_ONLY " == *" real_guest "* ]]; then

@@ -101,10 +101,10 @@ run_programs() {
 	only kvm_pfi_protect_test && run_harness kvm_pfi_protect_test "$KVM_PFI_TESTS/kvm_pfi_protect_test"
 	only kvm_pfi_stress_test && run_harness kvm_pfi_stress_test "$KVM_PFI_TESTS/kvm_pfi_stress_test"
 	# A real Linux guest (scripts/real-guest.sh builds it; `make test` runs the
-	# main cases, `make e2e` every case): only when its kernel is given.
+	# main case, `make e2e` every case): only when its kernel is given.
 	if [ -n "${KVM_PFI_GUEST_KERNEL:-}" ] && only real_guest; then
 		KVM_PFI_PY_TIMEOUT=${KVM_PFI_REAL_GUEST_TIMEOUT:-1500} run_python real_guest \
-			"$KVM_PFI_ROOT/selftests/real_guest.py" ${KVM_PFI_REAL_GUEST_ARGS:-swapped_pages prot_none exit_pending}
+			"$KVM_PFI_ROOT/selftests/real_guest.py" ${KVM_PFI_REAL_GUEST_ARGS:-swapped_pages}
 	fi
 }
 for _ in $(seq "${KVM_PFI_REPEAT:-1}"); do run_programs; done
