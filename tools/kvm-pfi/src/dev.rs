@@ -421,22 +421,8 @@ impl Device {
     /// (KVM_PFI_KERNEL_READ), up to the first page that does not
     /// translate; returns the bytes read.
     pub fn kernel_read(&self, vm_id: u32, va: u64, buf: &mut [u8]) -> Result<usize> {
-        let mut r = abi::kvm_pfi_kernel_read {
-            vm_id,
-            va,
-            len: buf.len() as u64,
-            buf: buf.as_mut_ptr() as u64,
-            ..Default::default()
-        };
-        // SAFETY: r.buf points at `len` writable bytes, alive for the call.
-        unsafe {
-            self.ioctl(
-                abi::KVM_PFI_IOCTL_KERNEL_READ,
-                &mut r,
-                &format!("vm {vm_id} at {va:#x}"),
-            )?
-        };
-        Ok(r.done as usize)
+        let done = self.kernel_read_ioctl(vm_id, 0, va, buf.len() as u64, buf)?;
+        Ok(done as usize)
     }
 
     /// Which pages of `len` bytes of VM `vm_id`'s kernel address space from
@@ -444,15 +430,23 @@ impl Device {
     /// one byte per page, 1 where it does.
     pub fn kernel_present(&self, vm_id: u32, va: u64, len: u64) -> Result<Vec<u8>> {
         let mut map = vec![0u8; (len / 4096) as usize];
+        self.kernel_read_ioctl(vm_id, abi::KVM_PFI_KERNEL_PRESENT, va, len, &mut map)?;
+        Ok(map)
+    }
+
+    /// KVM_PFI_KERNEL_READ of `len` bytes of address space at `va` into
+    /// `out` (as long as the module writes for `flags`); returns `done`.
+    fn kernel_read_ioctl(&self, vm_id: u32, flags: u32, va: u64, len: u64, out: &mut [u8]) -> Result<u64> {
         let mut r = abi::kvm_pfi_kernel_read {
             vm_id,
-            flags: abi::KVM_PFI_KERNEL_PRESENT,
+            flags,
             va,
             len,
-            buf: map.as_mut_ptr() as u64,
+            buf: out.as_mut_ptr() as u64,
             ..Default::default()
         };
-        // SAFETY: r.buf points at len / 4096 writable bytes, alive for the call.
+        // SAFETY: r.buf points at `out`, writable and alive for the call,
+        // as long as the module writes for these flags (callers size it).
         unsafe {
             self.ioctl(
                 abi::KVM_PFI_IOCTL_KERNEL_READ,
@@ -460,7 +454,7 @@ impl Device {
                 &format!("vm {vm_id} at {va:#x}"),
             )?
         };
-        Ok(map)
+        Ok(r.done)
     }
 
     /// The processes of VM `vm_id` (KVM_PFI_PROCESS_LIST): asks for the
